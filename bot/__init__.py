@@ -1,0 +1,1 @@
+"""The bot: platforms, the worker and the composition archive."""

@@ -1,0 +1,330 @@
+"""The ``composer`` command line: encode, decode, prepare, train, eval, sample."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from composer.config import settings
+
+app = typer.Typer(
+    help="Compose expressive piano music with Performance RNN models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """A one-line error on stderr and a non-zero exit; no traceback for user errors."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="More logging.")) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+def encode(
+    midi_file: Path = typer.Argument(..., help="A .mid/.midi file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the token array (.npy)."),
+) -> None:
+    """Encode a MIDI file into Performance RNN event tokens (a .npy int16 array)."""
+    import numpy as np
+
+    from composer import events
+    from composer.midi import MidiError, load_notes
+
+    try:
+        notes = load_notes(midi_file)
+    except MidiError as exc:
+        fail(str(exc))
+    tokens = events.encode(notes)
+    np.save(out, tokens)
+    typer.echo(f"{midi_file}: {len(notes)} notes -> {len(tokens)} events -> {out}")
+
+
+@app.command()
+def decode(
+    token_file: Path = typer.Argument(..., help="A .npy array of event tokens."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the MIDI file."),
+) -> None:
+    """Decode event tokens (.npy) back into a MIDI file."""
+    import numpy as np
+
+    from composer import events
+    from composer.midi import save_notes
+
+    if not token_file.is_file():
+        fail(f"{token_file}: no such file")
+    try:
+        tokens = np.load(token_file, allow_pickle=False)
+    except ValueError as exc:
+        fail(f"{token_file}: not a .npy token array ({exc})")
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        fail(f"{token_file}: expected a 1-D integer array, got {tokens.dtype} {tokens.shape}")
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= events.VOCAB_SIZE):
+        fail(f"{token_file}: token ids must lie in 0..{events.VOCAB_SIZE - 1}")
+    notes = events.decode(tokens)
+    save_notes(notes, out)
+    typer.echo(f"{token_file}: {len(tokens)} events -> {len(notes)} notes -> {out}")
+
+
+@app.command()
+def prepare(
+    genre: list[str] | None = typer.Option(None, "--genre", "-g", help="Genre(s) to prepare; default all."),
+    data_root: Path | None = typer.Option(None, help="Root of the corpora (default: ../shared/data)."),
+    cache_dir: Path | None = typer.Option(None, help="Where encoded tokens go (default: .cache)."),
+    workers: int = typer.Option(0, help="Encoding processes (default: one per core)."),
+) -> None:
+    """Encode the genres' corpora into the token cache and print a summary table."""
+    from composer.data import prepare_genre
+    from composer.genres import UnknownGenreError, list_genres, load_genre
+
+    cfg = settings()
+    names = genre or list_genres()
+    if not names:
+        fail(f"no genre manifests in {cfg.genres_dir}")
+    rows = []
+    for name in names:
+        try:
+            spec = load_genre(name)
+            report = prepare_genre(spec, data_root or cfg.data_root, cache_dir or cfg.cache_dir, workers or None)
+        except (UnknownGenreError, FileNotFoundError, ValueError) as exc:
+            fail(str(exc))
+        if report.skipped:
+            typer.echo(f"{name}: skipped {len(report.skipped)} unreadable or empty file(s)", err=True)
+        for split, stats in report.splits.items():
+            rows.append(
+                (
+                    name,
+                    split,
+                    stats.files,
+                    stats.seconds / 3600,
+                    stats.events,
+                    len(report.skipped) if split == "train" else "",
+                )
+            )
+        if not report.rebuilt:
+            typer.echo(f"{name}: up to date, nothing to do", err=True)
+    typer.echo(f"{'genre':<10} {'split':<11} {'files':>6} {'hours':>7} {'events':>11} {'skipped':>8}")
+    for name, split, files, hours, n_events, skipped in rows:
+        typer.echo(f"{name:<10} {split:<11} {files:>6} {hours:>7.2f} {n_events:>11,} {skipped!s:>8}")
+
+
+@app.command()
+def train(
+    genre: str = typer.Option(..., "--genre", "-g", help="The genre to train."),
+    run: str = typer.Option(
+        "", "--run-name", help="Run name under runs/<genre>/ (default: a new timestamp); an existing run resumes."
+    ),
+    steps: int = typer.Option(20_000, help="Optimizer steps in all."),
+    batch_size: int = typer.Option(64, help="Crops per step."),
+    seq_len: int = typer.Option(512, help="Events per crop."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW)."),
+    weight_decay: float = typer.Option(0.01),
+    warmup_steps: int = typer.Option(500),
+    hidden_size: int = typer.Option(512, help="LSTM units per layer."),
+    num_layers: int = typer.Option(3, help="LSTM layers."),
+    embed_dim: int = typer.Option(256, help="Token embedding size."),
+    dropout: float = typer.Option(0.0, help="Dropout between layers (helps small corpora)."),
+    eval_every: int = typer.Option(500, help="Steps between validation NLL evaluations."),
+    checkpoint_every: int = typer.Option(100, help="Steps between resumable checkpoints."),
+    val_max_sequences: int = typer.Option(0, help="Validate on this many pieces (0: all)."),
+    patience: int = typer.Option(0, help="Stop after this many evaluations without improvement (0: never)."),
+    max_minutes: float = typer.Option(0.0, help="Stop cleanly after this many minutes (0: no limit)."),
+    init_from: str = typer.Option("", help="Start from this model directory (fine-tuning)."),
+    pretrain_on: str = typer.Option("", help="Comma-separated genres whose data to train on together."),
+    seed: int = typer.Option(0),
+    publish: str = typer.Option("", help="When done, add the best model as this version under data/models/<genre>/."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
+    device: str = typer.Option("", help="cpu, cuda, cuda:N (default: COMPOSER_DEVICE or auto)."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Train a genre model (resumable: run it again with the same --run to continue)."""
+    from datetime import datetime
+
+    import torch
+
+    from composer.genres import UnknownGenreError, load_genre
+    from composer.model import ModelConfig
+    from composer.train import BEST_DIR, TrainConfig
+    from composer.train import train as run_training
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = settings()
+    try:
+        spec = load_genre(genre)
+        for g in filter(None, pretrain_on.split(",")):
+            load_genre(g)
+    except UnknownGenreError as exc:
+        fail(str(exc))
+    run_dir = cfg.runs_dir / genre / (run or datetime.now().strftime("%Y%m%d-%H%M%S"))
+    tc = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        val_max_sequences=val_max_sequences,
+        patience=patience,
+        max_minutes=max_minutes,
+        seed=seed,
+        init_from=init_from,
+        data_genres=tuple(filter(None, pretrain_on.split(","))),
+        model=ModelConfig(hidden_size=hidden_size, num_layers=num_layers, embed_dim=embed_dim, dropout=dropout),
+    )
+    try:
+        summary = run_training(spec, cfg.cache_dir, run_dir, tc, device or cfg.device, progress=not quiet)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(json.dumps({k: summary[k] for k in ("step", "best_nll", "best_step", "run_dir", "finished")}))
+    if publish and int(__import__("os").environ.get("RANK", "0")) == 0:
+        from composer.registry import current_version, set_current
+        from composer.registry import publish as publish_model
+
+        target = publish_model(run_dir / BEST_DIR, genre, publish)
+        if current_version(genre) is None:
+            set_current(genre, publish)
+        typer.echo(f"published {target}")
+
+
+@app.command("eval")
+def evaluate(
+    genre: str = typer.Option(..., "--genre", "-g", help="Genre whose current model to evaluate."),
+    data: Path | None = typer.Option(
+        None, help="A folder (searched recursively) or file of MIDI; default: the genre's validation split."
+    ),
+    version: str = typer.Option("", help="Model version (default: the current one)."),
+    model_dir: Path | None = typer.Option(None, help="Evaluate this model directory instead."),
+    device: str = typer.Option("", help="cpu, cuda, cuda:N (default: auto)."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON line."),
+) -> None:
+    """Mean negative log-likelihood (nats per event) of a model on MIDI files."""
+    import numpy as np
+
+    from composer.data import TokenBundle
+    from composer.evaluate import evaluate_files, sequences_nll
+    from composer.genres import UnknownGenreError, load_genre
+    from composer.model import load_model
+    from composer.registry import NoModelError
+    from composer.registry import model_dir as find_model
+    from composer.train import pick_device
+
+    cfg = settings()
+    dev = pick_device(device or cfg.device)
+    try:
+        load_genre(genre)
+        directory = model_dir or find_model(genre, version or None)
+    except (UnknownGenreError, NoModelError) as exc:
+        fail(str(exc))
+    model, card = load_model(directory, dev)
+    if data is None:
+        try:
+            bundle = TokenBundle.load(cfg.cache_dir, genre, "validation")
+        except FileNotFoundError as exc:
+            fail(str(exc))
+        seqs = [bundle.sequence(i).astype(np.int64) for i in range(len(bundle))]
+        total, count = sequences_nll(model, seqs, dev)
+        result = {"nll_per_event": total / max(count, 1), "files": len(seqs), "events": count}
+    else:
+        if not data.exists():
+            fail(f"{data}: no such file or folder")
+        res = evaluate_files(model, data, dev, on_skip=lambda p, why: typer.echo(f"skipped {why}", err=True))
+        if res.files == 0:
+            fail(f"{data}: no readable MIDI files")
+        result = {"nll_per_event": res.nll_per_event, "files": res.files, "events": res.events}
+    result.update(genre=genre, model=str(directory), version=card.get("version", ""), device=str(dev))
+    if not as_json:
+        nll, n_events, n_files = result["nll_per_event"], result["events"], result["files"]
+        typer.echo(f"{genre}: {nll:.4f} nats/event over {n_events:,} events in {n_files} files")
+    typer.echo(json.dumps(result))
+
+
+@app.command()
+def sample(
+    genre: str = typer.Option(..., "--genre", "-g", help="Genre to compose in."),
+    seconds: float = typer.Option(30.0, help="Length of the piece in seconds (0 < s <= 600)."),
+    seed: int | None = typer.Option(None, help="Random seed; the same seed gives the same piece."),
+    temperature: float = typer.Option(1.0, help="Above 1: wilder; below 1: tamer."),
+    top_p: float = typer.Option(
+        1.0, help="Nucleus sampling: keep the smallest set of events with this much probability."
+    ),
+    primer: Path | None = typer.Option(None, help="A MIDI file to continue from."),
+    primer_seconds: float = typer.Option(10.0, help="How much of the primer's end to continue from."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the MIDI file."),
+    count: int = typer.Option(1, help="Compose this many pieces in one batch (seeds seed, seed+1, ...)."),
+    version: str = typer.Option("", help="Model version (default: the current one)."),
+    device: str = typer.Option("", help="cpu, cuda, cuda:N (default: auto)."),
+) -> None:
+    """Compose a new piece and write it as MIDI."""
+    import random
+    import time
+
+    from composer import events
+    from composer.genres import UnknownGenreError, load_genre
+    from composer.midi import MidiError, load_notes, save_notes
+    from composer.registry import NoModelError
+    from composer.registry import model_dir as find_model
+    from composer.sample import MAX_SECONDS, Composer, SampleRequest, primer_tokens
+    from composer.train import pick_device
+
+    started = time.perf_counter()
+    if not 0 < seconds <= MAX_SECONDS:
+        fail(f"--seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}")
+    if count < 1:
+        fail("--count must be at least 1")
+    try:
+        load_genre(genre)
+        directory = find_model(genre, version or None)
+    except (UnknownGenreError, NoModelError) as exc:
+        fail(str(exc))
+    prime = None
+    if primer is not None:
+        try:
+            prime = primer_tokens(events.encode(load_notes(primer)), primer_seconds)
+        except MidiError as exc:
+            fail(str(exc))
+    seed = random.randrange(2**31) if seed is None else seed
+    requests = [SampleRequest(seconds, seed + i, temperature, top_p, prime) for i in range(count)]
+    composer = Composer.from_dir(directory, pick_device(device or settings().device))
+    try:
+        pieces = composer.generate(requests)
+    except ValueError as exc:
+        fail(str(exc))
+    outputs = [out] if count == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(count)]
+    for path, tokens, req in zip(outputs, pieces, requests):
+        notes = events.decode(tokens)
+        save_notes(notes, path)
+        typer.echo(
+            f"{path}: {genre}, seed {req.seed}, {len(tokens)} events, {len(notes)} notes, "
+            f"{events.duration_steps(tokens) / events.STEPS_PER_SECOND:.1f} s"
+        )
+    typer.echo(
+        f"composed in {time.perf_counter() - started:.2f} s with {directory.parent.name}/{directory.name} "
+        f"on {composer.device}",
+        err=True,
+    )
+
+
+if __name__ == "__main__":
+    app()

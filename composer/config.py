@@ -1,0 +1,37 @@
+"""Where the composer finds corpora, caches, runs and models: one typed place.
+
+Every setting can be overridden by an environment variable with the ``COMPOSER_`` prefix
+(for example ``COMPOSER_DATA_ROOT=/srv/midi``) or by a ``.env`` file in the working
+directory.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ComposerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMPOSER_", env_file=".env", extra="ignore")
+
+    data_root: Path = PROJECT_ROOT.parent / "shared" / "data"
+    """Root of the MIDI corpora that genre manifests name as sources."""
+    genres_dir: Path = PROJECT_ROOT / "data" / "genres"
+    """Genre manifests (one TOML file per genre)."""
+    models_dir: Path = PROJECT_ROOT / "data" / "models"
+    """Trained models: ``<genre>/<version>/`` with a ``CURRENT`` file per genre."""
+    cache_dir: Path = PROJECT_ROOT / ".cache"
+    """Encoded token arrays made by ``composer prepare``."""
+    runs_dir: Path = PROJECT_ROOT / "runs"
+    """Training runs: checkpoints, metrics logs and learning curves."""
+    device: str = "auto"
+    """``auto`` picks CUDA when present, else the CPU; or name one (``cpu``, ``cuda:1``)."""
+
+
+@lru_cache(maxsize=1)
+def settings() -> ComposerSettings:
+    return ComposerSettings()

@@ -1,0 +1,76 @@
+"""Versioned models on disk: ``<models_dir>/<genre>/<version>/`` plus a ``CURRENT`` file.
+
+``CURRENT`` names the version that sampling uses; ``HISTORY`` keeps the versions that
+were current before, newest last, so a promotion can be rolled back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from composer.config import settings
+from composer.model import CARD_FILE, WEIGHTS_FILE, load_model, read_card, save_model
+
+CURRENT_FILE = "CURRENT"
+HISTORY_FILE = "HISTORY"
+
+
+class NoModelError(LookupError):
+    pass
+
+
+def genre_dir(genre: str, models_dir: Path | None = None) -> Path:
+    return (models_dir or settings().models_dir) / genre
+
+
+def list_versions(genre: str, models_dir: Path | None = None) -> list[str]:
+    root = genre_dir(genre, models_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / WEIGHTS_FILE).is_file() and (p / CARD_FILE).is_file())
+
+
+def current_version(genre: str, models_dir: Path | None = None) -> str | None:
+    pointer = genre_dir(genre, models_dir) / CURRENT_FILE
+    if not pointer.is_file():
+        return None
+    return pointer.read_text().strip() or None
+
+
+def model_dir(genre: str, version: str | None = None, models_dir: Path | None = None) -> Path:
+    """The directory of a genre's model: the named version, or the current one."""
+    version = version or current_version(genre, models_dir)
+    if version is None:
+        raise NoModelError(f"no trained model for genre {genre!r}: train one with `composer train --genre {genre}`")
+    path = genre_dir(genre, models_dir) / version
+    if not (path / WEIGHTS_FILE).is_file():
+        raise NoModelError(
+            f"genre {genre!r} has no model version {version!r} (have: {list_versions(genre, models_dir)})"
+        )
+    return path
+
+
+def set_current(genre: str, version: str, models_dir: Path | None = None) -> None:
+    """Point CURRENT at ``version``, remembering the previous one for rollback."""
+    root = genre_dir(genre, models_dir)
+    previous = current_version(genre, models_dir)
+    if previous and previous != version:
+        with (root / HISTORY_FILE).open("a") as fh:
+            fh.write(previous + "\n")
+    tmp = root / f".{CURRENT_FILE}.tmp"
+    tmp.write_text(version + "\n")
+    tmp.replace(root / CURRENT_FILE)
+
+
+def publish(source: Path, genre: str, version: str, models_dir: Path | None = None) -> Path:
+    """Add a trained model directory as a new version, weights in half precision."""
+    target = genre_dir(genre, models_dir) / version
+    if target.exists():
+        raise FileExistsError(f"model version {genre}/{version} exists already")
+    model, model_card = load_model(source)
+    save_model(model, target, {**model_card, "version": version}, half=True)
+    return target
+
+
+def card(genre: str, version: str | None = None, models_dir: Path | None = None) -> dict:
+    return read_card(model_dir(genre, version, models_dir))

@@ -1,0 +1,381 @@
+"""Training loop: random 512-event crops, AdamW, clipping, warmup + cosine schedule.
+
+One process trains on the CPU or a GPU; ``torchrun --nproc-per-node N -m composer.cli
+train ...`` trains data-parallel (DDP; NCCL on GPUs, gloo on CPUs). A run directory
+holds a resumable checkpoint, a JSONL metrics log, a PNG learning curve and the best
+model so far; a killed run picks up where its last checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from composer import events
+from composer.data import CropSampler, TokenBundle
+from composer.evaluate import sequences_nll
+from composer.genres import Genre
+from composer.model import ModelConfig, PerformanceRNN, load_model, save_model
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.jsonl"
+CURVE_FILE = "curve.png"
+BEST_DIR = "best"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20_000
+    batch_size: int = 64
+    seq_len: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.05
+    clip_norm: float = 3.0
+    transpose: int = 3
+    eval_every: int = 500
+    val_max_sequences: int = 0
+    """Score only this many validation pieces during training (0: all of them)."""
+    checkpoint_every: int = 100
+    patience: int = 0
+    """Stop after this many evaluations without a better validation NLL (0: never)."""
+    max_minutes: float = 0.0
+    """Stop cleanly (checkpointed, best model kept) after this long (0: no limit)."""
+    seed: int = 0
+    init_from: str = ""
+    """A model directory to start from (fine-tuning a pre-trained model)."""
+    data_genres: tuple[str, ...] = ()
+    """Train on these genres' data together (pre-training); default: the genre's own.
+    Their validation splits are kept out the same way, so fine-tuning stays honest."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio`` of the peak."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _Distributed:
+    """Rank bookkeeping; a no-op when not launched by torchrun."""
+
+    def __init__(self, device: torch.device):
+        self.enabled = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.device = device
+        if self.enabled and not dist.is_initialized():
+            if device.type == "cuda":
+                local = int(os.environ.get("LOCAL_RANK", "0"))
+                torch.cuda.set_device(local)
+                self.device = torch.device("cuda", local)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on one (so all ranks stop together)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+    def parameters_agree(self, model: torch.nn.Module) -> bool:
+        """Whether every rank holds the same weights (DDP's promise, checked at the end)."""
+        if not self.enabled:
+            return True
+        digest = torch.stack([p.detach().double().sum() for p in model.parameters()]).to(self.device)
+        gathered = [torch.empty_like(digest) for _ in range(self.world)]
+        dist.all_gather(gathered, digest)
+        return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(
+    genre: Genre,
+    cache_dir: Path,
+    run_dir: Path,
+    cfg: TrainConfig,
+    device_name: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Train (or resume) a genre model in ``run_dir``; returns the final summary."""
+    ddp = _Distributed(pick_device(device_name))
+    device = ddp.device
+    torch.manual_seed(cfg.seed + ddp.rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    data_genres = list(cfg.data_genres) or [genre.name]
+    train_data = TokenBundle.load_many(cache_dir, data_genres, "train")
+    val_data = TokenBundle.load_many(cache_dir, data_genres, "validation")
+    if len(train_data) == 0 or len(val_data) == 0:
+        raise ValueError(
+            f"genre {genre.name}: both splits need pieces (train {len(train_data)}, "
+            f"validation {len(val_data)}); add files or change validation_fraction"
+        )
+    val_sequences = [val_data.sequence(i).astype(np.int64) for i in range(len(val_data))]
+    if cfg.val_max_sequences:
+        rng = np.random.default_rng(1234)
+        keep = sorted(rng.permutation(len(val_sequences))[: cfg.val_max_sequences])
+        val_sequences = [val_sequences[i] for i in keep]
+    sampler = CropSampler(train_data, cfg.seq_len, cfg.transpose, seed=cfg.seed * 1000 + ddp.rank)
+
+    lineage = [_data_entry(g) for g in data_specs(genre, cfg)]
+    if cfg.init_from:
+        model, init_card = load_model(Path(cfg.init_from))
+        for entry in init_card.get("training", {}).get("data", []):
+            if isinstance(entry, dict) and entry not in lineage:
+                lineage.append(entry)
+        model.train()
+        if model.config.dropout != cfg.model.dropout:
+            model = _with_dropout(model, cfg.model.dropout)
+        cfg.model = model.config
+    else:
+        model = PerformanceRNN(cfg.model)
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {"step": 0, "best_nll": float("inf"), "best_step": -1, "evals_since_best": 0, "events_seen": 0}
+    checkpoint = run_dir / CHECKPOINT_FILE
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        sampler.rng = np.random.default_rng(state["step"] * 7919 + cfg.seed * 1000 + ddp.rank)
+        if ddp.main:
+            log.info("resumed %s at step %d (best NLL %.4f)", run_dir, state["step"], state["best_nll"])
+    elif ddp.main:
+        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    net = model
+    if ddp.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    stop_requested = {"flag": False}
+
+    def _request_stop(signum, frame):  # finish the step, checkpoint, then exit
+        stop_requested["flag"] = True
+
+    old_handlers = {s: signal.signal(s, _request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    started = time.monotonic()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    metrics = (run_dir / METRICS_FILE).open("a") if ddp.main else None
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"train {genre.name}", disable=not (progress and ddp.main))
+    window_loss, window_n, window_events, window_t = 0.0, 0, 0, time.monotonic()
+
+    def evaluate_and_keep_best() -> None:
+        total, count = sequences_nll(model, val_sequences, device)
+        nll = total / max(count, 1)
+        improved = nll < state["best_nll"]
+        if improved:
+            state.update(best_nll=nll, best_step=state["step"], evals_since_best=0)
+            save_model(model, run_dir / BEST_DIR, _card(genre, cfg, state, train_data, val_data, lineage), half=False)
+        else:
+            state["evals_since_best"] += 1
+        _log(metrics, {"step": state["step"], "val_nll": nll, "val_events": count, "best": improved})
+        bar.set_postfix(val=f"{nll:.3f}", best=f"{state['best_nll']:.3f}")
+
+    try:
+        while state["step"] < cfg.steps:
+            batch = torch.from_numpy(sampler.batch(cfg.batch_size)).to(device, non_blocking=True)
+            inputs, targets = batch[:, :-1], batch[:, 1:]
+            with autocast:
+                logits, _ = net(inputs)
+            loss = F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=events.PAD
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            n_events = int((targets != events.PAD).sum()) * ddp.world
+            state["events_seen"] += n_events
+            window_loss += loss.item()
+            window_n += 1
+            window_events += n_events
+            bar.update()
+
+            if ddp.main and state["step"] % 50 == 0:
+                elapsed = time.monotonic() - window_t
+                _log(
+                    metrics,
+                    {
+                        "step": state["step"],
+                        "train_loss": window_loss / window_n,
+                        "lr": scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                        "events_per_s": window_events / max(elapsed, 1e-9),
+                    },
+                )
+                bar.set_postfix(loss=f"{window_loss / window_n:.3f}", best=f"{state['best_nll']:.3f}")
+                window_loss, window_n, window_events, window_t = 0.0, 0, 0, time.monotonic()
+
+            last = state["step"] >= cfg.steps
+            if ddp.main and (state["step"] % cfg.eval_every == 0 or last):
+                evaluate_and_keep_best()
+            out_of_time = cfg.max_minutes > 0 and time.monotonic() - started > cfg.max_minutes * 60
+            patience_spent = cfg.patience > 0 and state["evals_since_best"] >= cfg.patience
+            stop = ddp.any(stop_requested["flag"] or out_of_time or patience_spent)
+            if ddp.main and (state["step"] % cfg.checkpoint_every == 0 or last or stop):
+                _save_checkpoint(checkpoint, model, optimizer, scheduler, state)
+            if stop:
+                if ddp.main and state["best_step"] < 0:
+                    evaluate_and_keep_best()
+                reason = "signal" if stop_requested["flag"] else "time limit" if out_of_time else "early stop"
+                log.info("stopping at step %d (%s)", state["step"], reason)
+                break
+        if ddp.enabled:
+            in_sync = ddp.parameters_agree(model)
+            _log(metrics, {"step": state["step"], "ranks": ddp.world, "ranks_in_sync": in_sync})
+            if not in_sync:
+                raise RuntimeError("data-parallel ranks ended with different weights")
+    finally:
+        bar.close()
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        if metrics:
+            metrics.close()
+        ddp.close()
+    if ddp.main:
+        plot_curve(run_dir)
+    return {**state, "run_dir": str(run_dir), "finished": state["step"] >= cfg.steps}
+
+
+def _with_dropout(model: PerformanceRNN, dropout: float) -> PerformanceRNN:
+    fresh = PerformanceRNN(ModelConfig(**{**asdict(model.config), "dropout": dropout}))
+    fresh.load_state_dict(model.state_dict())
+    return fresh
+
+
+def data_specs(genre: Genre, cfg: TrainConfig) -> list[Genre]:
+    from composer.genres import load_genre
+
+    return [genre if g == genre.name else load_genre(g) for g in (cfg.data_genres or (genre.name,))]
+
+
+def _data_entry(g: Genre) -> dict:
+    return {"genre": g.name, "sources": list(g.sources), "license": g.license, "attribution": g.attribution}
+
+
+def _card(
+    genre: Genre, cfg: TrainConfig, state: dict, train_data: TokenBundle, val_data: TokenBundle, lineage: list[dict]
+) -> dict:
+    return {
+        "genre": genre.name,
+        "description": genre.description,
+        "vocabulary": {
+            "events": events.NUM_EVENTS,
+            "size": events.VOCAB_SIZE,
+            "layout": "note_on 0-127, note_off 128-255, time_shift 256-355 (10 ms steps), velocity 356-387 (32 bins)",
+            "special": {"pad": events.PAD, "bos": events.BOS, "eos": events.EOS},
+            "steps_per_second": events.STEPS_PER_SECOND,
+        },
+        "training": {
+            **{k: v for k, v in asdict(cfg).items() if k != "model"},
+            "data": lineage,
+            "train_events": train_data.num_events,
+            "validation_events": val_data.num_events,
+            "validation_pieces": len(val_data),
+            "step": state["step"],
+            "events_seen": state["events_seen"],
+        },
+        "license": "; ".join(sorted({d["license"] for d in lineage})),
+        "validation_nll": state["best_nll"],
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": state,
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def _log(fh, record: dict) -> None:
+    if fh is not None:
+        fh.write(json.dumps({**record, "time": time.time()}) + "\n")
+        fh.flush()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curve(run_dir: Path) -> Path | None:
+    """Training loss and validation NLL against step, as a PNG beside the metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(run_dir)
+    train_pts = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    val_pts = [(r["step"], r["val_nll"]) for r in records if "val_nll" in r]
+    if not train_pts and not val_pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    if train_pts:
+        ax.plot(*zip(*train_pts), label="training loss (crops)", color="#8aa", linewidth=1)
+    if val_pts:
+        ax.plot(*zip(*val_pts), label="validation NLL (whole pieces)", color="#c33", marker="o", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats / event")
+    ax.set_title(f"Learning curve: {run_dir.parent.name}/{run_dir.name}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = run_dir / CURVE_FILE
+    fig.savefig(out)
+    plt.close(fig)
+    return out

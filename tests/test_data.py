@@ -1,0 +1,136 @@
+"""composer prepare on a small corpus made of real files, plus a corrupt and an empty one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from composer import events
+from composer.data import CropSampler, TokenBundle, assign_splits, prepare_genre
+from composer.genres import Genre, load_genre_file
+from tests.conftest import DATA_ROOT, make_midi, needs_corpora
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """Six real Nottingham tunes, a corrupt file and an empty one."""
+    root = tmp_path / "data" / "tunes"
+    root.mkdir(parents=True)
+    source = DATA_ROOT / "nottingham"
+    for path in sorted(source.glob("*.mid"))[:6]:
+        shutil.copy(path, root / path.name)
+    (root / "broken.mid").write_bytes(b"MThd garbage")
+    make_midi(root / "silent.mid", [])
+    return tmp_path / "data"
+
+
+def genre(fraction: float = 0.5) -> Genre:
+    return Genre("tunes", "test tunes", ("tunes",), "GPL-3.0", split="file", validation_fraction=fraction)
+
+
+@needs_corpora
+def test_prepare_encodes_skips_bad_files_and_is_idempotent(corpus: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    first = prepare_genre(genre(), corpus, cache, workers=2, progress=False)
+    assert first.rebuilt and first.encoded == 6
+    assert {Path(p).name for p, _ in first.skipped} == {"broken.mid", "silent.mid"}
+    assert sum(s.files for s in first.splits.values()) == 6
+    assert first.splits["train"].files >= 1 and first.splits["validation"].files >= 1
+    assert all(s.events > 0 and s.seconds > 0 for s in first.splits.values())
+
+    second = prepare_genre(genre(), corpus, cache, workers=2, progress=False)
+    assert not second.rebuilt and second.encoded == 0
+    assert second.splits == first.splits
+
+    train = TokenBundle.load(cache, "tunes", "train")
+    val = TokenBundle.load(cache, "tunes", "validation")
+    # Five time stretches of every training file; one plain copy of every validation file.
+    assert len(train) == 5 * first.splits["train"].files
+    assert len(val) == first.splits["validation"].files
+    seq = val.sequence(0)
+    assert seq[0] == events.BOS and seq[-1] == events.EOS
+    assert np.all(seq[1:-1] < events.NUM_EVENTS)
+
+
+@needs_corpora
+def test_a_changed_file_is_encoded_again(corpus: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    prepare_genre(genre(), corpus, cache, workers=1, progress=False)
+    victim = sorted((corpus / "tunes").glob("a*.mid"))[0]
+    victim.write_bytes(victim.read_bytes())  # same bytes, new mtime
+    import os
+
+    os.utime(victim, ns=(1, 1))
+    again = prepare_genre(genre(), corpus, cache, workers=1, progress=False)
+    assert again.rebuilt and again.encoded == 1
+
+
+def test_split_is_by_piece_for_asap_metadata(tmp_path: Path):
+    source = tmp_path / "asap"
+    for folder in ("Bach/Fugue/bwv_1", "Bach/Fugue/bwv_2", "Chopin/Etude/op_10"):
+        (source / folder).mkdir(parents=True)
+        for performer in ("A", "B", "C"):
+            make_midi(source / folder / f"{performer}.mid", [{"notes": [(60, 80, 0, 1)]}])
+    rows = ["composer,title,folder,midi_performance"] + [
+        f"x,y,{folder},{folder}/{p}.mid"
+        for folder in ("Bach/Fugue/bwv_1", "Bach/Fugue/bwv_2", "Chopin/Etude/op_10")
+        for p in ("A", "B", "C")
+    ]
+    (source / "metadata.csv").write_text("\n".join(rows) + "\n")
+    spec = Genre("classical", "", ("asap",), "CC", split="asap", validation_fraction=0.5)
+    files = assign_splits(spec, tmp_path)
+    assert len(files) == 9
+    by_piece: dict[str, set[str]] = {}
+    for _path, piece, split in files:
+        by_piece.setdefault(piece, set()).add(split)
+    assert len(by_piece) == 3
+    assert all(len(splits) == 1 for splits in by_piece.values()), "a piece straddles train and validation"
+
+
+def test_maestro_split_follows_its_csv(tmp_path: Path):
+    source = tmp_path / "maestro"
+    (source / "2004").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        make_midi(source / "2004" / f"{name}.midi", [{"notes": [(60, 80, 0, 1)]}])
+    (source / "maestro-v3.0.0.csv").write_text(
+        "canonical_composer,split,midi_filename\nX,train,2004/a.midi\nY,validation,2004/b.midi\nZ,test,2004/c.midi\n"
+    )
+    spec = Genre("m", "", ("maestro",), "CC", split="maestro")
+    assert {Path(p).name: s for p, _, s in assign_splits(spec, tmp_path)} == {
+        "a.midi": "train",
+        "b.midi": "validation",
+        "c.midi": "validation",
+    }
+
+
+def test_shipped_manifests_load():
+    from composer.config import settings
+    from composer.genres import list_genres
+
+    names = list_genres()
+    assert {"classical", "pop", "folk"} <= set(names)
+    for name in names:
+        spec = load_genre_file(settings().genres_dir / f"{name}.toml")
+        assert spec.license and spec.sources
+
+
+def test_crop_sampler_windows_and_transposition():
+    seqs = [
+        events.encode([events.Note(60 + i % 5, 80, i * 0.1, i * 0.1 + 0.05) for i in range(200)]),
+        events.encode([events.Note(127, 80, 0.0, 0.1)]),
+    ]
+    tokens = np.concatenate([np.concatenate([[events.BOS], s, [events.EOS]]) for s in seqs]).astype(np.int16)
+    offsets = np.array([0, len(seqs[0]) + 2, len(tokens)])
+    sampler = CropSampler(TokenBundle(tokens, offsets), length=64, transpose=3, seed=1)
+    batch = sampler.batch(3000)
+    assert batch.shape == (3000, 65)
+    for row in batch:
+        notes = row[row < events.TIME_SHIFT] % 128
+        assert notes.min() >= 57 and notes.max() <= 127
+    short_rows = [row for row in batch if (row == events.PAD).any()]
+    assert short_rows, "the short sequence should be sampled and padded"
+    for row in short_rows:
+        assert set(row[row < events.TIME_SHIFT] % 128) <= {124, 125, 126, 127}

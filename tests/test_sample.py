@@ -1,0 +1,90 @@
+"""Sampling: determinism, length, batching, primers and argument checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from composer import events
+from composer.sample import Composer, SampleRequest, draw, filter_probs, primer_tokens
+
+
+@pytest.fixture
+def composer(tiny_model_dir: Path) -> Composer:
+    return Composer.from_dir(tiny_model_dir)
+
+
+def seconds_of(tokens: np.ndarray) -> float:
+    return events.duration_steps(tokens) / events.STEPS_PER_SECOND
+
+
+def test_same_seed_same_piece_and_other_seed_other_piece(composer: Composer):
+    a, b, c = composer.generate([SampleRequest(5, seed=7), SampleRequest(5, seed=7), SampleRequest(5, seed=8)])
+    assert a.tolist() == b.tolist()
+    assert a.tolist() != c.tolist()
+
+
+def test_a_stream_does_not_depend_on_its_batch(composer: Composer):
+    alone = composer.generate([SampleRequest(4, seed=3, temperature=0.9)])[0]
+    batched = composer.generate(
+        [SampleRequest(9, seed=1), SampleRequest(4, seed=3, temperature=0.9), SampleRequest(2, seed=5, top_p=0.8)]
+    )[1]
+    assert alone.tolist() == batched.tolist()
+
+
+@pytest.mark.parametrize("seconds", [1.0, 7.5, 30.0])
+def test_piece_stops_at_the_asked_length(composer: Composer, seconds: float):
+    tokens = composer.generate([SampleRequest(seconds, seed=11)])[0]
+    assert seconds <= seconds_of(tokens) <= seconds * 1.15 + 1.0  # the last shift may overshoot by < 1 s
+    assert tokens.min() >= 0 and tokens.max() < events.NUM_EVENTS
+
+
+def test_every_note_is_closed(composer: Composer):
+    tokens = composer.generate([SampleRequest(10, seed=2)])[0]
+    notes = events.decode(tokens)
+    assert notes and all(n.end > n.start for n in notes)
+
+
+def test_primer_is_continued_not_repeated(composer: Composer):
+    primer = events.encode([events.Note(60, 80, 0, 0.5), events.Note(64, 80, 0.5, 1.0)]).astype(np.int64)
+    _, primed = composer._prime([SampleRequest(3, seed=4, primer=primer)])
+    _, fresh = composer._prime([SampleRequest(3, seed=4)])
+    assert not torch.allclose(primed, fresh), "the primer should change what comes next"
+    with_primer = composer.generate([SampleRequest(3, seed=4, primer=primer)])[0]
+    ragged = composer.generate([SampleRequest(3, seed=4, primer=primer), SampleRequest(3, seed=4, primer=primer[:2])])
+    assert ragged[0].tolist() == with_primer.tolist()
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        SampleRequest(0, seed=1),
+        SampleRequest(601, seed=1),
+        SampleRequest(5, seed=1, temperature=0),
+        SampleRequest(5, seed=1, top_p=0),
+        SampleRequest(5, seed=1, primer=np.array([999])),
+    ],
+)
+def test_bad_requests_are_refused(composer: Composer, request_: SampleRequest):
+    with pytest.raises(ValueError):
+        composer.generate([request_])
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    probs = filter_probs(logits, torch.tensor([1.0]), torch.tensor([0.7]))
+    assert torch.allclose(probs, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    assert draw(probs, torch.tensor([0.99])).item() == 1
+    assert draw(probs, torch.tensor([0.1])).item() == 0
+
+
+def test_primer_tokens_take_the_end_of_a_piece():
+    notes = [events.Note(60 + i, 40 + i * 10, i * 1.0, i * 1.0 + 0.5) for i in range(6)]
+    tokens = events.encode(notes)
+    tail = primer_tokens(tokens, 2.0)
+    decoded = events.decode(tail)
+    assert [n.pitch for n in decoded] == [64, 65]
+    assert events.VELOCITY <= tail[0] < events.NUM_EVENTS  # velocity re-stated up front

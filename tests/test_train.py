@@ -1,0 +1,211 @@
+"""Training end to end on a tiny corpus: outputs, resuming after a kill, DDP on two CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from composer.model import load_model
+from composer.train import TrainConfig, lr_factor
+from tests.conftest import DATA_ROOT, needs_corpora
+
+pytestmark = needs_corpora
+
+TINY = [
+    "--hidden-size",
+    "32",
+    "--num-layers",
+    "2",
+    "--embed-dim",
+    "16",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "64",
+    "--warmup-steps",
+    "2",
+    "--val-max-sequences",
+    "3",
+    "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> dict[str, str]:
+    """Environment for a composer whose only genre is a handful of folk tunes, prepared."""
+    root = tmp_path_factory.mktemp("project")
+    tunes = root / "data" / "tunes"
+    tunes.mkdir(parents=True)
+    for path in sorted((DATA_ROOT / "nottingham").glob("*.mid"))[:12]:
+        shutil.copy(path, tunes / path.name)
+    genres = root / "genres"
+    genres.mkdir()
+    (genres / "tunes.toml").write_text(
+        'name = "tunes"\ndescription = "test"\nsources = ["tunes"]\nlicense = "GPL-3.0"\nvalidation_fraction = 0.4\n'
+    )
+    env = {
+        **os.environ,
+        "COMPOSER_DATA_ROOT": str(root / "data"),
+        "COMPOSER_GENRES_DIR": str(genres),
+        "COMPOSER_CACHE_DIR": str(root / "cache"),
+        "COMPOSER_RUNS_DIR": str(root / "runs"),
+        "COMPOSER_MODELS_DIR": str(root / "models"),
+        "OMP_NUM_THREADS": "1",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "composer.cli", "prepare", "--workers", "1"], env=env, check=True, capture_output=True
+    )
+    return env
+
+
+def composer(env, *args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "composer.cli", *args], env=env, capture_output=True, text=True, **kw)
+
+
+def metrics(env, run: str) -> list[dict]:
+    path = Path(env["COMPOSER_RUNS_DIR"]) / "tunes" / run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, cfg) == pytest.approx(0.55, abs=0.01)
+    assert lr_factor(100, cfg) == pytest.approx(0.1)
+
+
+def test_training_writes_model_card_curve_and_publishes(project):
+    done = composer(
+        project,
+        "train",
+        "--genre",
+        "tunes",
+        "--run-name",
+        "r1",
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--publish",
+        "v1",
+        *TINY,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[0])
+    assert summary["finished"] and summary["step"] == 6
+    run_dir = Path(project["COMPOSER_RUNS_DIR"]) / "tunes" / "r1"
+    for name in ("checkpoint.pt", "metrics.jsonl", "curve.png", "best/model.safetensors", "best/card.json"):
+        assert (run_dir / name).is_file(), name
+    vals = [m["val_nll"] for m in metrics(project, "r1") if "val_nll" in m]
+    assert len(vals) == 2 and all(0 < v < 7 for v in vals)
+
+    published = Path(project["COMPOSER_MODELS_DIR"]) / "tunes"
+    assert (published / "CURRENT").read_text().strip() == "v1"
+    model, card = load_model(published / "v1")
+    assert card["genre"] == "tunes" and card["version"] == "v1"
+    assert card["validation_nll"] == pytest.approx(min(vals))
+    assert card["training"]["data"][0]["license"] == "GPL-3.0"
+    assert card["config"]["hidden_size"] == 32 and card["vocabulary"]["events"] == 388
+    assert card["training"]["step"] == 6 and "date" in card
+    assert model.config.num_layers == 2
+
+    evaluated = composer(project, "eval", "--genre", "tunes", "--data", project["COMPOSER_DATA_ROOT"], "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert result["files"] == 12 and result["events"] > 1000 and 0 < result["nll_per_event"] < 7
+
+
+def test_training_resumes_after_kill_9(project):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "composer.cli",
+            "train",
+            "--genre",
+            "tunes",
+            "--run-name",
+            "r2",
+            "--steps",
+            "100000",
+            "--checkpoint-every",
+            "5",
+            "--eval-every",
+            "1000",
+            *TINY,
+        ],
+        env=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = Path(project["COMPOSER_RUNS_DIR"]) / "tunes" / "r2" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists()
+    import torch
+
+    saved_step = torch.load(checkpoint, weights_only=False)["state"]["step"]
+    assert saved_step >= 5
+    again = composer(
+        project,
+        "train",
+        "--genre",
+        "tunes",
+        "--run-name",
+        "r2",
+        "--steps",
+        str(saved_step + 3),
+        "--eval-every",
+        "1000",
+        *TINY,
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout.splitlines()[0])["step"] == saved_step + 3
+    assert "resumed" in again.stderr
+
+
+def test_data_parallel_ranks_stay_in_sync(project):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "composer.cli",
+            "train",
+            "--genre",
+            "tunes",
+            "--run-name",
+            "ddp",
+            "--steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--device",
+            "cpu",
+            *TINY,
+        ],
+        env=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    sync = [m for m in metrics(project, "ddp") if "ranks_in_sync" in m]
+    assert sync == [{"step": 4, "ranks": 2, "ranks_in_sync": True, "time": sync[0]["time"]}]
