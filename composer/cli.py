@@ -275,6 +275,7 @@ def sample(
     count: int = typer.Option(1, help="Compose this many pieces in one batch (seeds seed, seed+1, ...)."),
     version: str = typer.Option("", help="Model version (default: the current one)."),
     device: str = typer.Option("", help="cpu, cuda, cuda:N (default: auto)."),
+    engine: str = typer.Option("auto", help="auto, int8, fused or naive (the plain nn.LSTM reference)."),
 ) -> None:
     """Compose a new piece and write it as MIDI."""
     import random
@@ -306,7 +307,10 @@ def sample(
             fail(str(exc))
     seed = random.randrange(2**31) if seed is None else seed
     requests = [SampleRequest(seconds, seed + i, temperature, top_p, prime) for i in range(count)]
-    composer = Composer.from_dir(directory, pick_device(device or settings().device))
+    try:
+        composer = Composer.from_dir(directory, pick_device(device or settings().device), engine)
+    except ValueError as exc:
+        fail(str(exc))
     try:
         pieces = composer.generate(requests)
     except ValueError as exc:

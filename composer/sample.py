@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from composer import events
+from composer.fastlstm import FusedLSTM, quantization_available
 from composer.model import PerformanceRNN, load_model
 
 MAX_SECONDS = 600.0
@@ -67,18 +68,44 @@ def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return idx.clamp_(max=probs.shape[-1] - 1)
 
 
-class Composer:
-    """A loaded genre model that samples pieces; reuse it, loading is the slow part."""
+ENGINES = ("auto", "int8", "fused", "naive")
 
-    def __init__(self, model: PerformanceRNN, card: dict | None = None, device: str | torch.device = "cpu"):
+
+class Composer:
+    """A loaded genre model that samples pieces; reuse it, loading is the slow part.
+
+    ``engine`` picks how each step runs: ``fused`` (pre-packed float32 weights),
+    ``int8`` (fused with int8 weights, CPU only), ``naive`` (``nn.LSTM`` one step at a
+    time, the reference) or ``auto`` (int8 on a CPU, fused on a GPU).
+    """
+
+    def __init__(
+        self,
+        model: PerformanceRNN,
+        card: dict | None = None,
+        device: str | torch.device = "cpu",
+        engine: str = "auto",
+    ):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.card = card or {}
+        if engine == "auto":
+            engine = "int8" if self.device.type == "cpu" and quantization_available() else "fused"
+        self.engine = engine
+        self.fused = FusedLSTM(self.model, quantize=engine == "int8") if engine != "naive" else None
 
     @classmethod
-    def from_dir(cls, directory: Path, device: str | torch.device = "cpu") -> Composer:
+    def from_dir(cls, directory: Path, device: str | torch.device = "cpu", engine: str = "auto") -> Composer:
         model, card = load_model(directory, device)
-        return cls(model, card, device)
+        return cls(model, card, device, engine)
+
+    def _step(self, tokens: torch.Tensor, state):
+        if self.fused is not None:
+            return self.fused.step(tokens, state)
+        logits, state = self.model(tokens[:, None], state)
+        return logits[:, -1], state
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[SampleRequest]) -> list[np.ndarray]:
@@ -89,39 +116,41 @@ class Composer:
         if n == 0:
             return []
         dev = self.device
-        gens = [torch.Generator().manual_seed(int(r.seed)) for r in requests]
+        uniforms = _Uniforms([r.seed for r in requests])
         temperature = torch.tensor([r.temperature for r in requests], device=dev)
         top_p = torch.tensor([r.top_p for r in requests], device=dev)
         target = np.array([round(r.seconds * events.STEPS_PER_SECOND) for r in requests])
         limit = np.array([int(r.seconds * MAX_EVENTS_PER_SECOND) + 16 for r in requests])
 
         state, logits = self._prime(requests)
-        elapsed = np.zeros(n, dtype=np.int64)
-        done = np.zeros(n, dtype=bool)
-        out: list[list[int]] = [[] for _ in range(n)]
+        if self.fused is not None:
+            state = FusedLSTM.from_lstm_state(state)
+        # Never PAD or BOS; nor EOS, since the length is asked for.
         ban = torch.zeros(events.VOCAB_SIZE, dtype=torch.bool, device=dev)
-        ban[events.NUM_EVENTS :] = True  # never PAD/BOS; EOS is not needed: length is asked for
-        while not done.all():
+        ban[events.NUM_EVENTS :] = True
+        shift_steps = np.zeros(events.VOCAB_SIZE, dtype=np.int64)
+        shift_steps[events.TIME_SHIFT : events.VELOCITY] = np.arange(1, events.MAX_SHIFT_STEPS + 1)
+
+        elapsed = np.zeros(n, dtype=np.int64)
+        length = np.zeros(n, dtype=np.int64)
+        done = np.zeros(n, dtype=bool)
+        out = np.zeros((n, int(limit.max())), dtype=events.TOKEN_DTYPE)
+        while True:
             probs = filter_probs(logits.masked_fill(ban, float("-inf")), temperature, top_p)
-            uniforms = torch.tensor([float(torch.rand(1, generator=g)) for g in gens], device=dev)
-            tokens = draw(probs, uniforms).cpu().numpy()
-            for i, tok in enumerate(tokens):
-                if done[i]:
-                    continue
-                out[i].append(int(tok))
-                if events.TIME_SHIFT <= tok < events.VELOCITY:
-                    elapsed[i] += tok - events.TIME_SHIFT + 1
-                if elapsed[i] >= target[i] or len(out[i]) >= limit[i]:
-                    done[i] = True
+            tokens = draw(probs, torch.from_numpy(uniforms.next()).to(dev)).cpu().numpy()
+            live = ~done
+            out[live, length[live]] = tokens[live]
+            length[live] += 1
+            elapsed[live] += shift_steps[tokens[live]]
+            done |= (elapsed >= target) | (length >= limit)
             if done.all():
                 break
-            step = torch.from_numpy(tokens).to(dev)[:, None]
-            step_logits, state = self.model(step, state)
-            logits = step_logits[:, -1].float()
-        return [np.asarray(seq, dtype=events.TOKEN_DTYPE) for seq in out]
+            logits, state = self._step(torch.from_numpy(tokens).to(dev), state)
+            logits = logits.float()
+        return [out[i, : length[i]].copy() for i in range(n)]
 
     def _prime(self, requests: Sequence[SampleRequest]):
-        """Run BOS (and each primer) through the model; returns state and next logits."""
+        """Run BOS (and each primer) through the model; returns nn.LSTM state and next logits."""
         primers = [r.primer if r.primer is not None else np.zeros(0, np.int64) for r in requests]
         if all(len(p) == len(primers[0]) for p in primers):
             grid = np.stack([np.concatenate([[events.BOS], p]) for p in primers]).astype(np.int64)
@@ -137,6 +166,24 @@ class Composer:
         h = torch.cat([s[0] for s in states], dim=1)
         c = torch.cat([s[1] for s in states], dim=1)
         return (h, c), torch.cat(last, dim=0)
+
+
+class _Uniforms:
+    """One uniform number per stream per step, from each stream's own seeded generator."""
+
+    BLOCK = 256
+
+    def __init__(self, seeds: Sequence[int]):
+        self.rngs = [np.random.default_rng(int(s)) for s in seeds]
+        self.block = np.empty((0, len(self.rngs)))  # (steps, streams): each step's row is contiguous
+        self.pos = 0
+
+    def next(self) -> np.ndarray:
+        if self.pos >= len(self.block):
+            self.block = np.stack([rng.random(self.BLOCK) for rng in self.rngs], axis=1)
+            self.pos = 0
+        self.pos += 1
+        return self.block[self.pos - 1]
 
 
 def primer_tokens(notes_tokens: np.ndarray, seconds: float) -> np.ndarray:
