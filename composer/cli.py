@@ -86,6 +86,34 @@ def decode(
 
 
 @app.command()
+def roundtrip(
+    folders: list[Path] = typer.Argument(..., help="Folders of MIDI files (searched recursively)."),
+    limit: int = typer.Option(0, help="Check at most this many files per folder, spread evenly (0: all)."),
+) -> None:
+    """Check the codec on real files: share of notes whose pitch, onset and velocity bin survive."""
+    from composer import events
+    from composer.midi import MidiError, find_midi_files, load_notes
+
+    typer.echo(f"{'folder':<28} {'files':>6} {'notes':>11} {'kept':>11} {'share':>8}")
+    for folder in folders:
+        paths = find_midi_files(folder)
+        if limit and len(paths) > limit:
+            paths = paths[:: len(paths) // limit][:limit]
+        files = notes_total = kept = 0
+        for path in paths:
+            try:
+                notes = load_notes(path)
+            except MidiError as exc:
+                typer.echo(f"skipped {exc}", err=True)
+                continue
+            files += 1
+            notes_total += len(notes)
+            kept += events.round_trip_kept(notes)
+        share = kept / notes_total if notes_total else float("nan")
+        typer.echo(f"{folder.name:<28} {files:>6} {notes_total:>11,} {kept:>11,} {share:>8.4%}")
+
+
+@app.command()
 def prepare(
     genre: list[str] | None = typer.Option(None, "--genre", "-g", help="Genre(s) to prepare; default all."),
     data_root: Path | None = typer.Option(None, help="Root of the corpora (default: ../shared/data)."),
@@ -151,6 +179,7 @@ def train(
     init_from: str = typer.Option("", help="Start from this model directory (fine-tuning)."),
     pretrain_on: str = typer.Option("", help="Comma-separated genres whose data to train on together."),
     seed: int = typer.Option(0),
+    precision: str = typer.Option("auto", help="auto, bf16 or fp32 (auto: bf16 where the hardware runs it fast)."),
     publish: str = typer.Option("", help="When done, add the best model as this version under data/models/<genre>/."),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     device: str = typer.Option("", help="cpu, cuda, cuda:N (default: COMPOSER_DEVICE or auto)."),
@@ -189,6 +218,7 @@ def train(
         patience=patience,
         max_minutes=max_minutes,
         seed=seed,
+        precision=precision,
         init_from=init_from,
         data_genres=tuple(filter(None, pretrain_on.split(","))),
         model=ModelConfig(hidden_size=hidden_size, num_layers=num_layers, embed_dim=embed_dim, dropout=dropout),

@@ -144,6 +144,18 @@ def decode(tokens: Iterable[int]) -> list[Note]:
     return [Note(pitch, vel, start / STEPS_PER_SECOND, end / STEPS_PER_SECOND) for start, pitch, _, vel, end in found]
 
 
+def round_trip_kept(notes: Sequence[Note]) -> int:
+    """How many notes survive encode -> decode with pitch, onset step and velocity bin intact."""
+    from collections import Counter
+
+    def key(n: Note) -> tuple[int, int, int]:
+        return n.pitch, quantize(n.start), velocity_to_bin(n.velocity)
+
+    before = Counter(map(key, notes))
+    after = Counter(map(key, decode(encode(notes))))
+    return sum((before & after).values())
+
+
 def duration_steps(tokens: Iterable[int]) -> int:
     """Total length of a token stream in 10 ms steps (the sum of its time shifts)."""
     arr = np.asarray(tokens if isinstance(tokens, np.ndarray) else list(tokens))

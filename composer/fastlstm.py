@@ -29,9 +29,7 @@ class _Linear:
             zero = torch.zeros(weight.shape[0], dtype=torch.long)
             with warnings.catch_warnings():  # qint8 tensor creation is marked deprecated, still the fbgemm path
                 warnings.simplefilter("ignore", UserWarning)
-                qweight = torch.quantize_per_channel(
-                    weight.float().contiguous(), scales.double(), zero, 0, torch.qint8
-                )
+                qweight = torch.quantize_per_channel(weight.float().contiguous(), scales.double(), zero, 0, torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(qweight, bias.float().contiguous())
         else:
             self.weight_t = weight.float().t().contiguous()
@@ -92,8 +90,10 @@ class FusedLSTM:
         x = None
         for layer, cell in enumerate(self.cells):
             if layer == 0:
-                gates = self.input_table[tokens] + cell(hs[0]) if self.quantized else torch.addmm(
-                    self.input_table[tokens], hs[0], cell.weight_t
+                gates = (
+                    self.input_table[tokens] + cell(hs[0])
+                    if self.quantized
+                    else torch.addmm(self.input_table[tokens], hs[0], cell.weight_t)
                 )
             else:
                 gates = cell(torch.cat([x, hs[layer]], dim=1))

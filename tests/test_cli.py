@@ -86,8 +86,22 @@ def test_sample_writes_a_piece_of_the_asked_length_reproducibly(env, tmp_path: P
 
 def test_sample_with_primer_and_count(env, tmp_path: Path):
     primer = make_midi(tmp_path / "primer.mid", [{"notes": [(60 + i, 80, i * 0.5, i * 0.5 + 0.4) for i in range(8)]}])
-    done = run(env, "sample", "--genre", "folk", "--seconds", "3", "--seed", "1", "--primer", str(primer),
-               "--count", "3", "--out", str(tmp_path / "p.mid"))
+    done = run(
+        env,
+        "sample",
+        "--genre",
+        "folk",
+        "--seconds",
+        "3",
+        "--seed",
+        "1",
+        "--primer",
+        str(primer),
+        "--count",
+        "3",
+        "--out",
+        str(tmp_path / "p.mid"),
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.glob("p-*.mid")) == ["p-1.mid", "p-2.mid", "p-3.mid"]
 

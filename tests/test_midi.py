@@ -8,8 +8,8 @@ import mido
 import pytest
 
 from composer import events
-from composer.midi import MidiError, load_notes, save_notes
-from tests.conftest import make_midi
+from composer.midi import MidiError, find_midi_files, load_notes, save_notes
+from tests.conftest import DATA_ROOT, make_midi, needs_corpora
 
 
 def spans(notes):
@@ -163,3 +163,17 @@ def test_written_file_reads_back(tmp_path: Path):
     notes = events.decode(events.encode([events.Note(60, 81, 0.0, 0.5), events.Note(67, 33, 0.25, 1.0)]))
     save_notes(notes, tmp_path / "out.mid")
     assert spans(load_notes(tmp_path / "out.mid")) == spans(notes)
+
+
+@needs_corpora
+@pytest.mark.parametrize("corpus", ["asap", "pop909", "nottingham"])
+def test_round_trip_keeps_99_percent_of_notes_on_real_files(corpus: str):
+    paths = find_midi_files(DATA_ROOT / corpus)
+    sample = paths[:: max(1, len(paths) // 8)][:8]
+    total = kept = 0
+    for path in sample:
+        notes = load_notes(path)
+        total += len(notes)
+        kept += events.round_trip_kept(notes)
+    assert total > 1000
+    assert kept / total >= 0.99
