@@ -360,5 +360,38 @@ def sample(
     )
 
 
+@app.command()
+def bench(
+    genre: str = typer.Option("folk", "--genre", "-g", help="Genre whose current model to time."),
+    model_dir: Path | None = typer.Option(None, help="Time this model directory instead."),
+    steps: int = typer.Option(400, help="Sampling steps per measurement."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
+    device: str = typer.Option("", help="cpu, cuda, cuda:N (default: auto)."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON line."),
+) -> None:
+    """Sampling speed: one stream, 64 streams, the plain nn.LSTM reference, a 30 s piece."""
+    import torch
+
+    from composer.bench import run_bench
+    from composer.genres import UnknownGenreError, load_genre
+    from composer.registry import NoModelError
+    from composer.registry import model_dir as find_model
+    from composer.train import pick_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        if model_dir is None:
+            load_genre(genre)
+        directory = model_dir or find_model(genre)
+    except (UnknownGenreError, NoModelError) as exc:
+        fail(str(exc))
+    result = run_bench(directory, pick_device(device or settings().device), steps)
+    if not as_json:
+        for key, value in result.items():
+            typer.echo(f"{key:<32} {value:,.1f}" if isinstance(value, float) else f"{key:<32} {value}")
+    typer.echo(json.dumps(result))
+
+
 if __name__ == "__main__":
     app()

@@ -16,7 +16,7 @@ import torch
 
 from composer.model import PerformanceRNN
 
-State = tuple[list[torch.Tensor], list[torch.Tensor]]
+State = tuple[torch.Tensor, torch.Tensor]  # h and c, each (layers, batch, hidden), as nn.LSTM keeps them
 
 
 class _Linear:
@@ -73,14 +73,8 @@ class FusedLSTM:
         self.device = device
 
     def zero_state(self, batch: int) -> State:
-        z = torch.zeros(batch, self.hidden, device=self.device)
-        return [z.clone() for _ in range(self.layers)], [z.clone() for _ in range(self.layers)]
-
-    @staticmethod
-    def from_lstm_state(state: tuple[torch.Tensor, torch.Tensor]) -> State:
-        """nn.LSTM's (layers, batch, hidden) pair -> per-layer lists."""
-        h, c = state
-        return [x.contiguous() for x in h.float()], [x.contiguous() for x in c.float()]
+        z = torch.zeros(self.layers, batch, self.hidden, device=self.device)
+        return z, z.clone()
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -102,4 +96,4 @@ class FusedLSTM:
             x = torch.sigmoid(o) * torch.tanh(c)
             new_h.append(x)
             new_c.append(c)
-        return self.head(x), (new_h, new_c)
+        return self.head(x), (torch.stack(new_h), torch.stack(new_c))

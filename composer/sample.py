@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from composer import events
-from composer.fastlstm import FusedLSTM, quantization_available
+from composer.fastlstm import FusedLSTM, State, quantization_available
 from composer.model import PerformanceRNN, load_model
 
 MAX_SECONDS = 600.0
@@ -101,89 +101,129 @@ class Composer:
         model, card = load_model(directory, device)
         return cls(model, card, device, engine)
 
-    def _step(self, tokens: torch.Tensor, state):
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One event for every stream: tokens (batch,) -> next logits (batch, vocab), new state."""
         if self.fused is not None:
             return self.fused.step(tokens, state)
         logits, state = self.model(tokens[:, None], state)
         return logits[:, -1], state
 
     @torch.inference_mode()
+    def prime(self, request: SampleRequest) -> tuple[State, torch.Tensor]:
+        """Read BOS and the request's primer; returns the state and the first logits."""
+        primer = request.primer if request.primer is not None else np.zeros(0, np.int64)
+        seq = np.concatenate([[events.BOS], primer]).astype(np.int64)[None]
+        logits, state = self.model(torch.from_numpy(seq).to(self.device))
+        return state, logits[:, -1].float()
+
     def generate(self, requests: Sequence[SampleRequest]) -> list[np.ndarray]:
         """Event tokens for each request (primer excluded), sampled together in one batch."""
-        for r in requests:
-            validate(r)
-        n = len(requests)
-        if n == 0:
-            return []
-        dev = self.device
-        uniforms = _Uniforms([r.seed for r in requests])
-        temperature = torch.tensor([r.temperature for r in requests], device=dev)
-        top_p = torch.tensor([r.top_p for r in requests], device=dev)
-        target = np.array([round(r.seconds * events.STEPS_PER_SECOND) for r in requests])
-        limit = np.array([int(r.seconds * MAX_EVENTS_PER_SECOND) + 16 for r in requests])
+        batch = BatchSampler(self)
+        streams = [batch.add(r) for r in requests]
+        while batch.active:
+            batch.step()
+        return [s.result() for s in streams]
 
-        state, logits = self._prime(requests)
-        if self.fused is not None:
-            state = FusedLSTM.from_lstm_state(state)
+
+class Stream:
+    """One piece being sampled: its request, its tokens so far, its own random numbers."""
+
+    UNIFORM_BLOCK = 256
+
+    def __init__(self, request: SampleRequest):
+        self.request = request
+        self.tokens: list[int] = []
+        self.elapsed_steps = 0
+        self.target_steps = round(request.seconds * events.STEPS_PER_SECOND)
+        self.max_events = int(request.seconds * MAX_EVENTS_PER_SECOND) + 16
+        self.done = False
+        self._rng = np.random.default_rng(int(request.seed))
+        self._uniforms = np.empty(0)
+        self._pos = 0
+
+    def uniform(self) -> float:
+        if self._pos >= len(self._uniforms):
+            self._uniforms = self._rng.random(self.UNIFORM_BLOCK)
+            self._pos = 0
+        self._pos += 1
+        return float(self._uniforms[self._pos - 1])
+
+    def accept(self, token: int) -> None:
+        self.tokens.append(token)
+        if events.TIME_SHIFT <= token < events.VELOCITY:
+            self.elapsed_steps += token - events.TIME_SHIFT + 1
+        self.done = self.elapsed_steps >= self.target_steps or len(self.tokens) >= self.max_events
+
+    def result(self) -> np.ndarray:
+        return np.asarray(self.tokens, dtype=events.TOKEN_DTYPE)
+
+
+class BatchSampler:
+    """Streams sampled together one event per step; streams may join and leave between steps.
+
+    This is what continuous batching builds on: a server adds requests as they arrive
+    and collects the ones that finish, while the others keep going.
+    """
+
+    def __init__(self, composer: Composer):
+        self.composer = composer
+        self.streams: list[Stream] = []
+        self._state: State | None = None
+        self._logits: torch.Tensor | None = None
+        dev = composer.device
         # Never PAD or BOS; nor EOS, since the length is asked for.
-        ban = torch.zeros(events.VOCAB_SIZE, dtype=torch.bool, device=dev)
-        ban[events.NUM_EVENTS :] = True
-        shift_steps = np.zeros(events.VOCAB_SIZE, dtype=np.int64)
-        shift_steps[events.TIME_SHIFT : events.VELOCITY] = np.arange(1, events.MAX_SHIFT_STEPS + 1)
+        self._ban = torch.zeros(events.VOCAB_SIZE, dtype=torch.bool, device=dev)
+        self._ban[events.NUM_EVENTS :] = True
+        self._temperature = torch.empty(0, device=dev)
+        self._top_p = torch.empty(0, device=dev)
 
-        elapsed = np.zeros(n, dtype=np.int64)
-        length = np.zeros(n, dtype=np.int64)
-        done = np.zeros(n, dtype=bool)
-        out = np.zeros((n, int(limit.max())), dtype=events.TOKEN_DTYPE)
-        while True:
-            probs = filter_probs(logits.masked_fill(ban, float("-inf")), temperature, top_p)
-            tokens = draw(probs, torch.from_numpy(uniforms.next()).to(dev)).cpu().numpy()
-            live = ~done
-            out[live, length[live]] = tokens[live]
-            length[live] += 1
-            elapsed[live] += shift_steps[tokens[live]]
-            done |= (elapsed >= target) | (length >= limit)
-            if done.all():
-                break
-            logits, state = self._step(torch.from_numpy(tokens).to(dev), state)
-            logits = logits.float()
-        return [out[i, : length[i]].copy() for i in range(n)]
+    @property
+    def active(self) -> int:
+        return len(self.streams)
 
-    def _prime(self, requests: Sequence[SampleRequest]):
-        """Run BOS (and each primer) through the model; returns nn.LSTM state and next logits."""
-        primers = [r.primer if r.primer is not None else np.zeros(0, np.int64) for r in requests]
-        if all(len(p) == len(primers[0]) for p in primers):
-            grid = np.stack([np.concatenate([[events.BOS], p]) for p in primers]).astype(np.int64)
-            logits, state = self.model(torch.from_numpy(grid).to(self.device))
-            return state, logits[:, -1].float()
-        # Ragged primers: prime each stream alone so no padding enters its state.
-        states, last = [], []
-        for p in primers:
-            seq = np.concatenate([[events.BOS], p]).astype(np.int64)[None]
-            lg, st = self.model(torch.from_numpy(seq).to(self.device))
-            states.append(st)
-            last.append(lg[:, -1].float())
-        h = torch.cat([s[0] for s in states], dim=1)
-        c = torch.cat([s[1] for s in states], dim=1)
-        return (h, c), torch.cat(last, dim=0)
+    def add(self, request: SampleRequest) -> Stream:
+        validate(request)
+        stream = Stream(request)
+        state, logits = self.composer.prime(request)
+        dev = self.composer.device
+        temperature = torch.tensor([request.temperature], device=dev)
+        top_p = torch.tensor([request.top_p], device=dev)
+        if self._state is None:
+            self._state, self._logits = state, logits
+            self._temperature, self._top_p = temperature, top_p
+        else:
+            self._state = (torch.cat([self._state[0], state[0]], 1), torch.cat([self._state[1], state[1]], 1))
+            self._logits = torch.cat([self._logits, logits])
+            self._temperature = torch.cat([self._temperature, temperature])
+            self._top_p = torch.cat([self._top_p, top_p])
+        self.streams.append(stream)
+        return stream
 
-
-class _Uniforms:
-    """One uniform number per stream per step, from each stream's own seeded generator."""
-
-    BLOCK = 256
-
-    def __init__(self, seeds: Sequence[int]):
-        self.rngs = [np.random.default_rng(int(s)) for s in seeds]
-        self.block = np.empty((0, len(self.rngs)))  # (steps, streams): each step's row is contiguous
-        self.pos = 0
-
-    def next(self) -> np.ndarray:
-        if self.pos >= len(self.block):
-            self.block = np.stack([rng.random(self.BLOCK) for rng in self.rngs], axis=1)
-            self.pos = 0
-        self.pos += 1
-        return self.block[self.pos - 1]
+    @torch.inference_mode()
+    def step(self) -> list[Stream]:
+        """Sample one event for every stream; returns (and drops) the streams that finished."""
+        if not self.streams:
+            return []
+        dev = self.composer.device
+        probs = filter_probs(self._logits.masked_fill(self._ban, float("-inf")), self._temperature, self._top_p)
+        uniforms = torch.tensor([s.uniform() for s in self.streams], dtype=torch.float64, device=dev)
+        tokens = draw(probs, uniforms)
+        for stream, token in zip(self.streams, tokens.tolist()):
+            stream.accept(token)
+        finished = [s for s in self.streams if s.done]
+        if finished:
+            keep = [i for i, s in enumerate(self.streams) if not s.done]
+            self.streams = [self.streams[i] for i in keep]
+            if not keep:
+                self._state = self._logits = None
+                return finished
+            index = torch.tensor(keep, device=dev)
+            tokens = tokens[index]
+            self._state = (self._state[0][:, index], self._state[1][:, index])
+            self._temperature, self._top_p = self._temperature[index], self._top_p[index]
+        logits, self._state = self.composer.step(tokens, self._state)
+        self._logits = logits.float()
+        return finished
 
 
 def primer_tokens(notes_tokens: np.ndarray, seconds: float) -> np.ndarray:

@@ -52,8 +52,8 @@ def test_every_note_is_closed(composer: Composer):
 
 def test_primer_is_continued_not_repeated(composer: Composer):
     primer = events.encode([events.Note(60, 80, 0, 0.5), events.Note(64, 80, 0.5, 1.0)]).astype(np.int64)
-    _, primed = composer._prime([SampleRequest(3, seed=4, primer=primer)])
-    _, fresh = composer._prime([SampleRequest(3, seed=4)])
+    _, primed = composer.prime(SampleRequest(3, seed=4, primer=primer))
+    _, fresh = composer.prime(SampleRequest(3, seed=4))
     assert not torch.allclose(primed, fresh), "the primer should change what comes next"
     with_primer = composer.generate([SampleRequest(3, seed=4, primer=primer)])[0]
     ragged = composer.generate([SampleRequest(3, seed=4, primer=primer), SampleRequest(3, seed=4, primer=primer[:2])])
@@ -90,3 +90,19 @@ def test_primer_tokens_take_the_end_of_a_piece():
     decoded = events.decode(tail)
     assert [n.pitch for n in decoded] == [64, 65]
     assert events.VELOCITY <= tail[0] < events.NUM_EVENTS  # velocity re-stated up front
+
+
+def test_streams_can_join_a_running_batch(composer: Composer):
+    from composer.sample import BatchSampler
+
+    alone = composer.generate([SampleRequest(3, seed=21)])[0]
+    batch = BatchSampler(composer)
+    first = batch.add(SampleRequest(6, seed=20))
+    for _ in range(25):
+        batch.step()
+    late = batch.add(SampleRequest(3, seed=21))
+    finished = []
+    while batch.active:
+        finished += batch.step()
+    assert set(map(id, finished)) == {id(first), id(late)}
+    assert late.result().tolist() == alone.tolist()
