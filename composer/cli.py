@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -228,14 +229,40 @@ def train(
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     typer.echo(json.dumps({k: summary[k] for k in ("step", "best_nll", "best_step", "run_dir", "finished")}))
-    if publish and int(__import__("os").environ.get("RANK", "0")) == 0:
+    if publish and int(os.environ.get("RANK", "0")) == 0:
         from composer.registry import current_version, set_current
-        from composer.registry import publish as publish_model
 
-        target = publish_model(run_dir / BEST_DIR, genre, publish)
+        target = _publish(run_dir / BEST_DIR, genre, publish)
         if current_version(genre) is None:
             set_current(genre, publish)
         typer.echo(f"published {target}")
+
+
+def _publish(source: Path, genre: str, version: str) -> Path:
+    """Add a trained model as a version, its card carrying the NLL on the genre's whole validation split."""
+    from composer.evaluate import validation_nll
+    from composer.model import load_model
+    from composer.registry import publish
+
+    cfg = settings()
+    model, card = load_model(source)
+    result = validation_nll(model, cfg.cache_dir, genre)
+    updates = {
+        "validation_nll": result.nll_per_event,
+        "validation": {
+            "genre": genre,
+            "pieces": result.files,
+            "events": result.events,
+            "split": _split_fingerprint(genre),
+        },
+        "training_validation_nll": card.get("validation_nll"),
+    }
+    return publish(source, genre, version, card_updates=updates)
+
+
+def _split_fingerprint(genre: str) -> str:
+    index = settings().cache_dir / "genres" / genre / "index.json"
+    return json.loads(index.read_text()).get("fingerprint", "") if index.is_file() else ""
 
 
 @app.command("eval")
@@ -250,10 +277,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line."),
 ) -> None:
     """Mean negative log-likelihood (nats per event) of a model on MIDI files."""
-    import numpy as np
-
-    from composer.data import TokenBundle
-    from composer.evaluate import evaluate_files, sequences_nll
+    from composer.evaluate import evaluate_files, validation_nll
     from composer.genres import UnknownGenreError, load_genre
     from composer.model import load_model
     from composer.registry import NoModelError
@@ -270,12 +294,10 @@ def evaluate(
     model, card = load_model(directory, dev)
     if data is None:
         try:
-            bundle = TokenBundle.load(cfg.cache_dir, genre, "validation")
+            res = validation_nll(model, cfg.cache_dir, genre, dev)
         except FileNotFoundError as exc:
             fail(str(exc))
-        seqs = [bundle.sequence(i).astype(np.int64) for i in range(len(bundle))]
-        total, count = sequences_nll(model, seqs, dev)
-        result = {"nll_per_event": total / max(count, 1), "files": len(seqs), "events": count}
+        result = {"nll_per_event": res.nll_per_event, "files": res.files, "events": res.events}
     else:
         if not data.exists():
             fail(f"{data}: no such file or folder")
@@ -358,6 +380,70 @@ def sample(
         f"on {composer.device}",
         err=True,
     )
+
+
+@app.command()
+def versions(genre: str = typer.Option(..., "--genre", "-g")) -> None:
+    """List a genre's model versions with their validation NLL; * marks the current one."""
+    from composer.model import read_card
+    from composer.registry import current_version, genre_dir, list_versions
+
+    current = current_version(genre)
+    found = list_versions(genre)
+    if not found:
+        fail(f"genre {genre!r} has no model versions")
+    for version in found:
+        card = read_card(genre_dir(genre) / version)
+        mark = "*" if version == current else " "
+        typer.echo(f"{mark} {version:<24} NLL {card.get('validation_nll', float('nan')):.4f}  {card.get('date', '')}")
+
+
+@app.command()
+def promote(
+    genre: str = typer.Option(..., "--genre", "-g"),
+    version: str = typer.Option(..., "--version", help="The candidate version to make current."),
+    force: bool = typer.Option(False, help="Promote even if its validation NLL is worse."),
+) -> None:
+    """Make a version current, if its validation NLL is not worse than the current one's."""
+    from composer.evaluate import validation_nll
+    from composer.model import load_model
+    from composer.registry import NoModelError, current_version, model_dir, set_current
+
+    cfg = settings()
+    try:
+        candidate_dir = model_dir(genre, version)
+    except NoModelError as exc:
+        fail(str(exc))
+    current = current_version(genre)
+    if current == version:
+        typer.echo(f"{genre}: {version} is already current")
+        return
+    if current and not force:
+        try:
+            scores = {
+                v: validation_nll(load_model(model_dir(genre, v))[0], cfg.cache_dir, genre).nll_per_event
+                for v in (current, version)
+            }
+        except FileNotFoundError as exc:
+            fail(f"{exc} (needed to compare the two versions on the same validation data; or use --force)")
+        typer.echo(f"{genre}: validation NLL {current} {scores[current]:.4f}, {version} {scores[version]:.4f}")
+        if scores[version] > scores[current]:
+            fail(f"{version} is worse than the current {current}; not promoted (use --force to override)", code=1)
+    set_current(genre, version)
+    typer.echo(f"{genre}: {version} is now current ({candidate_dir})")
+
+
+@app.command()
+def rollback(genre: str = typer.Option(..., "--genre", "-g")) -> None:
+    """Make the previously current version current again."""
+    from composer.registry import NoModelError
+    from composer.registry import rollback as roll_back
+
+    try:
+        version = roll_back(genre)
+    except NoModelError as exc:
+        fail(str(exc))
+    typer.echo(f"{genre}: rolled back to {version}")
 
 
 @app.command()

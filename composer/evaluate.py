@@ -62,6 +62,16 @@ def sequences_nll(
     return total, count
 
 
+def validation_nll(model: PerformanceRNN, cache_dir: Path, genre: str, device: torch.device | str = "cpu") -> NLLResult:
+    """NLL of a model on a genre's whole validation split, as prepared in the cache."""
+    from composer.data import TokenBundle
+
+    bundle = TokenBundle.load(cache_dir, genre, "validation")
+    sequences = [bundle.sequence(i).astype(np.int64) for i in range(len(bundle))]
+    total, count = sequences_nll(model, sequences, device)
+    return NLLResult(total / count if count else float("nan"), count, len(sequences))
+
+
 def with_markers(tokens: np.ndarray) -> np.ndarray:
     """A bare event stream as the model reads a whole piece: BOS ... EOS."""
     return np.concatenate([[events.BOS], tokens, [events.EOS]]).astype(np.int64)

@@ -62,14 +62,32 @@ def set_current(genre: str, version: str, models_dir: Path | None = None) -> Non
     tmp.replace(root / CURRENT_FILE)
 
 
-def publish(source: Path, genre: str, version: str, models_dir: Path | None = None) -> Path:
+def publish(
+    source: Path, genre: str, version: str, models_dir: Path | None = None, card_updates: dict | None = None
+) -> Path:
     """Add a trained model directory as a new version, weights in half precision."""
     target = genre_dir(genre, models_dir) / version
     if target.exists():
         raise FileExistsError(f"model version {genre}/{version} exists already")
     model, model_card = load_model(source)
-    save_model(model, target, {**model_card, "version": version}, half=True)
+    save_model(model, target, {**model_card, **(card_updates or {}), "genre": genre, "version": version}, half=True)
     return target
+
+
+def rollback(genre: str, models_dir: Path | None = None) -> str:
+    """Make the previously current version current again; returns it."""
+    root = genre_dir(genre, models_dir)
+    history_file = root / HISTORY_FILE
+    history = history_file.read_text().split() if history_file.is_file() else []
+    history = [v for v in history if v in list_versions(genre, models_dir)]
+    if not history:
+        raise NoModelError(f"genre {genre!r} has no earlier version to roll back to")
+    previous = history.pop()
+    tmp = root / f".{CURRENT_FILE}.tmp"
+    tmp.write_text(previous + "\n")
+    tmp.replace(root / CURRENT_FILE)
+    history_file.write_text("".join(v + "\n" for v in history))
+    return previous
 
 
 def card(genre: str, version: str | None = None, models_dir: Path | None = None) -> dict:

@@ -112,7 +112,8 @@ def test_training_writes_model_card_curve_and_publishes(project):
     assert (published / "CURRENT").read_text().strip() == "v1"
     model, card = load_model(published / "v1")
     assert card["genre"] == "tunes" and card["version"] == "v1"
-    assert card["validation_nll"] == pytest.approx(min(vals))
+    assert card["training_validation_nll"] == pytest.approx(min(vals))
+    assert card["validation"]["pieces"] >= 1 and card["validation"]["split"]
     assert card["training"]["data"][0]["license"] == "GPL-3.0"
     assert card["config"]["hidden_size"] == 32 and card["vocabulary"]["events"] == 388
     assert card["training"]["step"] == 6 and "date" in card
@@ -122,6 +123,32 @@ def test_training_writes_model_card_curve_and_publishes(project):
     assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert result["files"] == 12 and result["events"] > 1000 and 0 < result["nll_per_event"] < 7
+    on_validation = composer(project, "eval", "--genre", "tunes", "--json")
+    assert json.loads(on_validation.stdout.strip().splitlines()[-1])["nll_per_event"] == pytest.approx(
+        card["validation_nll"], abs=2e-3)  # the card's figure, from fp16 weights
+
+
+def test_promote_only_when_not_worse_and_rollback(project):
+    # v-long trains longer than v-short from the same start: it should be better.
+    for run, steps, version in (("short", "2", "v-short"), ("long", "12", "v-long")):
+        done = composer(project, "train", "--genre", "tunes", "--run-name", run, "--steps", steps,
+                        "--eval-every", "100", "--lr", "3e-3", "--publish", version, *TINY)
+        assert done.returncode == 0, done.stderr
+    models = Path(project["COMPOSER_MODELS_DIR"]) / "tunes"
+    start = (models / "CURRENT").read_text().strip()
+    assert composer(project, "promote", "--genre", "tunes", "--version", "v-long").returncode == 0
+    assert (models / "CURRENT").read_text().strip() == "v-long"
+    refused = composer(project, "promote", "--genre", "tunes", "--version", "v-short")
+    assert refused.returncode == 1 and "worse" in refused.stderr
+    assert (models / "CURRENT").read_text().strip() == "v-long"
+    assert composer(project, "promote", "--genre", "tunes", "--version", "v-short", "--force").returncode == 0
+    assert (models / "CURRENT").read_text().strip() == "v-short"
+    listing = composer(project, "versions", "--genre", "tunes").stdout
+    assert "* v-short" in listing and "v-long" in listing
+    assert composer(project, "rollback", "--genre", "tunes").returncode == 0
+    assert (models / "CURRENT").read_text().strip() == "v-long"
+    assert composer(project, "rollback", "--genre", "tunes").returncode == 0
+    assert (models / "CURRENT").read_text().strip() == start
 
 
 def test_training_resumes_after_kill_9(project):

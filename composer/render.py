@@ -1,0 +1,340 @@
+"""Pieces to listenable audio: FluidSynth with a grand-piano SoundFont, then mastering.
+
+The chain: notes -> one-track piano MIDI (with a silent marker 2 s past the last note-off,
+so the release and reverb tail are rendered) -> ``fluidsynth`` as float WAV at 44.1 kHz
+stereo -> trim trailing silence, fade out -> -16 LUFS integrated (ITU-R BS.1770, as
+streaming services and Mastodon clients expect) under a -1 dBFS true-peak ceiling -> WAV,
+MP3, OGG Vorbis, or MP4 (the piano roll as a still picture, for X, which takes no bare
+audio). Every output is written to a temporary file beside the target and renamed, so a
+failure never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from composer.events import Note
+
+SAMPLE_RATE = 44_100
+CHANNELS = 2
+TARGET_LUFS = -16.0
+CEILING_DBFS = -1.0
+MAX_LIMIT_DB = 6.0  # limit at most this much; beyond it the whole piece is made quieter instead
+TAIL_SECONDS = 2.0  # rendered past the last note-off for the release and the reverb
+MIN_TAIL_SECONDS = 1.0  # kept after the last note-off even when the tail is quieter than the threshold
+SILENCE_DB = -60.0  # below the piece's peak: where the trailing tail is cut
+FADE_SECONDS = 0.75
+MAX_SECONDS = 30 * 60.0  # guards against a corrupt file whose one note ends hours later
+DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+FORMATS = ("wav", "mp3", "ogg", "mp4")
+VIDEO_SIZE = (1280, 720)
+VIDEO_FPS = 10
+
+# Gentle hall: FluidSynth's default reverb is a small room at full level; chorus off (it smears a piano).
+FLUIDSYNTH_SETTINGS = {
+    "synth.reverb.active": "1",
+    "synth.reverb.room-size": "0.55",
+    "synth.reverb.damp": "0.35",
+    "synth.reverb.width": "0.8",
+    "synth.reverb.level": "0.35",
+    "synth.chorus.active": "0",
+    "synth.polyphony": "512",
+    "synth.dynamic-sample-loading": "1",  # load only the piano's samples: faster start
+}
+
+
+class RenderError(ValueError):
+    """The piece cannot be rendered: bad input, or a missing tool or SoundFont."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    """What was written, and how it measures (before lossy encoding)."""
+
+    path: Path
+    format: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    loudness_lufs: float
+    peak_dbfs: float
+
+
+def require_tool(name: str, package: str | None = None) -> str:
+    """The path of an external program, or a RenderError saying which package brings it."""
+    found = shutil.which(name)
+    if found is None:
+        raise RenderError(f"{name} not found: install it with `apt-get install {package or name}`")
+    return found
+
+
+def find_soundfont(soundfont: str | Path | None = None) -> Path:
+    """The SoundFont to use: the argument, else COMPOSER_SOUNDFONT, else Debian's FluidR3 GM."""
+    from composer.config import settings
+
+    chosen = soundfont or settings().soundfont
+    if chosen is not None:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            raise RenderError(f"SoundFont {path} not found")
+        return path
+    if DEFAULT_SOUNDFONT.is_file():
+        return DEFAULT_SOUNDFONT
+    raise RenderError(
+        f"no SoundFont at {DEFAULT_SOUNDFONT}: install one with `apt-get install fluid-soundfont-gm` "
+        "or point COMPOSER_SOUNDFONT at a .sf2 file"
+    )
+
+
+def output_format(out_path: Path, format: str | None = None) -> str:
+    """The format named explicitly, else the one the file's extension names."""
+    fmt = (format or out_path.suffix.lstrip(".")).lower()
+    fmt = {"oga": "ogg", "m4v": "mp4"}.get(fmt, fmt)
+    if fmt not in FORMATS:
+        raise RenderError(f"unknown audio format {fmt or out_path.name!r}: use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def load_piece(source: str | Path | bytes | Sequence[Note]) -> list[Note]:
+    """Notes from a MIDI path, MIDI bytes or a list of notes; RenderError when there is nothing to play."""
+    from composer.midi import MidiError, load_notes
+
+    if isinstance(source, str | Path | bytes):
+        try:
+            notes = load_notes(source)
+        except MidiError as exc:
+            raise RenderError(str(exc)) from None
+    else:
+        notes = list(source)
+    if not notes:
+        raise RenderError("the piece has no notes to render")
+    end = max(n.end for n in notes)
+    if min(n.start for n in notes) < 0 or end > MAX_SECONDS:
+        raise RenderError(f"note times outside 0..{MAX_SECONDS:g} s (last note ends at {end:.0f} s)")
+    return notes
+
+
+def synthesize(notes: Sequence[Note], soundfont: Path, workdir: Path) -> np.ndarray:
+    """FluidSynth's float render of the notes, (samples, 2), tail included."""
+    import pretty_midi
+
+    from composer.midi import notes_to_midi
+
+    fluidsynth = require_tool("fluidsynth")
+    midi = notes_to_midi(notes)
+    # A pedal-up after the end makes the player run on through the release and reverb.
+    end = max(n.end for n in notes) + TAIL_SECONDS
+    midi.instruments[0].control_changes.append(pretty_midi.ControlChange(64, 0, end))
+    midi_path, wav_path = workdir / "piece.mid", workdir / "synth.wav"
+    midi.write(str(midi_path))
+    command = [fluidsynth, "-ni", "-q", "-F", str(wav_path), "-r", str(SAMPLE_RATE), "-T", "wav", "-O", "float"]
+    for key, value in FLUIDSYNTH_SETTINGS.items():
+        command += ["-o", f"{key}={value}"]
+    done = subprocess.run([*command, str(soundfont), str(midi_path)], capture_output=True, text=True)
+    if done.returncode != 0 or not wav_path.is_file():
+        why = (done.stderr or done.stdout).strip().splitlines()
+        raise RenderError(f"fluidsynth failed: {why[-1] if why else f'exit code {done.returncode}'}")
+    return _read_wav(wav_path)
+
+
+def _read_wav(path: Path) -> np.ndarray:
+    import soundfile
+
+    audio, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
+    if rate != SAMPLE_RATE or audio.shape[1] != CHANNELS or not len(audio):
+        raise RenderError(f"fluidsynth wrote {audio.shape[1]} channel(s) at {rate} Hz, {len(audio)} samples")
+    return audio
+
+
+def trim_and_fade(audio: np.ndarray, last_note_off: float) -> np.ndarray:
+    """Cut the silent end, keeping the release tail, and fade the last moments out."""
+    level = np.abs(audio).max(axis=1)
+    peak = level.max()
+    if peak <= 0:
+        raise RenderError("the render is silent (does the SoundFont have a piano on program 0?)")
+    loud = np.flatnonzero(level > peak * 10 ** (SILENCE_DB / 20))
+    end = max(loud[-1] + int(0.05 * SAMPLE_RATE), int((last_note_off + MIN_TAIL_SECONDS) * SAMPLE_RATE))
+    out = audio[: min(end, len(audio))].copy()
+    fade = min(int(FADE_SECONDS * SAMPLE_RATE), len(out))
+    out[len(out) - fade :] *= (np.cos(np.linspace(0.0, np.pi, fade)) * 0.5 + 0.5)[:, None]
+    return out
+
+
+def integrated_loudness(audio: np.ndarray) -> float:
+    """BS.1770 integrated loudness in LUFS (-inf for silence); short clips padded to one gating block."""
+    import pyloudnorm
+
+    if len(audio) < int(0.4 * SAMPLE_RATE) + 1:
+        audio = np.concatenate([audio, np.zeros((int(0.4 * SAMPLE_RATE) + 1 - len(audio), audio.shape[1]))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyloudnorm warns when a sample is above 1.0
+        return float(pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(audio))
+
+
+def true_peak(audio: np.ndarray) -> float:
+    """Peak after 4x oversampling (BS.1770 true peak, near enough), linear.
+
+    Only the blocks within 3 dB of the sample peak are oversampled: the rest cannot hold it.
+    """
+    from scipy.signal import resample_poly
+
+    block = 4096
+    level = np.abs(audio).max(axis=1)
+    sample_peak = float(level.max(initial=0.0))
+    if sample_peak == 0.0:
+        return 0.0
+    padded = np.pad(level, (0, -len(level) % block))
+    candidates = np.flatnonzero(padded.reshape(-1, block).max(axis=1) >= sample_peak * 10 ** (-3 / 20))
+    peak = sample_peak
+    for index in candidates:
+        lo, hi = max(index * block - 64, 0), min((index + 1) * block + 64, len(audio))
+        peak = max(peak, float(np.abs(resample_poly(audio[lo:hi], 4, 1, axis=0)).max()))
+    return peak
+
+
+def limit(audio: np.ndarray, ceiling: float) -> np.ndarray:
+    """A look-ahead peak limiter: gain dips smoothly around each peak above ``ceiling``.
+
+    The gain is the minimum needed over [-hold, +attack] around each sample, smoothed by a
+    moving average over +-attack; an average of minima over windows that all contain a
+    sample never exceeds that sample's own need, so no sample passes the ceiling.
+    """
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
+    level = np.abs(audio).max(axis=1)
+    need = np.minimum(1.0, ceiling / np.maximum(level, 1e-12))
+    if need.min() >= 1.0:
+        return audio
+    attack, hold = int(0.003 * SAMPLE_RATE), int(0.06 * SAMPLE_RATE)
+    hold += (attack + hold) % 2  # an odd window, so the origin below is exact
+    held = minimum_filter1d(need, size=attack + hold + 1, origin=(hold - attack) // 2, mode="nearest")
+    gain = np.minimum(uniform_filter1d(held, size=2 * attack + 1, mode="nearest"), need)
+    return audio * gain[:, None]
+
+
+def master(audio: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Normalize to TARGET_LUFS under the true-peak ceiling; returns audio, LUFS and peak dBFS.
+
+    Loud transients are limited (at most MAX_LIMIT_DB); a piece that would need more is
+    made quieter as a whole rather than squashed, so it may end below the target.
+    """
+    ceiling = 10 ** (CEILING_DBFS / 20)
+    measured = integrated_loudness(audio)
+    if not np.isfinite(measured):
+        raise RenderError("the render is too quiet to measure")
+    gain_db = TARGET_LUFS - measured
+    raw_peak = true_peak(audio)
+    for _ in range(2):  # limiting lowers the loudness a little: measure again and correct once
+        over = 20 * np.log10(raw_peak) + gain_db - CEILING_DBFS
+        gain_db -= max(0.0, over - MAX_LIMIT_DB)
+        out = limit(audio * 10 ** (gain_db / 20), ceiling * 0.97)  # margin for the inter-sample peaks
+        loudness = integrated_loudness(out)
+        if abs(loudness - TARGET_LUFS) < 0.1 or over <= 0:
+            break
+        gain_db += TARGET_LUFS - loudness
+    peak = true_peak(out)
+    if peak > ceiling:
+        out *= ceiling / peak
+        loudness, peak = integrated_loudness(out), ceiling
+    return out, loudness, 20 * np.log10(peak)
+
+
+def _write_wav(audio: np.ndarray, path: Path) -> None:
+    import soundfile
+
+    soundfile.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+
+
+def _ffmpeg(args: list[str]) -> None:
+    done = subprocess.run([require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise RenderError(f"ffmpeg failed: {lines[-1] if lines else f'exit code {done.returncode}'}")
+
+
+def _encode_audio(wav: Path, fmt: str, target: Path) -> None:
+    """MP3 (192 kb/s) or OGG Vorbis (q6, about 192 kb/s) through pydub and ffmpeg."""
+    require_tool("ffmpeg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydub imports audioop, deprecated since Python 3.11
+        from pydub import AudioSegment
+        from pydub.exceptions import CouldntEncodeError
+
+    segment = AudioSegment.from_wav(str(wav))
+    options = {"mp3": {"codec": "libmp3lame", "bitrate": "192k"}, "ogg": {"codec": "libvorbis", "parameters": ["-q:a", "6"]}}
+    try:
+        segment.export(str(target), format=fmt, **options[fmt]).close()
+    except CouldntEncodeError as exc:
+        raise RenderError(f"ffmpeg could not encode {fmt}: {str(exc).strip().splitlines()[-1]}") from None
+
+
+def _encode_video(wav: Path, picture: Path, duration: float, target: Path) -> None:
+    """H.264 High/yuv420p still picture with AAC-LC 44.1 kHz stereo: what X's media upload takes."""
+    _ffmpeg(
+        ["-loop", "1", "-framerate", str(VIDEO_FPS), "-i", str(picture), "-i", str(wav)]
+        + ["-c:v", "libx264", "-profile:v", "high", "-pix_fmt", "yuv420p", "-tune", "stillimage"]
+        + ["-preset", "veryfast", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"]
+        + ["-c:a", "aac", "-b:a", "192k", "-ar", str(SAMPLE_RATE), "-ac", str(CHANNELS)]
+        + ["-shortest", "-t", f"{duration:.3f}", "-movflags", "+faststart", "-f", "mp4", str(target)]
+    )
+
+
+def render_audio(
+    source: str | Path | bytes | Sequence[Note],
+    out_path: str | Path,
+    format: str | None = None,
+    soundfont: str | Path | None = None,
+    *,
+    title: str | None = None,
+    pianoroll: str | Path | None = None,
+) -> RenderResult:
+    """Render a piece (MIDI path, MIDI bytes or notes) to WAV, MP3, OGG or MP4.
+
+    ``pianoroll`` also writes the piano roll as a PNG there (MP4 shows it in any case);
+    ``title`` goes on the piano roll. Raises RenderError with a one-line message.
+    """
+    from composer.pianoroll import render_pianoroll
+
+    out_path = Path(out_path)
+    fmt = output_format(out_path, format)
+    if not out_path.parent.is_dir():
+        raise RenderError(f"{out_path.parent}: no such folder")
+    notes = load_piece(source)
+    font = find_soundfont(soundfont)
+    require_tool("fluidsynth")
+    if fmt != "wav":
+        require_tool("ffmpeg")
+
+    with tempfile.TemporaryDirectory(prefix="composer-render-") as tmp:
+        workdir = Path(tmp)
+        audio = trim_and_fade(synthesize(notes, font, workdir), max(n.end for n in notes))
+        audio, loudness, peak_db = master(audio)
+        wav = workdir / "master.wav"
+        _write_wav(audio, wav)
+        picture = None
+        if pianoroll is not None or fmt == "mp4":
+            picture = render_pianoroll(notes, Path(pianoroll or workdir / "roll.png"), title, VIDEO_SIZE)
+        fd, part = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".part")
+        os.close(fd)
+        try:
+            if fmt == "wav":
+                shutil.copyfile(wav, part)
+            elif fmt == "mp4":
+                _encode_video(wav, picture, len(audio) / SAMPLE_RATE, Path(part))
+            else:
+                _encode_audio(wav, fmt, Path(part))
+            os.replace(part, out_path)
+        except BaseException:
+            Path(part).unlink(missing_ok=True)
+            raise
+    return RenderResult(out_path, fmt, len(audio) / SAMPLE_RATE, SAMPLE_RATE, CHANNELS, loudness, peak_db)
