@@ -62,6 +62,31 @@ def sequences_nll(
     return total, count
 
 
+@torch.no_grad()
+def stepwise_nll(engine, sequences: Sequence[np.ndarray]) -> tuple[float, int]:
+    """Summed NLL and scored events when a sampling engine reads the sequences one step at a time.
+
+    ``engine`` is a ``composer.fastlstm.FusedLSTM`` (or anything with ``zero_state`` and
+    ``step``); comparing this with ``sequences_nll`` shows what a fast path costs in accuracy.
+    """
+    width = max(len(s) for s in sequences)
+    grid = np.full((len(sequences), width), events.PAD, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        grid[row, : len(seq)] = seq
+    tokens = torch.from_numpy(grid)
+    state = engine.zero_state(len(sequences))
+    total, count = 0.0, 0
+    for t in range(width - 1):
+        logits, state = engine.step(tokens[:, t], state)
+        target = tokens[:, t + 1]
+        scored = target < events.NUM_EVENTS
+        if scored.any():
+            loss = F.cross_entropy(logits.float(), target, reduction="none")
+            total += float(loss[scored].sum())
+            count += int(scored.sum())
+    return total, count
+
+
 def validation_nll(model: PerformanceRNN, cache_dir: Path, genre: str, device: torch.device | str = "cpu") -> NLLResult:
     """NLL of a model on a genre's whole validation split, as prepared in the cache."""
     from composer.data import TokenBundle
