@@ -28,8 +28,12 @@ class ComposerSettings(BaseSettings):
     """Encoded token arrays made by ``composer prepare``."""
     runs_dir: Path = PROJECT_ROOT / "runs"
     """Training runs: checkpoints, metrics logs and learning curves."""
+    sample_threads: int = 1
+    """torch threads for sampling on a CPU (one step is too small to share; 0: torch's default)."""
     device: str = "auto"
     """``auto`` picks CUDA when present, else the CPU; or name one (``cpu``, ``cuda:1``)."""
+    soundfont: Path | None = None
+    """The .sf2 used to render audio; unset: Debian's FluidR3 GM (``apt-get install fluid-soundfont-gm``)."""
 
 
 @lru_cache(maxsize=1)

@@ -110,13 +110,15 @@ def encode(notes: Sequence[Note], stretch: float = 1.0) -> np.ndarray:
     return np.asarray(tokens, dtype=TOKEN_DTYPE)
 
 
-def decode(tokens: Iterable[int]) -> list[Note]:
+def decode(tokens: Iterable[int], max_note_steps: int | None = None) -> list[Note]:
     """Event tokens to notes; tolerant of anything a model may emit.
 
     A note-off ends the earliest open note of its pitch (as Magenta does); a note-off
     with nothing open is ignored; special tokens are skipped. Every note ends: notes
     still open at the end stop at the final time, and a note that would last zero
-    steps lasts one, so nothing hangs and nothing is lost.
+    steps lasts one, so nothing hangs and nothing is lost. ``max_note_steps`` caps a
+    note's length, as Magenta's generator does (5 s), for model output whose note-offs
+    come late or never.
     """
     open_notes: defaultdict[int, deque[tuple[int, int, int]]] = defaultdict(deque)
     found: list[tuple[int, int, int, int, int]] = []  # start, pitch, onset order, velocity, end
@@ -141,7 +143,11 @@ def decode(tokens: Iterable[int]) -> list[Note]:
         for start, order, vel in pending:
             found.append((start, pitch, order, vel, max(step, start + 1)))
     found.sort()  # (start, pitch, onset order): re-encoding gives the same stream back
-    return [Note(pitch, vel, start / STEPS_PER_SECOND, end / STEPS_PER_SECOND) for start, pitch, _, vel, end in found]
+    cap = max_note_steps or 0
+    return [
+        Note(pitch, vel, start / STEPS_PER_SECOND, (min(end, start + cap) if cap else end) / STEPS_PER_SECOND)
+        for start, pitch, _, vel, end in found
+    ]
 
 
 def round_trip_kept(notes: Sequence[Note]) -> int:

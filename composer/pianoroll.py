@@ -8,7 +8,7 @@ worker threads and never opens a window. The layout scales with the requested si
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -83,9 +83,7 @@ def draw_pianoroll(notes: Sequence[Note], title: str | None = None, size: tuple[
     colours[:, 3] = 0.6 + 0.4 * velocity
     min_width = x_end / (ax.get_position().width * width_px) * 2  # at least 2 px wide
     ax.add_collection(
-        PolyCollection(
-            _note_polygons(notes, min_width), facecolors=colours, edgecolors=PANEL, linewidths=0.5, zorder=2
-        )
+        PolyCollection(_note_polygons(notes, min_width), facecolors=colours, edgecolors=PANEL, linewidths=0.5, zorder=2)
     )
 
     ax.set_xlabel("seconds", color=TEXT)
@@ -104,12 +102,10 @@ def render_pianoroll(
     """Write the piano roll as a PNG of exactly ``size`` pixels, atomically."""
     out_path = Path(out_path)
     fig = draw_pianoroll(notes, title, size)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".part")
+    part = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", facecolor=BACKGROUND)
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(part, format="png", facecolor=BACKGROUND)
+        os.replace(part, out_path)
+    finally:
+        part.unlink(missing_ok=True)
     return out_path

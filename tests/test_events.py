@@ -138,3 +138,10 @@ def test_any_token_stream_decodes_to_closed_notes(tokens):
     notes = decode(tokens)
     assert all(n.end > n.start >= 0 for n in notes)
     assert len(notes) == sum(1 for t in tokens if t < events.NOTE_OFF)
+
+
+def test_decode_can_cap_note_length():
+    tokens = [events.NOTE_ON + 60, *[events.TIME_SHIFT + 99] * 8, events.NOTE_OFF + 60, events.NOTE_ON + 62]
+    capped = decode(tokens, max_note_steps=500)
+    assert [(n.pitch, n.start, n.end) for n in capped] == [(60, 0.0, 5.0), (62, 8.0, 8.01)]
+    assert decode(tokens)[0].end == 8.0
