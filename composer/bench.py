@@ -48,18 +48,20 @@ def run_bench(directory: Path, device: torch.device, steps: int = 400, batch_siz
     result: dict = {
         "device": str(device),
         "model": f"{card.get('genre', '?')}/{card.get('version', directory.name)}",
-        "threads": torch.get_num_threads(),
     }
     fast = Composer(model, card, device)
     naive = Composer(model, card, device, engine="naive")
     result["engine"] = fast.engine
+    result["threads"] = torch.get_num_threads()
     result["single_events_per_s"] = events_per_second(fast, 1, steps)
     result["naive_single_events_per_s"] = events_per_second(naive, 1, max(50, steps // 4))
     result["speedup_vs_naive"] = result["single_events_per_s"] / result["naive_single_events_per_s"]
     result["batch64_events_per_s"] = events_per_second(fast, 64, max(50, steps // 4))
-    if fast.engine == "int8":
-        fused = Composer(model, card, device, engine="fused")
-        result["fused_fp32_single_events_per_s"] = events_per_second(fused, 1, steps)
+    if device.type == "cpu":
+        for engine in ("fused", "int8"):
+            if engine != fast.engine:
+                other = Composer(model, card, device, engine=engine)
+                result[f"{engine}_single_events_per_s"] = events_per_second(other, 1, steps)
     if device.type == "cuda":
         best = (0, 0.0)
         for size in batch_sizes or (256, 1024, 4096, 16384):

@@ -326,6 +326,7 @@ def sample(
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the MIDI file."),
     count: int = typer.Option(1, help="Compose this many pieces in one batch (seeds seed, seed+1, ...)."),
     version: str = typer.Option("", help="Model version (default: the current one)."),
+    model_dir: Path | None = typer.Option(None, help="Sample from this model directory instead (auditioning)."),
     device: str = typer.Option("", help="cpu, cuda, cuda:N (default: auto)."),
     engine: str = typer.Option("auto", help="auto, int8, fused or naive (the plain nn.LSTM reference)."),
 ) -> None:
@@ -338,7 +339,7 @@ def sample(
     from composer.midi import MidiError, load_notes, save_notes
     from composer.registry import NoModelError
     from composer.registry import model_dir as find_model
-    from composer.sample import MAX_SECONDS, Composer, SampleRequest, primer_tokens
+    from composer.sample import MAX_SECONDS, Composer, SampleRequest, piece_notes, primer_tokens
     from composer.train import pick_device
 
     started = time.perf_counter()
@@ -348,7 +349,7 @@ def sample(
         fail("--count must be at least 1")
     try:
         load_genre(genre)
-        directory = find_model(genre, version or None)
+        directory = model_dir or find_model(genre, version or None)
     except (UnknownGenreError, NoModelError) as exc:
         fail(str(exc))
     prime = None
@@ -369,7 +370,7 @@ def sample(
         fail(str(exc))
     outputs = [out] if count == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(count)]
     for path, tokens, req in zip(outputs, pieces, requests):
-        notes = events.decode(tokens)
+        notes = piece_notes(tokens)
         save_notes(notes, path)
         typer.echo(
             f"{path}: {genre}, seed {req.seed}, {len(tokens)} events, {len(notes)} notes, "
@@ -476,6 +477,125 @@ def bench(
     if not as_json:
         for key, value in result.items():
             typer.echo(f"{key:<32} {value:,.1f}" if isinstance(value, float) else f"{key:<32} {value}")
+    typer.echo(json.dumps(result))
+
+
+@app.command()
+def render(
+    midi_file: Path = typer.Argument(..., help="A .mid/.midi file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write: .mp3, .ogg, .mp4 (with piano roll) or .wav."),
+    soundfont: Path | None = typer.Option(None, help="A .sf2 SoundFont (default: COMPOSER_SOUNDFONT or FluidR3 GM)."),
+    fmt: str | None = typer.Option(None, "--format", "-f", help="mp3, ogg, mp4 or wav (default: from --out)."),
+    pianoroll: Path | None = typer.Option(None, help="Also write the piano roll as this PNG."),
+    title: str | None = typer.Option(None, help="Title on the piano roll (default: the MIDI file's name)."),
+) -> None:
+    """Render a MIDI file to audio: FluidSynth piano with a little reverb, -16 LUFS, peaks under -1 dBFS."""
+    from composer.render import RenderError, render_audio
+
+    if not midi_file.is_file():
+        fail(f"{midi_file}: no such file")
+    try:
+        result = render_audio(midi_file, out, fmt, soundfont, title=title or midi_file.stem, pianoroll=pianoroll)
+    except RenderError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"{result.path}: {result.format}, {result.duration_s:.1f} s, {result.loudness_lufs:.1f} LUFS, "
+        f"peak {result.peak_dbfs:.1f} dBFS"
+    )
+
+
+@app.command("bench-render")
+def bench_render(
+    seconds: float = typer.Option(30.0, help="Length of the piece to render."),
+    as_json: bool = typer.Option(False, "--json", help="Only the JSON line."),
+) -> None:
+    """Rendering speed: a piece (from the corpora when present) to WAV, MP3 and MP4, after a warm-up."""
+    import tempfile
+    import time
+
+    from composer.render import RenderError, bench_piece, render_audio
+
+    if not 0 < seconds <= 600:
+        fail(f"--seconds must be in (0, 600], got {seconds:g}")
+    notes, source = bench_piece(seconds, settings().data_root)
+    result: dict[str, float | int | str] = {}
+    with tempfile.TemporaryDirectory(prefix="composer-bench-") as tmp:
+        try:
+            render_audio(notes[:8], Path(tmp) / "warmup.wav")  # imports and the SoundFont's page cache
+            for fmt in ("wav", "mp3", "mp4"):
+                started = time.perf_counter()
+                render_audio(notes, Path(tmp) / f"piece.{fmt}", title="bench")
+                result[f"{fmt}_s"] = round(time.perf_counter() - started, 3)
+                if not as_json:
+                    typer.echo(f"{fmt:<4} {result[f'{fmt}_s']:6.2f} s")
+        except RenderError as exc:
+            fail(str(exc))
+    result.update(piece_s=seconds, notes=len(notes), source=source)
+    typer.echo(json.dumps(result))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    models_dir: Path | None = typer.Option(None, help="Models to serve (default: COMPOSER_MODELS_DIR)."),
+    max_batch: int = typer.Option(64, help="Most pieces sampled together per genre; 1 turns batching off."),
+    queue_limit: int = typer.Option(256, help="Requests that may wait per genre; beyond that, 503."),
+    timeout: float = typer.Option(300.0, help="Seconds a composition may take before the answer is 504."),
+    max_seconds: float = typer.Option(600.0, help="Longest piece served, in seconds (at most 600)."),
+    device: str = typer.Option("", help="cpu, cuda, cuda:N (default: COMPOSER_DEVICE or auto)."),
+    engine: str = typer.Option("fused", help="fused (a seed replays exactly) or int8 (faster on a CPU, not exact)."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
+    log_level: str = typer.Option("info", help="uvicorn's log level."),
+) -> None:
+    """Run the composer HTTP service: docs at /docs, /healthz, /metrics; SIGHUP reloads promoted models."""
+    from composer.sample import ENGINES, MAX_SECONDS
+    from composer.service import serve as run_service
+
+    if max_batch < 1 or queue_limit < 0 or timeout <= 0:
+        fail("--max-batch must be at least 1, --queue-limit at least 0 and --timeout positive")
+    if not 0 < max_seconds <= MAX_SECONDS:
+        fail(f"--max-seconds must be in (0, {MAX_SECONDS:g}]")
+    if engine not in ENGINES:
+        fail(f"--engine must be one of {', '.join(ENGINES)}")
+    if models_dir is not None and not models_dir.is_dir():
+        fail(f"{models_dir}: no such folder")
+    run_service(
+        host,
+        port,
+        log_level,
+        threads,
+        models_dir=models_dir,
+        max_batch=max_batch,
+        queue_limit=queue_limit,
+        request_timeout_s=timeout,
+        max_seconds=max_seconds,
+        device=device or None,
+        engine=engine,
+    )
+
+
+@app.command("bench-service")
+def bench_service(
+    clients: str = typer.Option("1,8,64", help="Comma-separated numbers of concurrent clients."),
+    seconds: float = typer.Option(30.0, help="Length of each piece."),
+    requests: int = typer.Option(0, help="Requests per run (0: twice the clients, at least 8)."),
+    genre: str = typer.Option("folk", "--genre", "-g", help="Genre whose shipped model to serve."),
+    max_batch: int = typer.Option(64, help="The batch cap when batching is on."),
+    threads: int = typer.Option(1, help="CPU threads for the server's torch."),
+    device: str = typer.Option("", help="cpu, cuda, cuda:N (default: auto)."),
+) -> None:
+    """Service throughput and latency with batching on and off; the last line is JSON."""
+    from composer.bench_service import run_service_bench, table
+
+    try:
+        counts = [int(c) for c in clients.split(",") if c.strip()]
+    except ValueError:
+        fail(f"--clients must be numbers separated by commas, got {clients!r}")
+    if not counts or min(counts) < 1 or not 0 < seconds <= 600 or requests < 0 or max_batch < 1:
+        fail("--clients must be positive, --seconds in (0, 600], --requests and --max-batch not negative")
+    result = run_service_bench(counts, seconds, requests, genre, max_batch, threads, device, echo=typer.echo)
+    typer.echo(table(result))
     typer.echo(json.dumps(result))
 
 

@@ -3,9 +3,15 @@
 Sampling runs the network one event at a time, where ``nn.LSTM``'s per-call overhead
 dominates. Here the weights are pre-packed once: the first layer's input projection
 becomes a lookup table (embedding x input weights + both biases, one row per token), and
-each deeper layer multiplies ``[input, hidden]`` by one stacked matrix with a single
-``addmm``. With ``quantize=True`` those matrices are int8 (fbgemm dynamic quantization,
-per output channel), which reads a quarter of the bytes per step on a CPU.
+each deeper layer multiplies ``[input, hidden]`` by one stacked matrix.
+
+The matrices can be held three ways (``weights=``):
+- ``fp32``: plain ``addmm``; BLAS picks another kernel for one row than for several, so
+  a lone stream is stepped as two identical rows to keep its numbers batch-invariant.
+- ``fp16``: fbgemm's fp16-weight GEMM with float32 activations. Exact for our fp16-stored
+  weights, half the bytes per step, and every row is computed alone (batch-invariant).
+- ``int8``: fbgemm dynamic quantization, a quarter of the bytes, fastest for one stream;
+  but activations share one scale per batch, so a stream's piece depends on its batch.
 """
 
 from __future__ import annotations
@@ -17,59 +23,69 @@ import torch
 from composer.model import PerformanceRNN
 
 State = tuple[torch.Tensor, torch.Tensor]  # h and c, each (layers, batch, hidden), as nn.LSTM keeps them
+WEIGHTS = ("fp32", "fp16", "int8")
 
 
 class _Linear:
-    """y = x @ W^T + b, in float32 or as fbgemm's int8 dynamic-quantized linear."""
+    """y = x @ W^T + b with the weights held as fp32, fbgemm fp16 or fbgemm int8."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, quantize: bool):
-        self.quantized = quantize
-        if quantize:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, weights: str):
+        self.weights = weights
+        weight, bias = weight.float().contiguous(), bias.float().contiguous()
+        if weights == "int8":
             scales = weight.abs().amax(dim=1).clamp_min(1e-8) / 127.0
             zero = torch.zeros(weight.shape[0], dtype=torch.long)
             with warnings.catch_warnings():  # qint8 tensor creation is marked deprecated, still the fbgemm path
                 warnings.simplefilter("ignore", UserWarning)
-                qweight = torch.quantize_per_channel(weight.float().contiguous(), scales.double(), zero, 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(qweight, bias.float().contiguous())
+                qweight = torch.quantize_per_channel(weight, scales.double(), zero, 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        elif weights == "fp16":
+            self.packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
         else:
-            self.weight_t = weight.float().t().contiguous()
-            self.bias = bias.float().contiguous()
+            self.weight_t = weight.t().contiguous()
+            self.bias = bias
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.quantized:
+        if self.weights == "int8":
             return torch.ops.quantized.linear_dynamic(x, self.packed)
+        if self.weights == "fp16":
+            return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
         return torch.addmm(self.bias, x, self.weight_t)
 
 
 def quantization_available() -> bool:
+    """Whether fbgemm's packed fp16/int8 kernels exist here (x86 CPUs)."""
     return "fbgemm" in torch.backends.quantized.supported_engines
 
 
 class FusedLSTM:
     """The same function as ``PerformanceRNN`` for one step at a time, with less overhead."""
 
-    def __init__(self, model: PerformanceRNN, quantize: bool = False):
-        quantize = quantize and quantization_available()
-        if quantize:
+    def __init__(self, model: PerformanceRNN, weights: str = "fp32"):
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}")
+        device = next(model.parameters()).device
+        if weights != "fp32":
+            if device.type != "cpu" or not quantization_available():
+                raise ValueError(f"{weights} weights need fbgemm on an x86 CPU")
             torch.backends.quantized.engine = "fbgemm"
         lstm = model.lstm
         self.hidden = lstm.hidden_size
         self.layers = lstm.num_layers
-        self.quantized = quantize
-        device = next(model.parameters()).device
-        if quantize and device.type != "cpu":
-            raise ValueError("int8 sampling runs on the CPU only")
+        self.weights = weights
+        # One row alone takes BLAS's gemv path, whose last bits differ from a batch's.
+        self.pad_single = weights == "fp32" and device.type == "cpu"
         with torch.no_grad():
             w_ih0, w_hh0 = lstm.weight_ih_l0.float(), lstm.weight_hh_l0.float()
             b0 = (lstm.bias_ih_l0 + lstm.bias_hh_l0).float()
             # One row per token: its whole first-layer input contribution, biases included.
             self.input_table = (model.embed.weight.float() @ w_ih0.t() + b0).contiguous()
-            self.cells = [_Linear(w_hh0, torch.zeros_like(b0), quantize)]
+            self.cells = [_Linear(w_hh0, torch.zeros_like(b0), weights)]
             for layer in range(1, self.layers):
                 w = torch.cat([getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")], dim=1)
                 b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
-                self.cells.append(_Linear(w, b, quantize))
-            self.head = _Linear(model.head.weight, model.head.bias, quantize)
+                self.cells.append(_Linear(w, b, weights))
+            self.head = _Linear(model.head.weight, model.head.bias, weights)
         self.device = device
 
     def zero_state(self, batch: int) -> State:
@@ -79,16 +95,21 @@ class FusedLSTM:
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """tokens (batch,) -> logits (batch, vocab) and the new state."""
+        if self.pad_single and tokens.shape[0] == 1:
+            h, c = state
+            logits, (h2, c2) = self._step(tokens.repeat(2), (h.repeat(1, 2, 1), c.repeat(1, 2, 1)))
+            return logits[:1], (h2[:, :1], c2[:, :1])
+        return self._step(tokens, state)
+
+    def _step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         hs, cs = state
         new_h, new_c = [], []
         x = None
         for layer, cell in enumerate(self.cells):
-            if layer == 0:
-                gates = (
-                    self.input_table[tokens] + cell(hs[0])
-                    if self.quantized
-                    else torch.addmm(self.input_table[tokens], hs[0], cell.weight_t)
-                )
+            if layer == 0 and self.weights == "fp32":
+                gates = torch.addmm(self.input_table[tokens], hs[0], cell.weight_t)
+            elif layer == 0:
+                gates = self.input_table[tokens] + cell(hs[0])
             else:
                 gates = cell(torch.cat([x, hs[layer]], dim=1))
             i, f, g, o = gates.chunk(4, dim=1)

@@ -72,15 +72,17 @@ def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return idx.clamp_(max=probs.shape[-1] - 1)
 
 
-ENGINES = ("auto", "int8", "fused", "naive")
+ENGINES = ("auto", "fp16", "int8", "fused", "naive")
 
 
 class Composer:
     """A loaded genre model that samples pieces; reuse it, loading is the slow part.
 
-    ``engine`` picks how each step runs: ``fused`` (pre-packed float32 weights),
-    ``int8`` (fused with int8 weights, CPU only), ``naive`` (``nn.LSTM`` one step at a
-    time, the reference) or ``auto`` (int8 on a CPU, fused on a GPU).
+    ``engine`` picks how each step runs (see ``composer.fastlstm``): ``fused`` (float32),
+    ``fp16`` (fbgemm fp16 weights, x86 CPUs), ``int8`` (fastest alone, but a piece then
+    depends on its batch), ``naive`` (``nn.LSTM`` one step at a time, the reference), or
+    ``auto``: fp16 on a CPU that has fbgemm, fused elsewhere. Every engine but int8
+    gives a seed the same piece whether it is sampled alone or in any batch.
     """
 
     def __init__(
@@ -100,9 +102,10 @@ class Composer:
         self.model = model.to(self.device).eval()
         self.card = card or {}
         if engine == "auto":
-            engine = "int8" if self.device.type == "cpu" and quantization_available() else "fused"
+            engine = "fp16" if self.device.type == "cpu" and quantization_available() else "fused"
         self.engine = engine
-        self.fused = FusedLSTM(self.model, quantize=engine == "int8") if engine != "naive" else None
+        weights = {"fused": "fp32", "fp16": "fp16", "int8": "int8"}.get(engine)
+        self.fused = FusedLSTM(self.model, weights) if weights else None
 
     @classmethod
     def from_dir(cls, directory: Path, device: str | torch.device = "cpu", engine: str = "auto") -> Composer:
@@ -189,6 +192,10 @@ class BatchSampler:
     def active(self) -> int:
         return len(self.streams)
 
+    def cancel(self, stream: Stream) -> None:
+        """Stop a stream (its client gave up); it leaves the batch at the next step."""
+        stream.done = True
+
     def add(self, request: SampleRequest) -> Stream:
         validate(request)
         stream = Stream(request)
@@ -217,7 +224,8 @@ class BatchSampler:
         uniforms = torch.tensor([s.uniform() for s in self.streams], dtype=torch.float64, device=dev)
         tokens = draw(probs, uniforms)
         for stream, token in zip(self.streams, tokens.tolist()):
-            stream.accept(token)
+            if not stream.done:  # a cancelled stream takes nothing more
+                stream.accept(token)
         finished = [s for s in self.streams if s.done]
         if finished:
             keep = [i for i, s in enumerate(self.streams) if not s.done]

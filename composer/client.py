@@ -1,0 +1,249 @@
+"""Clients of the composer: over HTTP, or in-process; the bot uses either through one interface.
+
+``composer_client_from_env()`` picks: HTTP when ``COMPOSER_URL`` names a running service,
+else the models are loaded in-process (the embedded default). Both check requests the
+same way and raise the same errors: CompositionRejected when the request is at fault
+(no point retrying), ComposerUnavailable when the composer is busy, down or failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from composer.catalog import GenreInfo, genre_catalog, resolve_genre
+from composer.composition import (
+    DEFAULT_PRIMER_SECONDS,
+    DEFAULT_SECONDS,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    ComposerUnavailable,
+    Composition,
+    CompositionError,
+    CompositionRejected,
+    assemble,
+    check_audio_format,
+    new_seed,
+    primer_from,
+    sample_request,
+)
+from composer.config import settings
+from composer.modelstore import SERVING_ENGINE, LoadedModel, current_key, load_current
+from composer.sample import MAX_SECONDS
+
+__all__ = [
+    "ComposerClient",
+    "ComposerUnavailable",
+    "Composition",
+    "CompositionError",
+    "CompositionRejected",
+    "GenreInfo",
+    "HttpComposerClient",
+    "LocalComposerClient",
+    "composer_client_from_env",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ComposerClient(Protocol):
+    def genres(self) -> list[GenreInfo]:
+        """Every genre with its current model version, versions and model card."""
+        ...
+
+    def compose(
+        self,
+        genre: str,
+        seconds: float = DEFAULT_SECONDS,
+        temperature: float = DEFAULT_TEMPERATURE,
+        top_p: float = DEFAULT_TOP_P,
+        seed: int | None = None,
+        primer_midi: bytes | None = None,
+        audio_format: str | None = None,
+        primer_seconds: float = DEFAULT_PRIMER_SECONDS,
+    ) -> Composition:
+        """A new piece; the same seed and settings give the same piece."""
+        ...
+
+
+class HttpComposerClient:
+    """The composer service over HTTP, retrying with backoff when it is busy or unreachable.
+
+    Retries cover connection errors and 5xx answers (not 501, audio the server cannot
+    render); a 4xx is the request's fault and raises CompositionRejected at once. The seed
+    is chosen here when not given, so a retried request asks for the very same piece.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 330.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HttpComposerClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def genres(self) -> list[GenreInfo]:
+        fields = GenreInfo.__dataclass_fields__
+        return [GenreInfo(**{k: v for k, v in g.items() if k in fields}) for g in self._request("GET", "/v1/genres")]
+
+    def compose(
+        self,
+        genre: str,
+        seconds: float = DEFAULT_SECONDS,
+        temperature: float = DEFAULT_TEMPERATURE,
+        top_p: float = DEFAULT_TOP_P,
+        seed: int | None = None,
+        primer_midi: bytes | None = None,
+        audio_format: str | None = None,
+        primer_seconds: float = DEFAULT_PRIMER_SECONDS,
+    ) -> Composition:
+        body: dict[str, Any] = {
+            "genre": genre,
+            "seconds": seconds,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": new_seed() if seed is None else seed,
+            "primer_seconds": primer_seconds,
+            "audio_format": audio_format,
+        }
+        if primer_midi is not None:
+            body["primer"] = base64.b64encode(primer_midi).decode()
+        out = self._request("POST", "/v1/compositions", body)
+        return Composition(
+            id=out["id"],
+            genre=out["genre"],
+            seed=out["seed"],
+            model_version=out["model_version"],
+            events=out["events"],
+            seconds=out["seconds"],
+            midi=base64.b64decode(out["midi"]),
+            audio=base64.b64decode(out["audio"]) if out.get("audio") else None,
+            audio_mime=out.get("audio_mime"),
+        )
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> Any:
+        for attempt in range(self.retries + 1):
+            wait_at_least = 0.0
+            try:
+                response = self._http.request(method, path, json=body)
+            except httpx.TransportError as exc:
+                error: CompositionError = ComposerUnavailable(f"{self.base_url}{path}: {type(exc).__name__}: {exc}")
+            else:
+                if response.status_code < 400:
+                    return response.json()
+                message = _message(response)
+                if response.status_code < 500 or response.status_code == 501:
+                    raise CompositionRejected(message, response.status_code)
+                error = ComposerUnavailable(message, response.status_code)
+                wait_at_least = _retry_after(response)
+            if attempt == self.retries:
+                raise error
+            pause = min(max(self.backoff_s * 2**attempt * random.uniform(0.5, 1.0), wait_at_least), self.max_backoff_s)
+            log.warning("composer: %s; retrying in %.1f s", error.message, pause)
+            time.sleep(pause)
+        raise AssertionError("unreachable")
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    return f"{response.status_code}: {detail if isinstance(detail, str) else response.text[:300]}"
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return float(response.headers.get("retry-after", 0))
+    except ValueError:
+        return 0.0
+
+
+class LocalComposerClient:
+    """The composer in this process: models load on first use and reload when a new one is promoted."""
+
+    def __init__(
+        self,
+        models_dir: Path | None = None,
+        genres_dir: Path | None = None,
+        device: str | None = None,
+        engine: str = SERVING_ENGINE,
+        max_seconds: float = MAX_SECONDS,
+    ):
+        cfg = settings()
+        self.models_dir = models_dir or cfg.models_dir
+        self.genres_dir = genres_dir or cfg.genres_dir
+        self.device, self.engine = device or cfg.device, engine
+        self.max_seconds = min(max_seconds, MAX_SECONDS)
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def genres(self) -> list[GenreInfo]:
+        return genre_catalog(self.models_dir, self.genres_dir)
+
+    def compose(
+        self,
+        genre: str,
+        seconds: float = DEFAULT_SECONDS,
+        temperature: float = DEFAULT_TEMPERATURE,
+        top_p: float = DEFAULT_TOP_P,
+        seed: int | None = None,
+        primer_midi: bytes | None = None,
+        audio_format: str | None = None,
+        primer_seconds: float = DEFAULT_PRIMER_SECONDS,
+    ) -> Composition:
+        resolve_genre(genre, self.models_dir, self.genres_dir)
+        check_audio_format(audio_format)
+        primer = primer_from(primer_midi, primer_seconds)
+        seed = new_seed() if seed is None else seed
+        request = sample_request(seconds, temperature, top_p, seed, primer, self.max_seconds)
+        model = self._model(genre)
+        tokens = model.composer.generate([request])[0]
+        return assemble(genre, model.version, request, tokens, audio_format)
+
+    def _model(self, genre: str) -> LoadedModel:
+        with self._lock:
+            model = self._models.get(genre)
+            if model is None or model.key != current_key(genre, self.models_dir):
+                try:
+                    model = load_current(genre, self.models_dir, self.device, self.engine)
+                except LookupError as exc:
+                    raise CompositionRejected(str(exc), 404) from None
+                self._models[genre] = model
+            return model
+
+
+def composer_client_from_env(environ: Mapping[str, str] | None = None) -> ComposerClient:
+    """HttpComposerClient when COMPOSER_URL is set (COMPOSER_TIMEOUT, COMPOSER_RETRIES tune it), else local."""
+    env = os.environ if environ is None else environ
+    url = env.get("COMPOSER_URL", "").strip()
+    if url:
+        return HttpComposerClient(
+            url, timeout=float(env.get("COMPOSER_TIMEOUT", 330)), retries=int(env.get("COMPOSER_RETRIES", 3))
+        )
+    return LocalComposerClient()

@@ -1,0 +1,58 @@
+"""Loading a genre's current model for serving, and noticing when a new one is promoted.
+
+The service and the in-process client both load models through here, so the same seed
+gives the same piece from either: same engine, same batch-invariant stepping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from composer.registry import CURRENT_FILE, current_version, genre_dir
+from composer.registry import model_dir as find_model_dir
+from composer.sample import Composer
+
+SERVING_ENGINE = "auto"
+"""fp16 weights on x86 CPUs, float32 elsewhere: both batch-invariant, so a seed replayed
+alone gives the piece it gave in a batch. Not ``int8``, whose activations share one scale
+per batch (see composer.fastlstm)."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when present (float32 there too), else the CPU."""
+    if name in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    genre: str
+    version: str
+    composer: Composer
+    key: tuple[int, str]
+    """What CURRENT said when this was loaded (mtime, version): a change means a promotion."""
+
+
+def current_key(genre: str, models_dir: Path) -> tuple[int, str]:
+    """(mtime in ns, version) of the genre's CURRENT file; (0, "") when there is none."""
+    pointer = genre_dir(genre, models_dir) / CURRENT_FILE
+    try:
+        mtime = pointer.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0, ""
+    return mtime, current_version(genre, models_dir) or ""
+
+
+def load_current(
+    genre: str, models_dir: Path, device: str | torch.device = "auto", engine: str = SERVING_ENGINE
+) -> LoadedModel:
+    """Load the genre's current version. Raises registry.NoModelError when there is none."""
+    key = current_key(genre, models_dir)
+    directory = find_model_dir(genre, key[1] or None, models_dir)
+    dev = pick_device(device) if isinstance(device, str) else device
+    composer = Composer.from_dir(directory, dev, engine)
+    return LoadedModel(genre, directory.name, composer, key)

@@ -1,0 +1,294 @@
+"""The composer as an HTTP service: genres, compositions, health and metrics.
+
+Requests for one genre are sampled together by that genre's worker (continuous
+batching, see ``composer.batching``); this module only speaks HTTP: it checks requests,
+hands them to the workers, waits with a time limit and shapes the answers. OpenAPI docs
+are served at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from composer.batching import QueueFull, WorkerPool
+from composer.catalog import GENRE_PATTERN, genre_catalog
+from composer.composition import (
+    DEFAULT_PRIMER_SECONDS,
+    DEFAULT_SECONDS,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    MAX_SEED,
+    MIDI_MIME,
+    CompositionError,
+    assemble,
+    check_audio_format,
+    decode_primer_midi,
+    new_seed,
+    primer_from,
+    sample_request,
+)
+from composer.config import ComposerSettings, settings
+from composer.modelstore import SERVING_ENGINE
+from composer.sample import MAX_SECONDS
+from composer.service_metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 300.0
+MAX_PRIMER_CHARS = 4_000_000  # base64 of a 3 MB MIDI file: far more than any piano piece needs
+
+
+PrimerIn = Annotated[str, Field(max_length=MAX_PRIMER_CHARS)] | Annotated[list[int], Field(max_length=100_000)] | None
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What was wrong, in one line.")
+
+
+class GenreOut(BaseModel):
+    name: str = Field(description="The genre's name, as compositions ask for it.")
+    description: str = Field("", description="From the genre's manifest.")
+    license: str = Field("", description="License of the corpus the model learned from.")
+    current_version: str | None = Field(description="The model version compositions use; null: none trained yet.")
+    versions: list[str] = Field(description="Every model version on disk.")
+    card: dict[str, Any] | None = Field(description="The current model's card: size, training, validation NLL.")
+    loaded: bool = Field(description="Whether this server has the model loaded and ready.")
+
+
+class CompositionIn(BaseModel):
+    genre: str = Field(pattern=GENRE_PATTERN, description="Genre to compose in (see GET /v1/genres).")
+    seconds: float = Field(DEFAULT_SECONDS, gt=0, le=MAX_SECONDS, description="Length of the piece in seconds.")
+    temperature: float = Field(DEFAULT_TEMPERATURE, gt=0, le=5, description="Above 1: wilder; below 1: tamer.")
+    top_p: float = Field(DEFAULT_TOP_P, gt=0, le=1, description="Nucleus sampling: the share of probability kept.")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="Random seed; the same seed and settings give the same piece."
+    )
+    primer: PrimerIn = Field(
+        None, description="A piece to continue: a MIDI file, base64-encoded, or a list of event tokens (0..387)."
+    )
+    primer_seconds: float = Field(
+        DEFAULT_PRIMER_SECONDS, gt=0, le=MAX_SECONDS, description="How much of the primer's end to continue from."
+    )
+    audio_format: Literal["mp3", "ogg", "mp4", "wav"] | None = Field(
+        None, description="Also render the piece as audio in this format (mp4: audio with the piano roll)."
+    )
+    return_tokens: bool = Field(False, description="Also return the piece's event tokens.")
+
+
+class CompositionOut(BaseModel):
+    id: str = Field(description="A new UUID for this composition.")
+    genre: str
+    seed: int = Field(description="The seed used; send it back to get the same piece again.")
+    model_version: str = Field(description="The model version that composed the piece.")
+    events: int = Field(description="Number of performance events in the piece.")
+    seconds: float = Field(description="Length of the piece in seconds.")
+    midi: str = Field(description="The piece as a MIDI file, base64-encoded.")
+    midi_mime: str = MIDI_MIME
+    tokens: list[int] | None = Field(None, description="The event tokens, when asked for.")
+    audio: str | None = Field(None, description="The rendered audio, base64-encoded, when asked for.")
+    audio_mime: str | None = Field(None, description="MIME type of the audio.")
+
+
+ERRORS = {
+    404: {"model": ErrorOut, "description": "Unknown genre, or one with no trained model"},
+    422: {"model": ErrorOut, "description": "A bad request: out-of-range numbers, an unreadable primer"},
+    501: {"model": ErrorOut, "description": "Audio rendering is not available on this server"},
+    503: {"model": ErrorOut, "description": "Too busy (see Retry-After), or shutting down"},
+    504: {"model": ErrorOut, "description": "The piece was not finished within the server's time limit"},
+}
+
+
+def create_app(
+    cfg: ComposerSettings | None = None,
+    *,
+    models_dir: Path | None = None,
+    genres_dir: Path | None = None,
+    max_batch: int = 64,
+    queue_limit: int = 256,
+    request_timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_seconds: float = MAX_SECONDS,
+    device: str | None = None,
+    engine: str = SERVING_ENGINE,
+    reload_check_s: float = 1.0,
+) -> FastAPI:
+    """The service app; models load at startup in the workers' threads (GET /healthz says when).
+
+    ``max_batch=1`` turns batching off. ``engine`` ``fused`` (float32) keeps pieces
+    independent of their batch; ``int8`` is faster on a CPU but a seed then replays only
+    approximately.
+    """
+    cfg = cfg or settings()
+    models_dir = models_dir or cfg.models_dir
+    genres_dir = genres_dir or cfg.genres_dir
+    max_seconds = min(max_seconds, MAX_SECONDS)
+    metrics = ServiceMetrics()
+    pool = WorkerPool(
+        models_dir,
+        genres_dir,
+        device=device or cfg.device,
+        engine=engine,
+        max_batch=max_batch,
+        queue_limit=queue_limit,
+        metrics=metrics,
+        reload_check_s=reload_check_s,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        pool.start()
+        previous = None
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
+            previous = signal.signal(signal.SIGHUP, lambda *_: pool.reload())
+        try:
+            yield
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGHUP, previous)
+            await run_in_threadpool(pool.stop)
+
+    app = FastAPI(
+        title="band composer",
+        version="1",
+        description="Compose expressive piano pieces with Performance RNN genre models.",
+        lifespan=lifespan,
+    )
+    app.state.pool, app.state.metrics = pool, metrics
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.requests.labels(route, str(status)).inc()
+            metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
+        where = [
+            "body" if e["type"] == "json_invalid" else ".".join(str(p) for p in e["loc"] if p != "body") or "body"
+            for e in errors
+        ]
+        detail = "; ".join(f"{w}: {e['msg']}" for w, e in zip(where, errors))
+        return JSONResponse({"detail": detail, "errors": jsonable_encoder(errors)}, status_code=422)
+
+    @app.get("/v1/genres", response_model=list[GenreOut], summary="Genres, their model versions and cards")
+    async def genres() -> list[GenreOut]:
+        workers = pool.workers
+        infos = await run_in_threadpool(genre_catalog, models_dir, genres_dir)
+        return [GenreOut(**vars(info), loaded=info.name in workers and workers[info.name].loaded) for info in infos]
+
+    @app.post(
+        "/v1/compositions",
+        response_model=CompositionOut,
+        responses=ERRORS,
+        summary="Compose a new piece",
+    )
+    async def compose(body: CompositionIn) -> CompositionOut:
+        seed = new_seed() if body.seed is None else body.seed
+        try:
+            worker = pool.worker(body.genre)
+            check_audio_format(body.audio_format)
+            primer = decode_primer_midi(body.primer) if isinstance(body.primer, str) else body.primer
+            tokens = await run_in_threadpool(primer_from, primer, body.primer_seconds)
+            request = sample_request(body.seconds, body.temperature, body.top_p, seed, tokens, max_seconds)
+            job = worker.submit(request)
+        except QueueFull as exc:
+            raise HTTPException(503, exc.message, headers={"Retry-After": str(exc.retry_after)}) from None
+        except CompositionError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        try:
+            sampled = await asyncio.wait_for(asyncio.wrap_future(job.future), request_timeout_s)
+            piece = await run_in_threadpool(
+                assemble, body.genre, sampled.model_version, request, sampled.tokens, body.audio_format
+            )
+        except TimeoutError:
+            worker.cancel(job)
+            raise HTTPException(
+                504, f"the piece was not finished within {request_timeout_s:g} s; try a shorter one, or later"
+            ) from None
+        except CompositionError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        except asyncio.CancelledError:  # the client went away
+            worker.cancel(job)
+            raise
+        return CompositionOut(
+            id=piece.id,
+            genre=piece.genre,
+            seed=piece.seed,
+            model_version=piece.model_version,
+            events=piece.events,
+            seconds=piece.seconds,
+            midi=base64.b64encode(piece.midi).decode(),
+            tokens=sampled.tokens.tolist() if body.return_tokens else None,
+            audio=base64.b64encode(piece.audio).decode() if piece.audio is not None else None,
+            audio_mime=piece.audio_mime,
+        )
+
+    @app.get("/healthz", summary="Readiness: models loaded, queue depth")
+    async def healthz() -> JSONResponse:
+        workers = pool.workers
+        genres = {
+            name: {
+                "loaded": w.loaded,
+                "version": w.version,
+                "queue_depth": w.queue_depth,
+                "active": w.active,
+                "error": w.error,
+            }
+            for name, w in workers.items()
+        }
+        ready = bool(workers) and all(w.loaded for w in workers.values())
+        failed = any(w.error and not w.loaded for w in workers.values())
+        body = {
+            "status": "ok" if ready else "error" if failed else "loading" if workers else "no models",
+            "ready": ready,
+            "queue_depth": sum(w.queue_depth for w in workers.values()),
+            "active": sum(w.active for w in workers.values()),
+            "max_batch": max_batch,
+            "genres": genres,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return app
+
+
+def serve(
+    host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", threads: int = 0, **app_options: Any
+) -> None:
+    """Run the service with uvicorn until SIGINT or SIGTERM; SIGHUP reloads promoted models.
+
+    ``threads`` caps torch's CPU threads: sampling steps are small, and threads that spin
+    waiting for a busy core cost more than they bring.
+    """
+    import torch
+    import uvicorn
+
+    if threads:
+        torch.set_num_threads(threads)
+    uvicorn.run(create_app(**app_options), host=host, port=port, log_level=log_level)
