@@ -544,7 +544,9 @@ def serve(
     timeout: float = typer.Option(300.0, help="Seconds a composition may take before the answer is 504."),
     max_seconds: float = typer.Option(600.0, help="Longest piece served, in seconds (at most 600)."),
     device: str = typer.Option("", help="cpu, cuda, cuda:N (default: COMPOSER_DEVICE or auto)."),
-    engine: str = typer.Option("fused", help="fused (a seed replays exactly) or int8 (faster on a CPU, not exact)."),
+    engine: str = typer.Option(
+        "auto", help="auto (fp16 on x86 CPUs, else fused), fp16, fused: a seed replays exactly; int8: not exact."
+    ),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     log_level: str = typer.Option("info", help="uvicorn's log level."),
 ) -> None:
