@@ -384,6 +384,32 @@ def sample(
 
 
 @app.command()
+def baseline(
+    genre: str = typer.Option(..., "--genre", "-g"),
+    order: int = typer.Option(7, help="n-gram order (history of order-1 events)."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON line."),
+) -> None:
+    """NLL of an n-gram model (Witten-Bell) on the genre's validation split: the bar to beat."""
+    import numpy as np
+
+    from composer.baseline import NGramModel
+    from composer.data import TokenBundle
+
+    cfg = settings()
+    try:
+        train_data = TokenBundle.load(cfg.cache_dir, genre, "train")
+        val_data = TokenBundle.load(cfg.cache_dir, genre, "validation")
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    model = NGramModel(order).fit([train_data.sequence(i) for i in range(len(train_data))])
+    total, count = model.nll([val_data.sequence(i).astype(np.int64) for i in range(len(val_data))])
+    result = {"genre": genre, "order": order, "nll_per_event": total / max(count, 1), "events": count}
+    if not as_json:
+        typer.echo(f"{genre}: {order}-gram {result['nll_per_event']:.4f} nats/event over {count:,} events")
+    typer.echo(json.dumps(result))
+
+
+@app.command()
 def versions(genre: str = typer.Option(..., "--genre", "-g")) -> None:
     """List a genre's model versions with their validation NLL; * marks the current one."""
     from composer.model import read_card
