@@ -125,14 +125,30 @@ def test_training_writes_model_card_curve_and_publishes(project):
     assert result["files"] == 12 and result["events"] > 1000 and 0 < result["nll_per_event"] < 7
     on_validation = composer(project, "eval", "--genre", "tunes", "--json")
     assert json.loads(on_validation.stdout.strip().splitlines()[-1])["nll_per_event"] == pytest.approx(
-        card["validation_nll"], abs=2e-3)  # the card's figure, from fp16 weights
+        card["validation_nll"], abs=2e-3
+    )  # the card's figure, from fp16 weights
 
 
 def test_promote_only_when_not_worse_and_rollback(project):
     # v-long trains longer than v-short from the same start: it should be better.
     for run, steps, version in (("short", "2", "v-short"), ("long", "12", "v-long")):
-        done = composer(project, "train", "--genre", "tunes", "--run-name", run, "--steps", steps,
-                        "--eval-every", "100", "--lr", "3e-3", "--publish", version, *TINY)
+        done = composer(
+            project,
+            "train",
+            "--genre",
+            "tunes",
+            "--run-name",
+            run,
+            "--steps",
+            steps,
+            "--eval-every",
+            "100",
+            "--lr",
+            "3e-3",
+            "--publish",
+            version,
+            *TINY,
+        )
         assert done.returncode == 0, done.stderr
     models = Path(project["COMPOSER_MODELS_DIR"]) / "tunes"
     start = (models / "CURRENT").read_text().strip()

@@ -1,0 +1,134 @@
+"""The bot's settings, in one typed place: environment variables, then an optional env file.
+
+Every setting is read once at start and checked there, so a missing token or a malformed
+URL stops the bot with a message naming the variable instead of failing mid-reply.
+Secrets are ``SecretStr``: they print as ``**********`` in logs, reprs and errors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from composer.config import PROJECT_ROOT
+
+DEFAULT_DATA_DIR = PROJECT_ROOT / "var"
+ENV_FILE_VARIABLE = "BOT_ENV_FILE"
+
+
+class ConfigError(Exception):
+    """Settings that cannot work; the message names each variable at fault."""
+
+
+class BotSettings(BaseSettings):
+    """Field names are the environment variables' names (case-insensitive)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_file=None, case_sensitive=False)
+
+    bot_platform: Literal["mastodon", "twitter"] = "mastodon"
+
+    mastodon_api_base_url: str | None = None
+    mastodon_access_token: SecretStr | None = None
+
+    twitter_api_key: SecretStr | None = None
+    twitter_api_secret: SecretStr | None = None
+    twitter_access_token: SecretStr | None = None
+    twitter_access_token_secret: SecretStr | None = None
+    twitter_bearer_token: SecretStr | None = None
+
+    bot_data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default a SQLite file in BOT_DATA_DIR")
+    media_dir: Path | None = Field(default=None, description="MIDI, audio and piano rolls; default BOT_DATA_DIR/media")
+    composer_url: str | None = Field(default=None, description="composer service; unset = compose in-process")
+    archive_base_url: str = "http://localhost:8000"
+
+    bot_worker_id: str = Field(default_factory=lambda: os.uname().nodename)
+    bot_interval_seconds: float = Field(default=30.0, gt=0)
+    bot_lookback_seconds: float = Field(default=3600.0, ge=0)
+    bot_per_account_per_hour: int = Field(default=3, ge=0)
+    bot_global_per_hour: int = Field(default=60, ge=0)
+    bot_min_seconds: float = Field(default=5.0, gt=0)
+    bot_max_seconds: float = Field(default=120.0, gt=0)
+    bot_default_seconds: float = Field(default=30.0, gt=0)
+    bot_max_attempts: int = Field(default=5, ge=1)
+    bot_retry_base_seconds: float = Field(default=30.0, ge=0)
+    bot_lease_seconds: float = Field(default=900.0, gt=0)
+    bot_max_rate_limit_wait_seconds: float = Field(default=60.0, ge=0)
+    bot_media_timeout_seconds: float = Field(default=300.0, gt=0)
+    bot_request_timeout_seconds: float = Field(default=60.0, gt=0)
+    bot_reply_limit_chars: int = Field(default=500, ge=100)
+
+    @field_validator("mastodon_api_base_url", "composer_url", "database_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("mastodon_api_base_url", "composer_url", "archive_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BotSettings:
+        if not self.bot_min_seconds <= self.bot_default_seconds <= self.bot_max_seconds:
+            raise ValueError("need BOT_MIN_SECONDS <= BOT_DEFAULT_SECONDS <= BOT_MAX_SECONDS")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.bot_data_dir / 'bot.sqlite3'}"
+
+    @property
+    def resolved_media_dir(self) -> Path:
+        return self.media_dir or self.bot_data_dir / "media"
+
+    def missing_for_platform(self) -> list[str]:
+        """Variables the chosen platform needs that are unset."""
+        if self.bot_platform == "mastodon":
+            needed = ["mastodon_api_base_url", "mastodon_access_token"]
+        else:
+            needed = [
+                "twitter_api_key",
+                "twitter_api_secret",
+                "twitter_access_token",
+                "twitter_access_token_secret",
+                "twitter_bearer_token",
+            ]
+        return [name.upper() for name in needed if not _present(getattr(self, name))]
+
+
+def _present(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value().strip())
+    return value is not None and value != ""
+
+
+def load_settings(
+    env_file: str | Path | None = None, require_platform: bool = True, **overrides: object
+) -> BotSettings:
+    """Read and check the settings; ConfigError names every variable at fault.
+
+    ``env_file`` (or BOT_ENV_FILE) adds a dotenv file under the environment. The
+    platform's credentials are required only for commands that talk to the platform.
+    """
+    env_file = env_file or os.environ.get(ENV_FILE_VARIABLE) or None
+    if env_file is not None and not Path(env_file).is_file():
+        raise ConfigError(f"{ENV_FILE_VARIABLE}: no such file {str(env_file)!r}")
+    try:
+        settings = BotSettings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        raise ConfigError("; ".join(problems)) from None
+    if require_platform and (missing := settings.missing_for_platform()):
+        raise ConfigError(f"BOT_PLATFORM={settings.bot_platform} needs {', '.join(missing)} (unset or empty)")
+    return settings

@@ -1,0 +1,270 @@
+"""The archive database: one row per mention, the pieces composed for them, and read cursors.
+
+A mention is stored before anything else happens (unique on platform + status id), then
+moves through its states one committed step at a time, so a worker killed at any point
+resumes where the last commit left it. The archive web (issue 7) reads the same tables:
+``requests`` for who asked what and where the reply is, ``compositions`` for the pieces.
+
+SQLite is the default; PostgreSQL is for production and several workers, which claim
+rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` (SQLite, with one writer, needs no lock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on both backends (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class State(StrEnum):
+    RECEIVED = "received"
+    COMPOSED = "composed"
+    RENDERED = "rendered"
+    UPLOADED = "uploaded"
+    REPLIED = "replied"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+ACTIVE_STATES = (State.RECEIVED, State.COMPOSED, State.RENDERED, State.UPLOADED)
+FINAL_STATES = (State.REPLIED, State.FAILED, State.SKIPPED)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MentionRequest(Base):
+    """One mention of the bot and everything done about it."""
+
+    __tablename__ = "requests"
+    __table_args__ = (
+        UniqueConstraint("platform", "mention_id", name="uq_requests_platform_mention"),
+        Index("ix_requests_claim", "state", "next_attempt_at"),
+        Index("ix_requests_requester_time", "platform", "requester_id", "mentioned_at"),
+        Index("ix_requests_reply", "platform", "reply_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    bot_account: Mapped[str] = mapped_column(String(255), default="")
+    mention_id: Mapped[str] = mapped_column(String(64))
+    notification_id: Mapped[str | None] = mapped_column(String(64))
+    mention_url: Mapped[str | None] = mapped_column(Text)
+    in_reply_to_id: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+
+    requester_id: Mapped[str] = mapped_column(String(64))
+    requester_acct: Mapped[str] = mapped_column(String(255))
+    requester_display_name: Mapped[str] = mapped_column(Text, default="")
+    requester_url: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text, default="")  # as posted (HTML on Mastodon): escape when showing
+    plain_text: Mapped[str] = mapped_column(Text, default="")
+    visibility: Mapped[str] = mapped_column(String(16), default="public")
+    spoiler_text: Mapped[str] = mapped_column(Text, default="")
+    language: Mapped[str | None] = mapped_column(String(16))
+
+    kind: Mapped[str] = mapped_column(String(16), default="compose")  # compose, more, help, limit, sorry
+    genre: Mapped[str | None] = mapped_column(String(64))
+    seconds: Mapped[float | None] = mapped_column(Float)
+    temperature: Mapped[float | None] = mapped_column(Float)
+    top_p: Mapped[float | None] = mapped_column(Float)
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    parse_notes: Mapped[list | None] = mapped_column(JSON)
+
+    state: Mapped[str] = mapped_column(String(16), default=State.RECEIVED)
+    reason: Mapped[str | None] = mapped_column(Text)  # why skipped or failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    composition_id: Mapped[str | None] = mapped_column(ForeignKey("compositions.id"))
+    media_id: Mapped[str | None] = mapped_column(String(64))
+    reply_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set before posting: check first on resume
+    reply_id: Mapped[str | None] = mapped_column(String(64))
+    reply_url: Mapped[str | None] = mapped_column(Text)
+
+    mentioned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    composed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rendered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    replied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    composition: Mapped[Composition | None] = relationship(foreign_keys=[composition_id])
+
+
+class Composition(Base):
+    """A piece in the archive; media paths are relative to MEDIA_DIR."""
+
+    __tablename__ = "compositions"
+    __table_args__ = (
+        Index("ix_compositions_created", "created_at", "id"),
+        Index("ix_compositions_genre_created", "genre", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the mention it answered
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("compositions.id"))  # a continuation's source
+    genre: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    temperature: Mapped[float] = mapped_column(Float)
+    top_p: Mapped[float] = mapped_column(Float)
+    seconds_requested: Mapped[float] = mapped_column(Float)
+    duration: Mapped[float] = mapped_column(Float)
+    events: Mapped[int] = mapped_column(Integer)
+    notes: Mapped[int] = mapped_column(Integer, default=0)
+    midi_path: Mapped[str] = mapped_column(Text)
+    audio_path: Mapped[str | None] = mapped_column(Text)
+    audio_mime: Mapped[str | None] = mapped_column(String(64))
+    pianoroll_path: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)  # the alt text
+    compose_seconds: Mapped[float | None] = mapped_column(Float)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # operator takedown (issue 7)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Cursor(Base):
+    """The newest notification seen, per platform and bot account."""
+
+    __tablename__ = "cursors"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and a busy timeout so a reader never blocks the worker."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(connection, _record) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    with sessions() as session, session.begin():
+        yield session
+
+
+def claim_next(
+    sessions: sessionmaker[Session],
+    worker: str,
+    lease: timedelta,
+    now: datetime | None = None,
+    exclude: Collection[int] = (),
+) -> MentionRequest | None:
+    """Take the oldest due job for ``worker`` until ``lease`` runs out; None when nothing is due.
+
+    On PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, so two workers
+    never pick the same row; the lease then keeps it theirs after the commit. A worker
+    may retake a job it leased itself (it was killed mid-job and restarted).
+    """
+    now = now or utcnow()
+    with transaction(sessions) as session:
+        query = (
+            select(MentionRequest)
+            .where(
+                MentionRequest.state.in_([s.value for s in ACTIVE_STATES]),
+                MentionRequest.next_attempt_at <= now,
+                or_(
+                    MentionRequest.lease_until.is_(None),
+                    MentionRequest.lease_until < now,
+                    MentionRequest.claimed_by == worker,
+                ),
+            )
+            .where(MentionRequest.id.not_in(list(exclude)) if exclude else true())
+            .order_by(MentionRequest.next_attempt_at, MentionRequest.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        job = session.scalars(query).first()
+        if job is None:
+            return None
+        job.claimed_by, job.lease_until = worker, now + lease
+    return job
+
+
+def release(session: Session, job: MentionRequest) -> None:
+    job.claimed_by, job.lease_until = None, None
+
+
+def count_since(session: Session, *conditions: object) -> int:
+    return session.scalar(select(func.count()).select_from(MentionRequest).where(*conditions)) or 0
+
+
+def reset_own_leases(sessions: sessionmaker[Session], worker: str) -> int:
+    """Free jobs a previous life of this worker held (called at start)."""
+    with transaction(sessions) as session:
+        result = session.execute(
+            update(MentionRequest).where(MentionRequest.claimed_by == worker).values(claimed_by=None, lease_until=None)
+        )
+        return result.rowcount or 0

@@ -1,0 +1,302 @@
+"""Mastodon through Mastodon.py: mentions by notification cursor, audio replies with alt text.
+
+Rate limits are handled here rather than by Mastodon.py's silent sleeping: a 429 (or a
+response saying no requests remain) is logged with its reset time and waited out when
+the wait is short; a longer one becomes a TransientError so the job is retried after
+the reset instead of a worker sleeping for minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import requests
+from mastodon import Mastodon
+from mastodon.errors import (
+    MastodonAPIError,
+    MastodonError,
+    MastodonNetworkError,
+    MastodonNotFoundError,
+    MastodonRatelimitError,
+    MastodonServerError,
+    MastodonUnauthorizedError,
+    MastodonVersionError,
+)
+
+from bot.config import BotSettings
+from bot.platforms.base import (
+    Author,
+    ConfigurationError,
+    Identity,
+    Media,
+    Mention,
+    PermanentError,
+    Posted,
+    TransientError,
+    id_key,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PAGE = 40  # Mastodon's largest notification page
+RETRYABLE_4XX = {408, 409, 425}
+
+
+class MastodonPlatform:
+    name = "mastodon"
+    audio_format = "mp3"
+
+    def __init__(
+        self,
+        api: Mastodon,
+        max_rate_limit_wait: float = 60.0,
+        poll_interval: float = 1.0,
+        max_chars: int = 500,
+    ):
+        self.api = api
+        self.max_rate_limit_wait = max_rate_limit_wait
+        self.poll_interval = poll_interval
+        self.max_chars = max_chars
+        self.me: Identity | None = None
+
+    @classmethod
+    def from_settings(cls, settings: BotSettings, session: requests.Session | None = None) -> MastodonPlatform:
+        token = settings.mastodon_access_token.get_secret_value() if settings.mastodon_access_token else None
+        api = Mastodon(
+            access_token=token,
+            api_base_url=settings.mastodon_api_base_url,
+            ratelimit_method="throw",
+            request_timeout=settings.bot_request_timeout_seconds,
+            session=session,
+            user_agent="band-bot (Mastodon.py)",
+        )
+        return cls(api, settings.bot_max_rate_limit_wait_seconds, max_chars=settings.bot_reply_limit_chars)
+
+    # --- calls -----------------------------------------------------------------
+
+    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One API call with errors sorted into transient and permanent, and short rate limits waited out."""
+        for _ in range(4):
+            self._respect_remaining(what)
+            try:
+                return fn(*args, **kwargs)
+            except MastodonRatelimitError:
+                wait = self._until_reset()
+                if wait > self.max_rate_limit_wait:
+                    raise TransientError(f"{what}: rate limited for {wait:.0f} s", retry_after=wait) from None
+                log.warning("%s: rate limited; waiting %.1f s for the reset", what, wait)
+                time.sleep(wait)
+            except MastodonUnauthorizedError as exc:
+                raise ConfigurationError(f"{what}: the access token was refused ({_status(exc)})") from None
+            except MastodonNotFoundError as exc:
+                raise PermanentError(f"{what}: not found ({_message(exc)})") from None
+            except (MastodonServerError, MastodonNetworkError) as exc:
+                raise TransientError(f"{what}: {type(exc).__name__}: {_message(exc)}") from None
+            except MastodonAPIError as exc:
+                status = _status(exc)
+                if status is None or status in RETRYABLE_4XX:  # no status: a garbled body
+                    raise TransientError(f"{what}: {_message(exc)}") from None
+                raise PermanentError(f"{what}: HTTP {status}: {_message(exc)}") from None
+            except MastodonError as exc:
+                raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
+        raise TransientError(f"{what}: still rate limited after waiting", retry_after=self._until_reset())
+
+    def _until_reset(self) -> float:
+        reset = getattr(self.api, "ratelimit_reset", None)
+        return max(0.0, float(reset) - time.time()) + 0.5 if reset else 5.0
+
+    def _respect_remaining(self, what: str) -> None:
+        remaining = getattr(self.api, "ratelimit_remaining", None)
+        if remaining is not None and remaining <= 0:
+            wait = self._until_reset()
+            if wait > self.max_rate_limit_wait:
+                raise TransientError(f"{what}: no requests left for {wait:.0f} s", retry_after=wait)
+            log.warning("%s: no requests left; waiting %.1f s for the reset", what, wait)
+            time.sleep(wait)
+            self.api.ratelimit_remaining = 1  # the reset has passed; the next answer says the truth
+
+    # --- the interface ----------------------------------------------------------
+
+    def start(self) -> Identity:
+        # Learn the server's version once, failing loudly: Mastodon.py otherwise guesses on a failed
+        # instance fetch (and may recurse without end), then picks endpoints by the guess.
+        self.call("server version", self.api.retrieve_mastodon_version, fail_hard=True)
+        me = self.call("verify credentials", self.api.account_verify_credentials)
+        if not me.get("bot"):
+            self.call("set the bot flag", self.api.account_update_credentials, bot=True)
+            log.info("marked @%s as a bot account", me["acct"])
+        self._accept_private_mentions()
+        self.me = Identity(str(me["id"]), me["acct"])
+        return self.me
+
+    def _accept_private_mentions(self) -> None:
+        """Mastodon 4.3+ filters private mentions from strangers into requests; have them delivered."""
+        try:
+            self.call(
+                "notification policy",
+                self.api.update_notifications_policy,
+                for_private_mentions="accept",
+                for_not_following="accept",
+                for_not_followers="accept",
+                for_new_accounts="accept",
+            )
+        except (PermanentError, TransientError, MastodonVersionError) as exc:
+            log.info("could not set the notification policy (%s); filtered mentions are accepted per tick", exc)
+
+    def _accept_filtered(self, not_before: datetime) -> list[Any]:
+        """Accept pending notification requests; return their mention notifications (ids may be old)."""
+        try:
+            pending = self.call("notification requests", self.api.notification_requests, limit=PAGE)
+        except (PermanentError, MastodonVersionError):
+            return []
+        found = []
+        for item in pending or []:
+            self.call("accept notification request", self.api.accept_notification_request, item["id"])
+            account = item.get("account") or {}
+            if account.get("id") is None:
+                continue
+            notes = self.call(
+                "notifications from an accepted account",
+                self.api.notifications,
+                account_id=account["id"],
+                types=["mention"],
+                limit=PAGE,
+            )
+            found.extend(n for n in notes or [] if _when(n) >= not_before)
+        return found
+
+    def fetch_mentions(self, cursor: str | None, not_before: datetime) -> tuple[list[Mention], str | None]:
+        notes: list[Any] = []
+        if cursor is None:  # first start: walk back from the newest to the lookback horizon
+            max_id = None
+            while True:
+                page = self.call("notifications", self.api.notifications, types=["mention"], max_id=max_id, limit=PAGE)
+                if not page:
+                    break
+                notes.extend(n for n in page if _when(n) >= not_before)
+                oldest = min(page, key=lambda n: id_key(str(n["id"])))
+                if _when(oldest) < not_before or len(page) < PAGE:
+                    break
+                max_id = str(oldest["id"])
+            newest = max((str(n["id"]) for n in notes), key=id_key, default=None)
+            if newest is None:  # nothing recent: start after whatever is there
+                latest = self.call("notifications", self.api.notifications, types=["mention"], limit=1)
+                newest = str(latest[0]["id"]) if latest else None
+            cursor = newest
+        else:
+            while True:
+                page = self.call("notifications", self.api.notifications, types=["mention"], min_id=cursor, limit=PAGE)
+                if not page:
+                    break
+                notes.extend(page)
+                cursor = max((str(n["id"]) for n in page), key=id_key)
+                if len(page) < PAGE:
+                    break
+        notes.extend(self._accept_filtered(not_before))
+        mentions = {}
+        for note in notes:
+            if note.get("type") == "mention" and note.get("status"):
+                mention = to_mention(note)
+                mentions[mention.id] = mention
+        return sorted(mentions.values(), key=lambda m: id_key(m.id)), cursor
+
+    def upload(self, media: Media) -> str:
+        kwargs: dict[str, Any] = {"mime_type": media.mime, "description": media.description[:1500]}
+        if media.thumbnail is not None:
+            kwargs |= {"thumbnail": str(media.thumbnail), "thumbnail_mime_type": "image/png"}
+        attachment = self.call("upload media", self.api.media_post, str(media.path), **kwargs)
+        return str(attachment["id"])
+
+    def wait_for_media(self, media_id: str, timeout: float) -> None:
+        """Poll GET /api/v1/media/:id (206 while processing) until the attachment has a URL."""
+        deadline = time.monotonic() + timeout
+        while True:
+            attachment = self.call("media status", self.api.media, media_id)
+            if attachment.get("url"):
+                return
+            if time.monotonic() >= deadline:
+                raise TransientError(f"media {media_id} still processing after {timeout:.0f} s", retry_after=30)
+            time.sleep(self.poll_interval)
+
+    def find_reply(self, mention: Mention | str, me: Identity) -> Posted | None:
+        status_id = mention.id if isinstance(mention, Mention) else mention
+        try:
+            context = self.call("thread", self.api.status_context, status_id)
+        except PermanentError:
+            return None
+        for status in context.get("descendants") or []:
+            if str(status["account"]["id"]) == me.id and str(status.get("in_reply_to_id")) == status_id:
+                return Posted(str(status["id"]), status.get("url") or status.get("uri"))
+        return None
+
+    def reply(
+        self,
+        to: Mention | str,
+        text: str,
+        *,
+        visibility: str,
+        idempotency_key: str,
+        media_ids: list[str] | None = None,
+        spoiler_text: str = "",
+        language: str | None = None,
+    ) -> Posted:
+        status = self.call(
+            "post reply",
+            self.api.status_post,
+            text,
+            in_reply_to_id=to.id if isinstance(to, Mention) else to,
+            media_ids=media_ids or None,
+            visibility=visibility,
+            spoiler_text=spoiler_text or None,
+            language=language,
+            idempotency_key=idempotency_key,
+        )
+        return Posted(str(status["id"]), status.get("url") or status.get("uri"))
+
+
+def _status(exc: MastodonError) -> int | None:
+    return exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
+
+
+def _message(exc: MastodonError) -> str:
+    parts = [str(a) for a in exc.args if a is not None]
+    return " ".join(parts)[:300]
+
+
+def _when(note: Any) -> datetime:
+    created = note.get("created_at") or (note.get("status") or {}).get("created_at")
+    if isinstance(created, str):
+        created = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    if created is None:
+        return datetime.now(UTC)
+    return created if created.tzinfo else created.replace(tzinfo=UTC)
+
+
+def to_mention(note: Any) -> Mention:
+    status, account = note["status"], note["status"]["account"]
+    return Mention(
+        id=str(status["id"]),
+        notification_id=str(note["id"]),
+        author=Author(
+            id=str(account["id"]),
+            acct=account["acct"],
+            display_name=account.get("display_name") or "",
+            url=account.get("url"),
+            bot=bool(account.get("bot")),
+            note=account.get("note") or "",
+        ),
+        text=status.get("content") or "",
+        created_at=_when(status),
+        url=status.get("url") or status.get("uri"),
+        visibility=status.get("visibility") or "public",
+        spoiler_text=status.get("spoiler_text") or "",
+        language=status.get("language"),
+        in_reply_to_id=str(status["in_reply_to_id"]) if status.get("in_reply_to_id") else None,
+        in_reply_to_account_id=str(status["in_reply_to_account_id"]) if status.get("in_reply_to_account_id") else None,
+        mentioned_ids=tuple(str(m["id"]) for m in status.get("mentions") or []),
+    )

@@ -1,0 +1,72 @@
+"""The words of the bot's replies, kept inside the platform's character limit.
+
+Replies address the requester only (never the other accounts in the mention), and never
+quote the request back, so nothing a requester writes is repeated by the bot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _fit(parts: Sequence[str], optional: Sequence[str], limit: int, tail: str = "") -> str:
+    """The required parts, as many optional ones as fit, then ``tail``, within ``limit`` characters."""
+    text = " ".join(p for p in parts if p)
+    room = limit - (len(tail) + 1 if tail else 0)
+    for extra in optional:
+        if extra and len(text) + 1 + len(extra) <= room:
+            text = f"{text} {extra}"
+    text = text[:room]
+    return f"{text} {tail}" if tail else text
+
+
+def minutes(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60}:{seconds % 60:02d} min"
+
+
+def piece_reply(
+    acct: str,
+    genre: str,
+    seconds: float,
+    model_version: str,
+    seed: int,
+    link: str,
+    notes: Sequence[str] = (),
+    continuation: bool = False,
+    limit: int = 500,
+) -> str:
+    what = f"the continuation of your {genre} piece" if continuation else f"your {genre} piece"
+    head = f"@{acct} Here is {what}: {minutes(seconds)}, {genre} model {model_version}, seed {seed}."
+    optional = [
+        f"({'; '.join(notes)})" if notes else "",
+        f'Ask "{genre} seed {seed}" to hear it again, or reply "more" to continue it.',
+    ]
+    return _fit([head], optional, limit, tail=link)
+
+
+def help_reply(acct: str, genres: Sequence[str], unknown: str | None = None, limit: int = 500) -> str:
+    names = ", ".join(genres) if genres else "none right now (my models are being trained)"
+    opening = (
+        f"I can't play {unknown} (yet)." if unknown else "Hi! Mention me with a genre and I'll compose a piano piece."
+    )
+    return _fit(
+        [f"@{acct} {opening} Genres: {names}."],
+        [
+            'Add a length ("45 seconds", "1 min"), a mood ("calm", "wild") or "seed 1234" to replay a piece.',
+            'Reply "more" to one of my pieces to continue it.',
+        ],
+        limit,
+    )
+
+
+def limit_reply(acct: str, per_hour: int, limit: int = 500) -> str:
+    return _fit(
+        [f"@{acct} That's {per_hour} pieces for you this hour, my limit per person, so I'll rest for a while."],
+        ["Please ask again later!"],
+        limit,
+    )
+
+
+def sorry_reply(acct: str, limit: int = 500) -> str:
+    return _fit([f"@{acct} Sorry, I couldn't make your piece this time."], ["Please try again a little later."], limit)

@@ -1,0 +1,104 @@
+"""Settings: a missing or wrong one stops the bot with its name; secrets never show."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+BASE = {"MASTODON_API_BASE_URL": "https://example.social", "MASTODON_ACCESS_TOKEN": "s3cret-token"}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("BOT_", "MASTODON_", "TWITTER_", "DATABASE_URL", "MEDIA_DIR", "COMPOSER_URL")):
+            monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_and_env(monkeypatch, tmp_path):
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("BOT_DATA_DIR", str(tmp_path))
+    settings = load_settings()
+    assert settings.bot_platform == "mastodon"
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    assert settings.resolved_media_dir == tmp_path / "media"
+    assert settings.bot_lookback_seconds == 3600 and settings.bot_per_account_per_hour == 3
+
+
+def test_missing_credentials_are_named(monkeypatch):
+    monkeypatch.setenv("MASTODON_API_BASE_URL", "https://example.social")
+    with pytest.raises(ConfigError, match="MASTODON_ACCESS_TOKEN"):
+        load_settings()
+    monkeypatch.setenv("BOT_PLATFORM", "twitter")
+    with pytest.raises(ConfigError, match=r"TWITTER_API_KEY.*TWITTER_BEARER_TOKEN"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BOT_PLATFORM", "myspace"),
+        ("MASTODON_API_BASE_URL", "example.social"),
+        ("BOT_PER_ACCOUNT_PER_HOUR", "many"),
+        ("BOT_INTERVAL_SECONDS", "-1"),
+        ("COMPOSER_URL", "ftp://composer"),
+    ],
+)
+def test_wrong_values_are_named(monkeypatch, name, value):
+    for key, base in BASE.items():
+        monkeypatch.setenv(key, base)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()
+
+
+def test_inconsistent_lengths(monkeypatch):
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("BOT_DEFAULT_SECONDS", "500")
+    with pytest.raises(ConfigError, match="BOT_DEFAULT_SECONDS"):
+        load_settings()
+
+
+def test_env_file(monkeypatch, tmp_path):
+    env_file = tmp_path / "bot.env"
+    env_file.write_text("MASTODON_API_BASE_URL=https://file.social\nMASTODON_ACCESS_TOKEN=from-file\n")
+    monkeypatch.setenv("BOT_ENV_FILE", str(env_file))
+    settings = load_settings()
+    assert settings.mastodon_api_base_url == "https://file.social"
+    monkeypatch.setenv("MASTODON_API_BASE_URL", "https://env.social")  # the environment wins over the file
+    assert load_settings().mastodon_api_base_url == "https://env.social"
+    monkeypatch.setenv("BOT_ENV_FILE", str(tmp_path / "missing.env"))
+    with pytest.raises(ConfigError, match="BOT_ENV_FILE"):
+        load_settings()
+
+
+def test_secrets_do_not_show(monkeypatch):
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    assert "s3cret-token" not in repr(settings) and "s3cret-token" not in str(settings.model_dump())
+
+
+def test_cli_names_the_setting_and_exits_2(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MASTODON_API_BASE_URL": "https://example.social"}
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "once"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "MASTODON_ACCESS_TOKEN" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_genres_command_lists_the_composer_clients_genres(tmp_path):
+    from tests.bot_helpers import make_models
+
+    models = make_models(tmp_path / "models", genres=("folk",))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COMPOSER_MODELS_DIR": str(models)}
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "genres"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert any(line.split() == ["folk", "v1"] for line in done.stdout.splitlines())

@@ -1,0 +1,135 @@
+"""The archive database on SQLite and PostgreSQL: migrations, uniqueness, claiming jobs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
+
+from bot.db import MentionRequest, State, claim_next, make_engine, session_factory, transaction, utcnow
+from bot.migrate import downgrade, upgrade
+from tests.bot_helpers import postgres_schema
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    else:
+        with postgres_schema() as url:
+            yield url
+
+
+def job(mention_id: str, **kw) -> MentionRequest:
+    now = utcnow()
+    fields = dict(
+        platform="mastodon",
+        mention_id=mention_id,
+        idempotency_key=f"band-mastodon-{mention_id}",
+        requester_id="1",
+        requester_acct="alice",
+        mentioned_at=now,
+        next_attempt_at=now,
+    )
+    return MentionRequest(**(fields | kw))
+
+
+def test_upgrade_creates_the_tables_and_is_idempotent(database_url):
+    upgrade(database_url)
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    tables = set(inspect(engine).get_table_names())
+    assert {"requests", "compositions", "cursors", "alembic_version"} <= tables
+    downgrade(database_url, "base")
+    assert "requests" not in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_one_row_per_mention(database_url):
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    sessions = session_factory(engine)
+    with transaction(sessions) as session:
+        session.add(job("100"))
+    with pytest.raises(IntegrityError), transaction(sessions) as session:
+        session.add(job("100", idempotency_key="other"))
+    with transaction(sessions) as session:
+        session.add(job("100", platform="twitter", idempotency_key="band-twitter-100"))
+    with sessions() as session:
+        row = session.scalars(select(MentionRequest).where(MentionRequest.platform == "mastodon")).one()
+        assert row.state == State.RECEIVED and row.mentioned_at.tzinfo is not None
+    engine.dispose()
+
+
+def test_claims_take_due_jobs_in_order_and_respect_leases(database_url):
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    sessions = session_factory(engine)
+    now = utcnow()
+    with transaction(sessions) as session:
+        session.add(job("1", next_attempt_at=now - timedelta(seconds=5)))
+        session.add(job("2", next_attempt_at=now + timedelta(hours=1)))  # not due
+        session.add(job("3", state=State.REPLIED))  # done
+    lease = timedelta(minutes=5)
+    first = claim_next(sessions, "w1", lease, now)
+    assert first is not None and first.mention_id == "1"
+    assert claim_next(sessions, "w2", lease, now) is None  # leased to w1
+    assert claim_next(sessions, "w1", lease, now).mention_id == "1"  # w1 restarted: takes its own job back
+    assert claim_next(sessions, "w2", lease, now + timedelta(minutes=6)).mention_id == "1"  # lease ran out
+    assert claim_next(sessions, "w1", lease, now, exclude={first.id}) is None
+    engine.dispose()
+
+
+def test_skip_locked_on_postgresql():
+    with postgres_schema() as url:
+        upgrade(url)
+        engine = make_engine(url)
+        sessions = session_factory(engine)
+        with transaction(sessions) as session:
+            session.add_all([job("1"), job("2")])
+        locked, release = threading.Event(), threading.Event()
+
+        def hold_first_row() -> None:
+            with transaction(sessions) as session:
+                session.scalars(select(MentionRequest).where(MentionRequest.mention_id == "1").with_for_update()).one()
+                locked.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold_first_row)
+        holder.start()
+        assert locked.wait(10)
+        try:
+            claimed = claim_next(sessions, "w2", timedelta(minutes=5))  # does not wait for the lock
+            assert claimed is not None and claimed.mention_id == "2"
+        finally:
+            release.set()
+            holder.join()
+        engine.dispose()
+
+
+def test_cli_db_upgrade(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"}
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "x.sqlite3").is_file()
+    env["DATABASE_URL"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_the_migrations_match_the_models(database_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from bot.db import Base
+
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    engine.dispose()

@@ -1,0 +1,369 @@
+"""The bot against a real mastodon_mock server process: who gets answered, how, and exactly once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.config import load_settings
+from bot.db import Composition, Cursor, MentionRequest, State, make_engine, session_factory, utcnow
+from bot.migrate import upgrade
+from bot.platforms.mastodon import MastodonPlatform
+from bot.worker import Worker
+from composer.client import LocalComposerClient
+from tests.bot_helpers import bot_env, make_models, mock_mastodon
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with mock_mastodon(tmp_path_factory.mktemp("mock")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    return make_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def composer(models):
+    return LocalComposerClient(models_dir=models)
+
+
+@pytest.fixture
+def make_worker(server, composer, tmp_path):
+    server.reset()
+    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    upgrade(url)
+    sessions = session_factory(make_engine(url))
+
+    def make(clock=utcnow, **overrides) -> Worker:
+        settings = load_settings(
+            **{
+                "mastodon_api_base_url": server.base_url,
+                "mastodon_access_token": "band_token",
+                "database_url": url,
+                "media_dir": tmp_path / "media",
+                "archive_base_url": "https://band.example",
+                "bot_default_seconds": 4,
+                "bot_min_seconds": 2,
+                "bot_max_seconds": 6,
+                "bot_retry_base_seconds": 0,
+                "bot_max_rate_limit_wait_seconds": 5,
+                "bot_request_timeout_seconds": 10,
+                **overrides,
+            }
+        )
+        platform = MastodonPlatform.from_settings(settings)
+        platform.poll_interval = 0.05
+        return Worker(settings, platform, composer, sessions, clock=clock)
+
+    make.sessions = sessions
+    return make
+
+
+def post(server, user: str, text: str, **kwargs) -> str:
+    return str(server.client(user).status_post(text, **kwargs)["id"])
+
+
+def jobs(make_worker) -> dict[str, MentionRequest]:
+    with make_worker.sessions() as session:
+        return {j.mention_id: j for j in session.scalars(select(MentionRequest))}
+
+
+def test_answers_with_audio_alt_text_link_and_matching_visibility(server, make_worker):
+    ids = {
+        "public": post(server, "alice", "@band play me a calm folk tune, 3 seconds", visibility="public"),
+        "unlisted": post(server, "bob", "@band classical seed 1234", visibility="unlisted"),
+        "private": post(server, "carol", "@band pop please", visibility="private"),
+        "direct": post(server, "eve", "@band @alice folk for alice", visibility="direct", spoiler_text="music"),
+    }
+    worker = make_worker()
+    report = worker.tick()
+    assert report.replied == 4 and report.failed == 0
+    rows = jobs(make_worker)
+    for visibility, status_id in ids.items():
+        (reply,) = server.replies_to(status_id)
+        assert reply["visibility"] == visibility
+        (media,) = reply["media_attachments"]
+        assert media["type"] == "audio" and "piano piece" in media["description"]
+        text = reply["content"]
+        job = rows[status_id]
+        assert job.state == State.REPLIED and job.reply_id == str(reply["id"])
+        assert f"https://band.example/pieces/{job.composition_id}" in text
+        assert len(reply["content"]) < 900  # HTML of a text within 500 characters
+        assert [m["acct"] for m in reply["mentions"]] == [job.requester_acct]
+        assert reply["spoiler_text"] == ("music" if visibility == "direct" else "")
+    assert "seed 1234" in server.replies_to(ids["unlisted"])[0]["content"]
+    with make_worker.sessions() as session:
+        pieces = session.scalars(select(Composition)).all()
+        assert len(pieces) == 4
+        for piece in pieces:
+            assert piece.model_version == "v1" and piece.description and piece.pianoroll_path
+            media_dir = worker.media.root
+            for path in (piece.midi_path, piece.audio_path, piece.pianoroll_path):
+                assert (media_dir / path).stat().st_size > 0
+            assert 1.5 <= piece.duration <= 6.5
+    assert make_worker().tick().replied == 0  # a second tick finds nothing new
+    assert all(len(server.replies_to(i)) == 1 for i in ids.values())
+
+
+def test_good_citizen_skips_bots_nobot_and_itself(server, make_worker):
+    skipped = {
+        post(server, "robo", "@band folk please"): "a bot account",
+        post(server, "quiet", "@band folk please"): "#nobot",
+        post(server, "shy", "@band folk please"): "#nobot",
+    }
+    post(server, "band", "@alice hello from the bot itself")  # not a mention of the bot
+    answered = post(server, "alice", "@band help")
+    report = make_worker().tick()
+    assert report.replied == 1
+    rows = jobs(make_worker)
+    for status_id, reason in skipped.items():
+        assert rows[status_id].state == State.SKIPPED and reason in rows[status_id].reason
+        assert server.replies_to(status_id) == []
+    assert len(server.replies_to(answered)) == 1
+
+
+def test_help_and_unknown_genre_reply_without_composing(server, make_worker):
+    help_id = post(server, "alice", "@band help")
+    jazz_id = post(server, "bob", "@band play some jazz <script>alert(1)</script>")
+    make_worker().tick()
+    (help_reply,) = server.replies_to(help_id)
+    (jazz_reply,) = server.replies_to(jazz_id)
+    assert "classical, folk, pop" in help_reply["content"] and not help_reply["media_attachments"]
+    assert "jazz" in jazz_reply["content"] and "script" not in jazz_reply["content"]
+    with make_worker.sessions() as session:
+        assert session.scalars(select(Composition)).all() == []
+
+
+def test_per_account_limit_one_polite_reply_then_silence(server, make_worker):
+    ids = [post(server, "alice", f"@band folk {i + 2} seconds") for i in range(4)]
+    other = post(server, "bob", "@band folk 2 seconds")
+    make_worker(bot_per_account_per_hour=2).tick()
+    replies = [server.replies_to(i) for i in ids]
+    assert [len(r) for r in replies] == [1, 1, 1, 0]
+    assert all(r[0]["media_attachments"] for r in replies[:2])
+    assert "limit" in replies[2][0]["content"] and not replies[2][0]["media_attachments"]
+    assert jobs(make_worker)[ids[3]].state == State.SKIPPED
+    assert len(server.replies_to(other)) == 1  # others are not limited by alice
+
+
+def test_global_cap_defers_without_dropping(server, make_worker):
+    ids = [post(server, user, "@band folk 2 seconds") for user in ("alice", "bob", "carol")]
+    report = make_worker(bot_global_per_hour=2).tick()
+    assert report.replied == 2 and report.deferred == 1
+    (waiting,) = [j for j in jobs(make_worker).values() if j.state == State.RECEIVED]
+    assert waiting.next_attempt_at > utcnow()
+    later = make_worker(bot_global_per_hour=2, clock=lambda: utcnow() + timedelta(hours=2))
+    assert later.tick().replied == 1
+    assert all(len(server.replies_to(i)) == 1 for i in ids)
+
+
+def test_first_start_answers_only_the_lookback_window(server, make_worker):
+    old = post(server, "alice", "@band folk")
+    two_hours_on = lambda: utcnow() + timedelta(hours=2)  # noqa: E731 - the old mention is now 2 h old
+    assert make_worker(clock=two_hours_on).tick().fetched == 0
+    new = post(server, "bob", "@band folk 2 seconds")
+    assert make_worker(clock=two_hours_on).tick().replied == 1
+    assert server.replies_to(old) == [] and len(server.replies_to(new)) == 1
+    with make_worker.sessions() as session:
+        assert session.get(Cursor, ("mastodon", "band")).last_id is not None
+
+
+def test_more_continues_the_piece(server, make_worker):
+    first = post(server, "alice", "@band folk 3 seconds")
+    worker = make_worker()
+    worker.tick()
+    (reply,) = server.replies_to(first)
+    more = post(server, "alice", "@band more", in_reply_to_id=reply["id"])
+    assert worker.tick().replied == 1
+    (continuation,) = server.replies_to(more)
+    assert "continuation" in continuation["content"] and continuation["media_attachments"]
+    rows = jobs(make_worker)
+    with make_worker.sessions() as session:
+        piece = session.get(Composition, rows[more].composition_id)
+        assert piece.parent_id == rows[first].composition_id and piece.genre == "folk"
+
+
+def test_filtered_private_mentions_are_accepted(server, make_worker):
+    server.client("band").update_notifications_policy(for_private_mentions="filter", for_not_following="filter")
+    direct = post(server, "bob", "@band a folk tune, 2 seconds", visibility="direct")
+    assert server.client("band").notifications(types=["mention"]) == []  # filtered away
+    assert make_worker().tick().replied == 1
+    assert len(server.replies_to(direct)) == 1
+    assert server.client("band").notifications_policy()["for_private_mentions"] == "accept"
+
+
+def test_faults_clear_to_exactly_one_reply(server, make_worker):
+    ids = [post(server, user, "@band folk 2 seconds") for user in ("alice", "bob")]
+    reset = str(int(time.time()) + 2)
+    server.fault(
+        match={"methods": ["GET"], "path": "/api/v1/notifications"},
+        effect={"type": "ratelimit", "headers": {"X-RateLimit-Reset": reset}},
+        count=1,
+    )
+    server.fault(
+        match={"methods": ["POST"], "path": "/api/v2/media"}, effect={"type": "status", "status": 503}, count=1
+    )
+    server.fault(
+        match={"methods": ["POST"], "path": "/api/v1/statuses"}, effect={"type": "status", "status": 500}, count=1
+    )
+    server.fault(match={"methods": ["POST"], "path": "/api/v1/statuses"}, effect={"type": "malformed"}, count=1)
+    server.fault(match={"path_regex": "^/api/v1/statuses/.*/context$"}, effect={"type": "latency", "delay_ms": 200})
+    worker = make_worker()
+    started = time.monotonic()
+    first = worker.tick()
+    assert time.monotonic() - started >= 1  # the 429 was waited out, not hammered through
+    assert first.fetched == 2 and first.retried >= 1
+    for _ in range(4):
+        worker.tick()
+    server.clear_faults()
+    worker.tick()
+    assert all(len(server.replies_to(i)) == 1 for i in ids)
+    assert {j.state for j in jobs(make_worker).values()} == {State.REPLIED}
+
+
+def test_long_rate_limit_defers_the_job(server, make_worker):
+    status_id = post(server, "alice", "@band folk 2 seconds")
+    worker = make_worker()
+    server.fault(
+        match={"methods": ["POST"], "path": "/api/v1/statuses"},
+        effect={"type": "ratelimit", "headers": {"X-RateLimit-Reset": str(int(time.time()) + 600)}},
+        count=1,
+    )
+    report = worker.tick()
+    assert report.retried == 1
+    (job,) = jobs(make_worker).values()
+    assert job.next_attempt_at > utcnow() + timedelta(minutes=9) and "rate limited" in job.last_error
+    later = make_worker(clock=lambda: utcnow() + timedelta(minutes=11))
+    assert later.tick().replied == 1
+    assert len(server.replies_to(status_id)) == 1
+
+
+def test_permanent_failure_is_recorded_and_the_requester_told_once(server, make_worker, monkeypatch):
+    from composer.client import CompositionRejected
+
+    status_id = post(server, "alice", "@band folk 2 seconds")
+    worker = make_worker()
+
+    def refuse(*args, **kwargs):
+        raise CompositionRejected("no model for this")
+
+    monkeypatch.setattr(worker.composer, "compose", refuse)
+    report = worker.tick()
+    assert report.failed == 1
+    (reply,) = server.replies_to(status_id)
+    assert "Sorry" in reply["content"]
+    (job,) = jobs(make_worker).values()
+    assert job.state == State.FAILED and "no model" in job.reason
+    assert worker.tick().replied == 0 and len(server.replies_to(status_id)) == 1
+
+
+def test_bot_once_command_answers_public_direct_and_hostile_then_nothing(server, models, tmp_path):
+    server.reset()
+    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    env = bot_env(server, tmp_path, url, models)
+    ids = [
+        post(server, "alice", "@band folk, 3 seconds", visibility="public"),
+        post(server, "bob", "@band a classical piece", visibility="direct"),
+        post(server, "carol", '@band <script>alert("x")</script><img src=x onerror=alert(1)> pop'),
+    ]
+    bot = [sys.executable, "-m", "bot.cli"]
+    assert subprocess.run([*bot, "db", "upgrade"], env=env, capture_output=True).returncode == 0
+    done = subprocess.run([*bot, "once"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "replied 3" in done.stdout
+    assert "band_token" not in done.stderr + done.stdout
+    replies = [server.replies_to(i) for i in ids]
+    assert [len(r) for r in replies] == [1, 1, 1]
+    assert replies[1][0]["visibility"] == "direct"
+    assert "<script" not in replies[2][0]["content"] and "onerror" not in replies[2][0]["content"]
+    again = subprocess.run([*bot, "once"], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "replied 0" in again.stdout
+    assert [len(server.replies_to(i)) for i in ids] == [1, 1, 1]
+    assert len(server.bot_statuses()) == 3
+
+
+def test_an_unreachable_server_at_start_fails_the_tick_and_the_next_one_works(server, make_worker):
+    from bot.platforms.base import TransientError
+
+    status_id = post(server, "alice", "@band help")
+    server.fault(match={"path_regex": "^/api/v[12]/instance/?$"}, effect={"type": "status", "status": 503}, count=1)
+    worker = make_worker()
+    with pytest.raises(TransientError):
+        worker.tick()
+    assert worker.tick().replied == 1
+    assert len(server.replies_to(status_id)) == 1
+
+
+def test_a_post_that_timed_out_is_not_doubled_by_the_retry(server, make_worker):
+    """The classic double reply: the server is slow, the client gives up and retries; the key makes it one."""
+    status_id = post(server, "alice", "@band help")
+    server.fault(match={"methods": ["POST"], "path": "/api/v1/statuses"}, effect={"type": "timeout"}, count=1)
+    worker = make_worker(bot_request_timeout_seconds=2)
+    started = time.monotonic()
+    assert worker.tick().retried == 1  # the server still holds that request; it will post it later
+    assert worker.tick().replied == 1  # the retry, with the same Idempotency-Key
+    time.sleep(max(0.0, 33 - (time.monotonic() - started)))  # the held request reaches the server now
+    assert len(server.replies_to(status_id)) == 1
+    assert len(server.bot_statuses()) == 1
+
+
+def test_bot_once_composes_through_the_composer_service(server, models, tmp_path):
+    """COMPOSER_URL set: the bot asks the composer service over HTTP instead of loading models."""
+    import httpx
+
+    from bot.testing import free_port
+
+    server.reset()
+    port = free_port()
+    service = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "composer.cli", "serve", "--port", str(port), "--models-dir", str(models)),
+            *("--threads", "1", "--log-level", "warning"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+        env = bot_env(server, tmp_path, url, tmp_path / "no-models", COMPOSER_URL=f"http://127.0.0.1:{port}")
+        status_id = post(server, "alice", "@band pop, 3 seconds")
+        bot = [sys.executable, "-m", "bot.cli"]
+        assert subprocess.run([*bot, "db", "upgrade"], env=env, capture_output=True).returncode == 0
+        done = subprocess.run([*bot, "once"], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (reply,) = server.replies_to(status_id)
+        assert "pop model v1" in reply["content"] and reply["media_attachments"]
+    finally:
+        service.terminate()
+        service.wait(30)
+
+
+def test_more_than_a_page_of_mentions_is_read_in_one_tick(server, make_worker):
+    worker = make_worker()
+    worker.tick()  # the cursor now exists: the next read pages forward with min_id
+    users = ("alice", "bob", "carol", "eve")
+    ids = [post(server, users[i % 4], f"@band help {i}") for i in range(45)]
+    report = worker.tick()
+    assert report.fetched == 45 and report.replied == 45
+    assert all(len(server.replies_to(i)) == 1 for i in ids)
+    first_start = make_worker()  # same database: the stored cursor, not the lookback, decides
+    assert first_start.tick().fetched == 0

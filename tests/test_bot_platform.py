@@ -1,0 +1,200 @@
+"""The Mastodon platform on recorded response shapes (202/206 media processing, errors, rate limits),
+and the reply texts and alt text it carries."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+
+from bot.config import load_settings
+from bot.describe import describe, estimate_key
+from bot.platforms.base import ConfigurationError, Media, PermanentError, TransientError, narrower_visibility
+from bot.platforms.mastodon import MastodonPlatform
+from bot.replies import help_reply, limit_reply, piece_reply, sorry_reply
+from composer.events import Note
+
+# As Mastodon 4.3 answers POST /api/v2/media for audio: 202, url still null.
+PROCESSING = {
+    "id": "110",
+    "type": "audio",
+    "url": None,
+    "preview_url": None,
+    "remote_url": None,
+    "description": "alt",
+    "blurhash": None,
+    "meta": {},
+}
+INSTANCE = {"version": "4.3.2", "api_versions": {"mastodon": 2}, "uri": "social.example"}
+READY = PROCESSING | {"url": "https://files.example/110.mp3", "preview_url": "https://files.example/110.png"}
+
+
+class Recorded(BaseAdapter):
+    """Answers requests from a list of (method, path suffix, status, body, headers), in order."""
+
+    def __init__(self, answers: list[tuple[str, str, int, object, dict[str, str]]]):
+        super().__init__()
+        self.answers = list(answers)
+        self.seen: list[requests.PreparedRequest] = []
+
+    def send(self, request, **kwargs):
+        if "/instance" in request.path_url:
+            method, suffix, status, body, headers = request.method, "", 200, INSTANCE, {}
+        else:
+            self.seen.append(request)
+            method, suffix, status, body, headers = self.answers.pop(0)
+        assert request.method == method and request.path_url.split("?")[0].endswith(suffix), request.path_url
+        response = requests.Response()
+        response.status_code = status
+        response._content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        response.headers.update({"Content-Type": "application/json", **headers})
+        response.url, response.request, response.reason = request.url, request, "recorded"
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def platform(answers) -> tuple[MastodonPlatform, Recorded]:
+    adapter = Recorded(answers)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    settings = load_settings(
+        mastodon_api_base_url="https://social.example",
+        mastodon_access_token="tok",
+        bot_max_rate_limit_wait_seconds=3,
+    )
+    result = MastodonPlatform.from_settings(settings, session=session)
+    result.api.retrieve_mastodon_version(fail_hard=True)  # what start() does first
+    result.poll_interval = 0.01
+    return result, adapter
+
+
+def answer(method: str, suffix: str, status: int = 200, body: object = None, **headers: str):
+    return (method, suffix, status, {} if body is None else body, headers)
+
+
+def test_upload_then_wait_while_processing(tmp_path: Path):
+    audio = tmp_path / "piece.mp3"
+    audio.write_bytes(b"ID3" + b"\0" * 100)
+    mastodon, adapter = platform(
+        [
+            answer("POST", "/api/v2/media", 202, PROCESSING),
+            answer("GET", "/api/v1/media/110", 206, PROCESSING),
+            answer("GET", "/api/v1/media/110", 206, PROCESSING),
+            answer("GET", "/api/v1/media/110", 200, READY),
+        ]
+    )
+    media_id = mastodon.upload(Media(audio, "audio/mpeg", "A calm folk piece"))
+    assert media_id == "110"
+    assert b"A calm folk piece" in adapter.seen[0].body
+    mastodon.wait_for_media(media_id, timeout=5)
+    assert not adapter.answers
+
+
+def test_media_still_processing_at_the_timeout_is_transient():
+    mastodon, _ = platform([answer("GET", "/api/v1/media/110", 206, PROCESSING)] * 50)
+    with pytest.raises(TransientError, match="still processing"):
+        mastodon.wait_for_media("110", timeout=0.05)
+
+
+def test_posting_with_unprocessed_media_422_is_permanent_but_5xx_and_garbage_are_transient():
+    error = {"error": "Validation failed: Media attachments are still being processed"}
+    mastodon, _ = platform(
+        [
+            answer("POST", "/api/v1/statuses", 503, {"error": "unavailable"}),
+            answer("POST", "/api/v1/statuses", 200, '{"id": "12'),
+            answer("POST", "/api/v1/statuses", 422, error),
+            answer("POST", "/api/v1/statuses", 404, {"error": "Record not found"}),
+            answer("POST", "/api/v1/statuses", 401, {"error": "The access token is invalid"}),
+        ]
+    )
+    kwargs = {"visibility": "public", "idempotency_key": "k"}
+    with pytest.raises(TransientError):
+        mastodon.reply("1", "hi", **kwargs)
+    with pytest.raises(TransientError):
+        mastodon.reply("1", "hi", **kwargs)
+    with pytest.raises(PermanentError, match="422"):
+        mastodon.reply("1", "hi", **kwargs)
+    with pytest.raises(PermanentError, match="not found"):
+        mastodon.reply("1", "hi", **kwargs)
+    with pytest.raises(ConfigurationError):
+        mastodon.reply("1", "hi", **kwargs)
+
+
+def test_reply_sends_the_idempotency_key_and_thread():
+    mastodon, adapter = platform([answer("POST", "/api/v1/statuses", 200, {"id": "77", "url": "https://s/77"})])
+    posted = mastodon.reply("5", "@alice hi", visibility="direct", idempotency_key="band-mastodon-5", media_ids=["9"])
+    assert posted.id == "77" and posted.url == "https://s/77"
+    request = adapter.seen[0]
+    assert request.headers["Idempotency-Key"] == "band-mastodon-5"
+    body = request.body if isinstance(request.body, str) else request.body.decode()
+    assert "in_reply_to_id=5" in body and "visibility=direct" in body and "media_ids" in body
+
+
+def test_429_is_waited_out_until_the_reset():
+    reset = str(int(time.time()) + 1)
+    mastodon, _ = platform(
+        [
+            answer("GET", "/api/v1/media/1", 429, {"error": "Too many requests"}, **{"X-RateLimit-Reset": reset}),
+            answer("GET", "/api/v1/media/1", 200, READY),
+        ]
+    )
+    started = time.monotonic()
+    mastodon.wait_for_media("1", timeout=5)
+    assert time.monotonic() - started >= 0.5
+
+
+def test_a_long_429_becomes_a_retry_after():
+    reset = str(int(time.time()) + 600)
+    mastodon, _ = platform(
+        [answer("GET", "/api/v1/media/1", 429, {"error": "Too many requests"}, **{"X-RateLimit-Reset": reset})]
+    )
+    with pytest.raises(TransientError) as caught:
+        mastodon.wait_for_media("1", timeout=5)
+    assert 590 < caught.value.retry_after < 610
+
+
+def test_visibility_is_never_wider_than_the_mention():
+    assert narrower_visibility("public") == "public"
+    assert narrower_visibility("unlisted") == "unlisted"
+    assert narrower_visibility("private") == "private"
+    assert narrower_visibility("direct") == "direct"
+    assert narrower_visibility("something-new") == "direct"
+    assert narrower_visibility("public", ceiling="unlisted") == "unlisted"
+
+
+Check = Callable[[str], bool]
+
+
+@pytest.mark.parametrize("acct", ["a", "someone_with_a_long_name@a.very.long.instance.domain.example"])
+def test_replies_fit_in_500_characters(acct):
+    link = "https://band.example/pieces/" + "f" * 36
+    notes = ["pieces are 5–120 s long", "that seed is too large, so I picked a new one"]
+    texts = [
+        piece_reply(acct, "classical", 75.2, "v12", 2**63 - 1, link, notes),
+        piece_reply(acct, "folk", 30, "v1", 7, link, continuation=True, limit=200),
+        help_reply(acct, ["classical", "folk", "pop"], "x" * 300),
+        limit_reply(acct, 3),
+        sorry_reply(acct),
+    ]
+    for text in texts:
+        assert text.startswith(f"@{acct} ") and len(text) <= 500
+    assert texts[0].endswith(link) and "1:15 min" in texts[0] and "seed 9223372036854775807" in texts[0]
+    assert texts[1].endswith(link) and len(texts[1]) <= 200
+
+
+def test_alt_text_describes_the_notes():
+    scale = [60, 62, 64, 65, 67, 69, 71, 72]  # C major, middle register, steady eighths
+    notes = [Note(p, 64, i * 0.5, i * 0.5 + 0.45) for i, p in enumerate(scale * 4)]
+    text = describe(notes, "folk", 16.0)
+    assert text.startswith("A 16-second folk piano piece")
+    assert "unhurried (2.0 notes a second)" in text and "middle register (C4 to C5)" in text
+    assert "moderately loud" in text and "C major" in text
+    assert estimate_key([Note(p, 64, 0, 1) for p in (57, 60, 64, 69, 72, 76)])[0] == "A minor"
+    assert describe([], "pop", 5).endswith("almost silent.")
