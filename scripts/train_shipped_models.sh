@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 composer=.venv/bin/composer
 version=${1:?usage: $0 VERSION [BASE_STEPS] [FINETUNE_MINUTES]}
 base_steps=${2:-1800}
-finetune_minutes=${3:-25}
+finetune_minutes=${3:-30}
 export OMP_NUM_THREADS=1
 
 $composer prepare
@@ -17,13 +17,13 @@ $composer train --genre classical --run-name "base-$version" --pretrain-on class
   --eval-every 200 --val-max-sequences 30 --threads 1 --quiet
 
 finetune() {
-  local genre=$1 steps=$2
+  local genre=$1 lr=$2
   $composer train --genre "$genre" --run-name "ft-$version" --init-from "runs/classical/base-$version/best" \
-    --steps "$steps" --batch-size 32 --seq-len 512 --lr 3e-4 --warmup-steps 20 \
-    --eval-every 50 --val-max-sequences 40 --patience 4 --max-minutes "$finetune_minutes" \
+    --steps 550 --batch-size 32 --seq-len 512 --lr "$lr" --warmup-steps 20 \
+    --eval-every 50 --val-max-sequences 30 --patience 6 --max-minutes "$finetune_minutes" \
     --threads 1 --quiet --publish "$version"
 }
-finetune classical 800 &
-finetune pop 800 &
+finetune classical 3e-4 &
+finetune pop 3e-4 &
+finetune folk 5e-4 &
 wait
-finetune folk 300
