@@ -146,6 +146,37 @@ def bench(
     run_bench(mentions, accounts, counts, seconds, postgres, models_dir)
 
 
+@app.command()
+def web(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, min=1, max=65535),
+) -> None:
+    """Serve the archive on the web: pages, feeds, media and the JSON API (docs at /api/v1/docs)."""
+    import uvicorn
+
+    from bot.db import make_engine
+    from bot.migrate import is_current
+    from bot.web import create_app
+
+    _setup_logging()
+    settings = _settings(require_platform=False)
+    if not is_current(make_engine(settings.resolved_database_url)):
+        _fail("the database has no tables yet: run `bot db upgrade` first")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", proxy_headers=True)
+
+
+@app.command("bench-web")
+def bench_web(
+    rows: int = typer.Option(100_000, min=1, help="pieces to insert"),
+    requests: int = typer.Option(200, min=10, help="timed requests per endpoint"),
+    database: str = typer.Option(None, help="SQLAlchemy URL (default: a fresh SQLite file in a temporary folder)"),
+) -> None:
+    """Fill an archive with ROWS pieces and time the list page and the API (p50/p95), with the queries they ran."""
+    from bot.web.bench import run as run_bench
+
+    run_bench(rows, requests, database)
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="target revision")) -> None:
     """Create or migrate the archive database at DATABASE_URL."""

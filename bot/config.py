@@ -8,6 +8,7 @@ Secrets are ``SecretStr``: they print as ``**********`` in logs, reprs and error
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Literal
 
@@ -45,8 +46,9 @@ class BotSettings(BaseSettings):
     media_dir: Path | None = Field(default=None, description="MIDI, audio and piano rolls; default BOT_DATA_DIR/media")
     composer_url: str | None = Field(default=None, description="composer service; unset = compose in-process")
     archive_base_url: str = "http://localhost:8000"
+    archive_admin_token: SecretStr | None = Field(default=None, description="operators' token to hide or delete pieces")
 
-    bot_worker_id: str = Field(default_factory=lambda: os.uname().nodename)
+    bot_worker_id: str = Field(default_factory=lambda: default_worker_id(), min_length=1, max_length=128)
     bot_interval_seconds: float = Field(default=30.0, gt=0)
     bot_lookback_seconds: float = Field(default=3600.0, ge=0)
     bot_per_account_per_hour: int = Field(default=3, ge=0)
@@ -71,7 +73,7 @@ class BotSettings(BaseSettings):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+            raise ValueError("must be an http:// or https:// URL")  # the value is not echoed: it may hold credentials
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
@@ -101,6 +103,15 @@ class BotSettings(BaseSettings):
                 "twitter_bearer_token",
             ]
         return [name.upper() for name in needed if not _present(getattr(self, name))]
+
+
+def default_worker_id() -> str:
+    """Unique per process (host, pid, random), so two workers never share leases by accident.
+
+    A worker restarted with the same explicit BOT_WORKER_ID frees its old leases at start;
+    with this default, a dead process's leases expire after BOT_LEASE_SECONDS instead.
+    """
+    return f"{os.uname().nodename[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def _present(value: object) -> bool:

@@ -6,7 +6,8 @@ resumes where the last commit left it. The archive web (issue 7) reads the same 
 ``requests`` for who asked what and where the reply is, ``compositions`` for the pieces.
 
 SQLite is the default; PostgreSQL is for production and several workers, which claim
-rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` (SQLite, with one writer, needs no lock).
+rows with ``SELECT ... FOR UPDATE SKIP LOCKED``; on both, the claim is a conditional UPDATE
+that only one worker can win.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class MentionRequest(Base):
         Index("ix_requests_claim", "state", "next_attempt_at"),
         Index("ix_requests_requester_time", "platform", "requester_id", "mentioned_at"),
         Index("ix_requests_reply", "platform", "reply_id"),
+        Index("ix_requests_requester_acct", "requester_acct", "visibility"),  # the archive's search by requester
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -222,35 +224,43 @@ def claim_next(
     now: datetime | None = None,
     exclude: Collection[int] = (),
 ) -> MentionRequest | None:
-    """Take the oldest due job for ``worker`` until ``lease`` runs out; None when nothing is due.
+    """Take the oldest due, unleased job for ``worker`` until ``lease`` runs out; None when nothing is due.
 
-    On PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, so two workers
-    never pick the same row; the lease then keeps it theirs after the commit. A worker
-    may retake a job it leased itself (it was killed mid-job and restarted).
+    The claim itself is a conditional UPDATE (still due, lease free) whose row count says
+    whether it won, so two workers never both take a row on either backend; on PostgreSQL
+    the candidate is also locked with FOR UPDATE SKIP LOCKED, so workers pass each other by.
+    A job leased by anyone, this worker id included, waits for its lease to end: a restarted
+    worker with a stable id frees its own leases at start (``reset_own_leases``).
     """
     now = now or utcnow()
-    with transaction(sessions) as session:
-        query = (
-            select(MentionRequest)
-            .where(
-                MentionRequest.state.in_([s.value for s in ACTIVE_STATES]),
-                MentionRequest.next_attempt_at <= now,
-                or_(
-                    MentionRequest.lease_until.is_(None),
-                    MentionRequest.lease_until < now,
-                    MentionRequest.claimed_by == worker,
-                ),
+    skip = set(exclude)
+    due = (
+        MentionRequest.state.in_([s.value for s in ACTIVE_STATES]),
+        MentionRequest.next_attempt_at <= now,
+        or_(MentionRequest.lease_until.is_(None), MentionRequest.lease_until < now),
+    )
+    while True:
+        with transaction(sessions) as session:
+            query = (
+                select(MentionRequest.id)
+                .where(*due)
+                .where(MentionRequest.id.not_in(list(skip)) if skip else true())
+                .order_by(MentionRequest.next_attempt_at, MentionRequest.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
             )
-            .where(MentionRequest.id.not_in(list(exclude)) if exclude else true())
-            .order_by(MentionRequest.next_attempt_at, MentionRequest.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        job = session.scalars(query).first()
-        if job is None:
-            return None
-        job.claimed_by, job.lease_until = worker, now + lease
-    return job
+            job_id = session.scalar(query)
+            if job_id is None:
+                return None
+            won = session.execute(
+                update(MentionRequest)
+                .where(MentionRequest.id == job_id, *due)
+                .values(claimed_by=worker, lease_until=now + lease)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if won == 1:
+                return session.get(MentionRequest, job_id, populate_existing=True)
+        skip.add(job_id)  # another worker claimed it between our look and our update
 
 
 def release(session: Session, job: MentionRequest) -> None:

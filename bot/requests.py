@@ -140,6 +140,7 @@ MOODS = {**CALM, **WILD}
 
 HELP_WORDS = frozenset({"help", "commands", "usage", "genres", "howto", "how-to", "?"})
 MORE_WORDS = frozenset({"more", "again", "continue", "encore", "another", "longer"})
+MORE_FILLER = frozenset({"please", "pls", "thanks", "thank", "you", "some", "a", "bit", "one", "the"})
 COMPOSE_WORDS = frozenset(
     [
         "play",
@@ -322,7 +323,7 @@ def parse_request(markup: str, genres: Iterable[str], limits: Limits | None = No
     if moods:
         temperature = round(sum(MOODS[m] for m in moods) / len(moods), 3)
 
-    if set(words) <= MORE_WORDS | {"please", "pls", "thanks", "thank", "you", "some", "a", "bit", "one", "the"}:
+    if set(words) & MORE_WORDS and set(words) <= MORE_WORDS | MORE_FILLER:  # "thanks!" alone asks for nothing
         return Request(Kind.MORE, text, seconds=seconds, temperature=temperature, moods=moods, seed=seed)
 
     genre, unknown = _find_genre(words, lower, genres)

@@ -5,6 +5,8 @@ a worker killed anywhere resumes at the last committed step. The one step that c
 undone, posting the reply, is guarded three ways: the reply id is stored in the same
 commit that ends the job, the post carries an Idempotency-Key derived from the mention,
 and a job that had started posting before looks for its reply in the thread first.
+Every write is conditional on the job still being leased to this worker: a step that
+outlasted its lease and lost the job to another worker stops there (``LeaseLost``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import String, func, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import replies
@@ -47,6 +49,7 @@ from bot.platforms.base import (
     Mention,
     PermanentError,
     Platform,
+    RateLimited,
     TransientError,
     id_key,
     narrower_visibility,
@@ -59,8 +62,29 @@ log = logging.getLogger(__name__)
 CRASH_VARIABLE = "BOT_CRASH_AFTER"  # test hook: SIGKILL this process right after the named checkpoint
 TEXT_KINDS = ("help", "limit", "sorry")
 PIECE_KINDS = ("compose", "more")
+ANSWERED_KINDS = ("compose", "more", "help", "sorry")  # what counts against the per-account limit
 DEFAULT_TOP_P = 0.95
 MAX_SEED = 2**31 - 1
+REPLY_LANGUAGE = "en"  # the replies are written in English, whatever the mention's language
+UNCUT_COLUMNS = frozenset({"mention_id", "idempotency_key"})  # cut, these would point at another status
+
+
+class LeaseLost(Exception):
+    """The job is no longer ours (its lease ran out and another worker took it): stop working on it."""
+
+
+def fit_columns(job: MentionRequest) -> MentionRequest:
+    """Cut strings to their column's length and drop NULs (PostgreSQL enforces both; SQLite neither)."""
+    for column in MentionRequest.__table__.columns:
+        value = getattr(job, column.key, None)
+        if not isinstance(value, str):
+            continue
+        value = value.replace("\x00", "")
+        length = column.type.length if isinstance(column.type, String) else None
+        if length and column.key not in UNCUT_COLUMNS:
+            value = value[:length]
+        setattr(job, column.key, value)
+    return job
 
 
 class ComposerLike(Protocol):
@@ -139,8 +163,12 @@ class Worker:
         self._genres = None
         try:
             self.ingest(report)
-        except (TransientError, ComposerUnavailable) as exc:
+        except ConfigurationError:
+            raise
+        except (TransientError, ComposerUnavailable, OperationalError) as exc:
             log.warning("reading mentions failed (%s); jobs already stored still run", exc)
+        except Exception:  # a bug while reading must not stop the jobs already stored
+            log.exception("reading mentions failed; jobs already stored still run")
         seen: set[int] = set()
         lease = timedelta(seconds=self.settings.bot_lease_seconds)
         while True:
@@ -152,9 +180,14 @@ class Worker:
                 self.advance(job, report)
             except ConfigurationError:
                 raise
+            except LeaseLost as exc:
+                log.warning("mention %s: %s; leaving it to its new owner", job.mention_id, exc)
             except Exception as exc:  # a bug or an unforeseen failure: recorded, retried, then apologised for
                 log.exception("mention %s: unexpected error", job.mention_id)
-                self.retry_later(job, exc, report)
+                try:
+                    self.retry_later(job, exc, report)
+                except LeaseLost as lost:
+                    log.warning("mention %s: %s; leaving it to its new owner", job.mention_id, lost)
         log.info("tick: %s", report)
         return report
 
@@ -174,20 +207,66 @@ class Worker:
         not_before = self.clock() - timedelta(seconds=self.settings.bot_lookback_seconds)
         mentions, new_cursor = self.platform.fetch_mentions(last_id, not_before)
         report.fetched = len(mentions)
+        if mentions:
+            # Asked once, before any mention is stored: a composer outage (ComposerUnavailable) ends
+            # the reading here, the cursor stays, and the same mentions are read again next tick.
+            self.served_genres()
         for mention in mentions:
             try:
                 with transaction(self.sessions) as session:
-                    exists = session.scalar(
-                        select(MentionRequest.id).where(
-                            MentionRequest.platform == name, MentionRequest.mention_id == mention.id
-                        )
-                    )
-                    if exists is None:
-                        session.add(self.new_job_or_failed(session, mention, me))
-                        report.stored += 1
-            except IntegrityError:  # another worker stored it first
-                continue
+                    if self.stored(session, mention.id):
+                        continue
+                    session.add(self.new_job_or_failed(session, mention, me))
+                report.stored += 1
+            except OperationalError:  # the database itself is unreachable or busy: read these again next tick
+                raise
+            except SQLAlchemyError as exc:
+                if isinstance(exc, IntegrityError) and self.stored_now(mention.id):
+                    continue  # another worker stored it first
+                self.store_unstorable(mention, me, exc, report)
         self.save_cursor(me, new_cursor)
+
+    def stored(self, session: Session, mention_id: str) -> bool:
+        query = select(MentionRequest.id).where(
+            MentionRequest.platform == self.platform.name, MentionRequest.mention_id == mention_id
+        )
+        return session.scalar(query) is not None
+
+    def stored_now(self, mention_id: str) -> bool:
+        with self.sessions() as session:
+            return self.stored(session, mention_id)
+
+    def store_unstorable(self, mention: Mention, me: Identity, exc: Exception, report: TickReport) -> None:
+        """A mention the database refused: keep a bare failed row if it takes one, else skip it, logged.
+
+        Either way the cursor moves past it, so one bad mention never blocks all later ones.
+        """
+        log.error("mention %s could not be stored (%s: %s)", mention.id, type(exc).__name__, str(exc)[:500])
+        try:
+            with transaction(self.sessions) as session:
+                session.add(self.failed_row(mention, me, f"could not be stored: {type(exc).__name__}: {exc}"))
+            report.failed += 1
+        except SQLAlchemyError as again:
+            log.error("mention %s skipped: not even a failed row could be stored (%s)", mention.id, again)
+            report.skipped += 1
+
+    def failed_row(self, mention: Mention, me: Identity, reason: str) -> MentionRequest:
+        return fit_columns(
+            MentionRequest(
+                platform=self.platform.name,
+                bot_account=me.acct,
+                mention_id=mention.id,
+                idempotency_key=idempotency_key(self.platform.name, mention.id),
+                requester_id=mention.author.id,
+                requester_acct=mention.author.acct,
+                mentioned_at=mention.created_at,
+                received_at=self.clock(),
+                next_attempt_at=self.clock(),
+                kind="none",
+                state=State.FAILED,
+                reason=reason[:1000],
+            )
+        )
 
     def save_cursor(self, me: Identity, new_cursor: str | None) -> None:
         """Move the cursor forward only: a slower worker must not wind it back."""
@@ -208,23 +287,12 @@ class Worker:
     def new_job_or_failed(self, session: Session, mention: Mention, me: Identity) -> MentionRequest:
         """The new row; a mention that cannot even be read is stored as failed, so it never blocks the cursor."""
         try:
-            return self.new_job(session, mention, me)
+            return fit_columns(self.new_job(session, mention, me))
+        except (ComposerUnavailable, SQLAlchemyError):  # not the mention's fault: the caller decides
+            raise
         except Exception as exc:
             log.exception("mention %s could not be read", mention.id)
-            job = MentionRequest(
-                platform=self.platform.name,
-                bot_account=me.acct,
-                mention_id=mention.id,
-                idempotency_key=idempotency_key(self.platform.name, mention.id),
-                requester_id=mention.author.id,
-                requester_acct=mention.author.acct[:255],
-                mentioned_at=mention.created_at,
-                next_attempt_at=self.clock(),
-                kind="none",
-                state=State.FAILED,
-                reason=f"could not read the mention: {type(exc).__name__}: {exc}"[:1000],
-            )
-            return job
+            return self.failed_row(mention, me, f"could not read the mention: {type(exc).__name__}: {exc}")
 
     def new_job(self, session: Session, mention: Mention, me: Identity) -> MentionRequest:
         """The row for a new mention, with what it asks for and whether to answer at all."""
@@ -261,21 +329,25 @@ class Worker:
         job.kind = request.kind.value
         if request.kind is Kind.HELP:
             job.genre = request.unknown_genre and request.unknown_genre[:64]
-            return job
-        job.seconds, job.temperature, job.top_p = request.seconds, request.temperature, DEFAULT_TOP_P
-        job.seed = request.seed if request.seed is not None else random.randint(0, MAX_SEED)
+        else:
+            job.seconds, job.temperature, job.top_p = request.seconds, request.temperature, DEFAULT_TOP_P
+            job.seed = request.seed  # None: compose picks one (and may pick again if it fails)
         if request.kind is Kind.MORE:
             parent = self.parent_piece(session, mention.in_reply_to_id)
             if parent is None:  # "more" to something that is not one of our pieces
                 job.kind = Kind.HELP.value
-                return job
-            job.genre = parent.genre
-        else:
+            else:
+                job.genre = parent.genre
+        elif request.kind is Kind.COMPOSE:
             genres = self.served_genres()
             job.genre = request.genre or (genres[zlib.crc32(mention.id.encode()) % len(genres)] if genres else None)
             if job.genre is None:
                 job.kind = Kind.HELP.value
-                return job
+        if job.kind == Kind.HELP.value and self.replies_to_us(session, mention, me):
+            # "thanks!", or another bot answering our reply: only a request for a piece gets an answer
+            # here, so two bots can never keep replying to each other with help texts.
+            job.state, job.reason, job.kind = State.SKIPPED, "a reply to our post that asks for no piece", "none"
+            return job
         limited = self.over_account_limit(session, author.id)
         if limited is not None:
             job.kind = "limit"
@@ -295,16 +367,30 @@ class Worker:
             return "does not address the bot"
         return None
 
+    def replies_to_us(self, session: Session, mention: Mention, me: Identity) -> bool:
+        """Whether the mention answers one of our posts (by the platform's account id, or a reply we stored)."""
+        if mention.in_reply_to_account_id is not None:
+            return mention.in_reply_to_account_id == me.id
+        if not mention.in_reply_to_id:
+            return False
+        query = select(MentionRequest.id).where(
+            MentionRequest.platform == self.platform.name, MentionRequest.reply_id == mention.in_reply_to_id
+        )
+        return session.scalar(query.limit(1)) is not None
+
     def over_account_limit(self, session: Session, requester_id: str) -> bool | None:
-        """None under the limit; False when over it for the first time this hour (tell them), True after."""
+        """None under the limit; False when over it for the first time this hour (tell them), True after.
+
+        Every reply counts (pieces, help texts, apologies), so nobody can draw unlimited replies.
+        """
         since = self.clock() - timedelta(hours=1)
         recent = (
             MentionRequest.platform == self.platform.name,
             MentionRequest.requester_id == requester_id,
             MentionRequest.received_at >= since,
         )
-        pieces = count_since(session, *recent, MentionRequest.kind.in_(PIECE_KINDS))
-        if pieces < self.settings.bot_per_account_per_hour:
+        answered = count_since(session, *recent, MentionRequest.kind.in_(ANSWERED_KINDS))
+        if answered < self.settings.bot_per_account_per_hour:
             return None
         return count_since(session, *recent, MentionRequest.kind == "limit") > 0
 
@@ -348,6 +434,7 @@ class Worker:
         except (PermanentError, CompositionRejected, CompositionError) as exc:
             self.give_up(job, exc, report)
             return
+        # LeaseLost passes up to tick(): the job is someone else's now, nothing more to record
         if job.state == State.REPLIED:
             report.replied += 1
         elif job.state == State.FAILED:
@@ -358,17 +445,27 @@ class Worker:
     def save(self, job: MentionRequest, checkpoint: str | None = None, **changes: Any) -> None:
         """Commit ``changes`` to the job (and the objects in ``changes['_add']``), then pass ``checkpoint``."""
         extra = changes.pop("_add", ())
+        values = dict(changes)
+        if values.get("state", job.state) not in ACTIVE_STATES:
+            values["claimed_by"] = values["lease_until"] = None
+        elif "claimed_by" not in values:  # each step renews the lease
+            values["lease_until"] = self.clock() + timedelta(seconds=self.settings.bot_lease_seconds)
         with transaction(self.sessions) as session:
-            for obj in extra:
+            for obj in extra:  # first: the row may point at it
                 session.merge(obj)
-            row = session.get(MentionRequest, job.id)
-            for key, value in changes.items():
-                setattr(row, key, value)
-                setattr(job, key, value)
-            if job.state not in ACTIVE_STATES:
-                row.claimed_by = row.lease_until = job.claimed_by = job.lease_until = None
-            elif row.claimed_by == self.settings.bot_worker_id:  # each step renews the lease
-                row.lease_until = job.lease_until = self.clock() + timedelta(seconds=self.settings.bot_lease_seconds)
+            session.flush()
+            # Only while the row is still ours: a step that outlasted its lease may have lost the job
+            # to another worker, and then must neither write nor go on to post (the rollback drops ``extra``).
+            owned = session.execute(
+                update(MentionRequest)
+                .where(MentionRequest.id == job.id, MentionRequest.claimed_by == self.settings.bot_worker_id)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if owned != 1:
+                raise LeaseLost(f"job {job.id} is no longer leased to {self.settings.bot_worker_id}")
+        for key, value in values.items():
+            setattr(job, key, value)
         if checkpoint:
             crash_point(checkpoint)
 
@@ -388,7 +485,8 @@ class Worker:
                 raise PermanentError("the piece to continue is gone from the archive")
             primer, parent_id = self.media.read(parent.midi_path), parent.id
         started = time.perf_counter()
-        seed_given = parse_request(job.text, [], self.limits).seed == job.seed
+        seed_given = job.seed is not None  # the requester's seed is kept; ours may be replaced
+        seed = job.seed if seed_given else random.randint(0, MAX_SEED)
         for attempt in range(3):
             try:
                 piece = self.composer.compose(
@@ -396,7 +494,7 @@ class Worker:
                     seconds=job.seconds,
                     temperature=job.temperature,
                     top_p=job.top_p or DEFAULT_TOP_P,
-                    seed=job.seed,
+                    seed=seed,
                     primer_midi=primer,
                     audio_format=self.platform.audio_format,
                 )
@@ -406,8 +504,8 @@ class Worker:
             except CompositionError as exc:  # this seed gave a piece that cannot be rendered (near silence)
                 if seed_given or attempt == 2:
                     raise
-                log.warning("mention %s: seed %s failed (%s); trying another", job.mention_id, job.seed, exc.message)
-                self.save(job, None, seed=random.randint(0, MAX_SEED))
+                log.warning("mention %s: seed %s failed (%s); trying another", job.mention_id, seed, exc.message)
+                seed = random.randint(0, MAX_SEED)
         elapsed = time.perf_counter() - started
         midi_path = self.media.write(piece.id, "mid", piece.midi)
         audio_path = self.media.write(piece.id, self.platform.audio_format, piece.audio) if piece.audio else None
@@ -430,7 +528,13 @@ class Worker:
             created_at=self.clock(),
         )
         self.save(
-            job, "composed", _add=[composition], composition_id=piece.id, state=State.COMPOSED, composed_at=self.clock()
+            job,
+            "composed",
+            _add=[composition],
+            composition_id=piece.id,
+            seed=piece.seed,
+            state=State.COMPOSED,
+            composed_at=self.clock(),
         )
 
     def composition(self, job: MentionRequest) -> Composition:
@@ -490,9 +594,21 @@ class Worker:
             limit=limit,
         )
 
+    def reload(self, job: MentionRequest) -> None:
+        """Refresh ``job`` from its row; LeaseLost unless the row is still ours and still to be done."""
+        with self.sessions() as session:
+            row = session.get(MentionRequest, job.id)
+        if row is None or row.claimed_by != self.settings.bot_worker_id:
+            raise LeaseLost(f"job {job.id} is no longer leased to {self.settings.bot_worker_id}")
+        if row.state not in ACTIVE_STATES or row.reply_id is not None:
+            raise LeaseLost(f"job {job.id} was finished elsewhere ({row.state})")
+        for column in MentionRequest.__table__.columns:
+            setattr(job, column.key, getattr(row, column.key))
+
     def reply(self, job: MentionRequest) -> None:
         me = self.start()
         posted = None
+        self.reload(job)  # the row, not our memory of it, says whether a reply may already be out
         if job.reply_started_at is not None:  # an earlier try may have posted before it died
             posted = self.platform.find_reply(job.mention_id, me)
             if posted:
@@ -506,7 +622,7 @@ class Worker:
                 idempotency_key=job.idempotency_key,
                 media_ids=[job.media_id] if job.media_id and job.kind in PIECE_KINDS else None,
                 spoiler_text=job.spoiler_text[:200] if job.spoiler_text else "",
-                language=job.language,
+                language=REPLY_LANGUAGE,
             )
             crash_point("posted")
         final = State.FAILED if job.kind == "sorry" else State.REPLIED
@@ -518,15 +634,19 @@ class Worker:
         self.save(job, None, next_attempt_at=self.clock() + delay, last_error=why, claimed_by=None, lease_until=None)
 
     def retry_later(self, job: MentionRequest, exc: Exception, report: TickReport) -> None:
-        attempts = job.attempts + 1
         message = f"{type(exc).__name__}: {exc}"[:1000]
-        if attempts >= self.settings.bot_max_attempts:
-            log.error("mention %s: giving up after %d attempts: %s", job.mention_id, attempts, message)
-            self.give_up(job, exc, report, attempts=attempts)
-            return
-        base = self.settings.bot_retry_base_seconds * 2 ** (attempts - 1)
-        delay = max(base * random.uniform(0.8, 1.2), getattr(exc, "retry_after", None) or 0.0)
-        delay = min(delay, 3600.0)
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            # The platform's limit, not this request's failure: no attempt spent, back at the reset itself.
+            attempts, delay = job.attempts, exc.retry_after
+        else:
+            attempts = job.attempts + 1
+            if attempts >= self.settings.bot_max_attempts:
+                log.error("mention %s: giving up after %d attempts: %s", job.mention_id, attempts, message)
+                self.give_up(job, exc, report, attempts=attempts)
+                return
+            base = self.settings.bot_retry_base_seconds * 2 ** (attempts - 1)
+            delay = max(base * random.uniform(0.8, 1.2), getattr(exc, "retry_after", None) or 0.0)
+            delay = min(delay, 3600.0)
         log.warning("mention %s: %s; retry %d in %.0f s", job.mention_id, message, attempts, delay)
         self.save(
             job,
@@ -561,6 +681,8 @@ class Worker:
         )
         try:
             self.advance(job, report)
+        except LeaseLost:
+            raise
         except Exception:  # the failure is recorded; the apology is retried next tick
             log.exception("mention %s: could not send the apology", job.mention_id)
 

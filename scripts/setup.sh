@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}   # the CPU wheel here; a GPU host installs its own CUDA build first
 
-# System packages for rendering audio (FluidSynth, a piano SoundFont, ffmpeg).
+# System packages for rendering audio (FluidSynth, a piano SoundFont, ffmpeg) and for the
+# archive's browser tests (Debian's chromium, driven by Playwright; no browser download).
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=()
-  for pkg in fluidsynth fluid-soundfont-gm ffmpeg; do
+  for pkg in fluidsynth fluid-soundfont-gm ffmpeg chromium chromium-driver; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if ((${#missing[@]})); then

@@ -102,3 +102,23 @@ def test_genres_command_lists_the_composer_clients_genres(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bot.cli", "genres"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert any(line.split() == ["folk", "v1"] for line in done.stdout.splitlines())
+
+
+def test_a_malformed_url_is_named_but_not_echoed(monkeypatch):
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("COMPOSER_URL", "user:hunter2@composer.internal")
+    with pytest.raises(ConfigError, match="COMPOSER_URL") as caught:
+        load_settings()
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_default_worker_id_is_unique_per_process(monkeypatch):
+    import os
+
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    first, second = load_settings().bot_worker_id, load_settings().bot_worker_id
+    assert first != second and first.startswith(f"{os.uname().nodename}:{os.getpid()}:")
+    monkeypatch.setenv("BOT_WORKER_ID", "worker-a")  # set explicitly (systemd, tests): stable across restarts
+    assert load_settings().bot_worker_id == "worker-a"

@@ -8,10 +8,19 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from bot.db import MentionRequest, State, claim_next, make_engine, session_factory, transaction, utcnow
+from bot.db import (
+    MentionRequest,
+    State,
+    claim_next,
+    make_engine,
+    reset_own_leases,
+    session_factory,
+    transaction,
+    utcnow,
+)
 from bot.migrate import downgrade, upgrade
 from tests.bot_helpers import postgres_schema
 
@@ -79,10 +88,39 @@ def test_claims_take_due_jobs_in_order_and_respect_leases(database_url):
     first = claim_next(sessions, "w1", lease, now)
     assert first is not None and first.mention_id == "1"
     assert claim_next(sessions, "w2", lease, now) is None  # leased to w1
-    assert claim_next(sessions, "w1", lease, now).mention_id == "1"  # w1 restarted: takes its own job back
+    assert claim_next(sessions, "w1", lease, now) is None  # not even w1 takes a leased job again
+    assert reset_own_leases(sessions, "w1") == 1  # w1 restarted (a stable BOT_WORKER_ID): frees its jobs
+    assert claim_next(sessions, "w1", lease, now).mention_id == "1"
     assert claim_next(sessions, "w2", lease, now + timedelta(minutes=6)).mention_id == "1"  # lease ran out
+    assert claim_next(sessions, "w1", lease, now + timedelta(minutes=6)) is None  # now w2's
     assert claim_next(sessions, "w1", lease, now, exclude={first.id}) is None
     engine.dispose()
+
+
+def test_a_claim_lost_between_look_and_update_is_not_taken_on_sqlite(tmp_path):
+    """Another process claims the row after our SELECT saw it free: our UPDATE must not win too."""
+    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    upgrade(url)
+    engine, other = make_engine(url), make_engine(url)
+    sessions = session_factory(engine)
+    with transaction(sessions) as session:
+        session.add(job("1"))
+    later = utcnow() + timedelta(minutes=5)
+
+    def the_other_worker_claims(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM requests" in statement and not raced:
+            raced.append(True)
+            with other.begin() as connection:
+                connection.execute(MentionRequest.__table__.update().values(claimed_by="w2", lease_until=later))
+
+    raced: list[bool] = []
+    event.listen(engine, "after_cursor_execute", the_other_worker_claims)
+    assert claim_next(sessions, "w1", timedelta(minutes=5)) is None
+    assert raced
+    with sessions() as session:
+        assert session.scalars(select(MentionRequest)).one().claimed_by == "w2"
+    engine.dispose()
+    other.dispose()
 
 
 def test_skip_locked_on_postgresql():

@@ -358,7 +358,7 @@ def test_bot_once_composes_through_the_composer_service(server, models, tmp_path
 
 
 def test_more_than_a_page_of_mentions_is_read_in_one_tick(server, make_worker):
-    worker = make_worker()
+    worker = make_worker(bot_per_account_per_hour=20)  # help replies count against the limit too
     worker.tick()  # the cursor now exists: the next read pages forward with min_id
     users = ("alice", "bob", "carol", "eve")
     ids = [post(server, users[i % 4], f"@band help {i}") for i in range(45)]

@@ -123,6 +123,11 @@ def test_more(text):
     assert parse(text).kind is Kind.MORE
 
 
+@pytest.mark.parametrize("text", ["@band thanks!", "@band thank you", "@band thanks, you", "@band a bit", "@band pls"])
+def test_thanks_without_a_more_word_is_not_more(text):
+    assert parse(text).kind is not Kind.MORE
+
+
 def test_html_is_stripped_and_script_is_just_text():
     markup = "<p>@band <script>alert('x')</script> folk<br>30 seconds &amp; calm</p>"
     text = strip_html(markup)

@@ -11,14 +11,15 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from bot.config import load_settings
-from bot.db import MentionRequest, State, make_engine, session_factory
+from bot.db import Cursor, MentionRequest, State, make_engine, session_factory
 from bot.migrate import upgrade
 from bot.platforms.base import PermanentError, TransientError
 from bot.platforms.twitter import TwitterPlatform
 from bot.worker import Worker
-from composer.client import LocalComposerClient
+from composer.client import ComposerUnavailable, CompositionError, LocalComposerClient
 from tests.bot_helpers import make_models
 
 ME = {"id": "1000", "username": "band", "name": "Band"}
@@ -39,19 +40,25 @@ class FakeX(BaseAdapter):
         self.alt_text: dict[str, str] = {}
         self.faults: list[tuple[str, int, dict]] = []  # (path fragment, status, headers), used once each
         self.next_id = 5000
+        self.queries: list[tuple[str, dict[str, str]]] = []  # (path, query) of every GET
 
-    def mention(self, user_id: str, text: str, reply_to: str | None = None) -> str:
+    def mention(
+        self, user_id: str, text: str, reply_to: str | None = None, created_at: datetime | None = None, lang: str = "en"
+    ) -> str:
         self.next_id += 1
         tweet = {
             "id": str(self.next_id),
             "text": text,
             "author_id": user_id,
-            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "created_at": (created_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
             "entities": {"mentions": [{"start": 0, "end": 5, "username": "band", "id": ME["id"]}]},
             "edit_history_tweet_ids": [str(self.next_id)],
+            "lang": lang,
         }
         if reply_to:
             tweet["referenced_tweets"] = [{"type": "replied_to", "id": reply_to}]
+            if any(t["id"] == reply_to for t in self.tweets):
+                tweet["in_reply_to_user_id"] = ME["id"]
         self.mentions.append(tweet)
         return tweet["id"]
 
@@ -66,11 +73,14 @@ class FakeX(BaseAdapter):
                 del self.faults[i]
                 return self.respond(request, status, {"title": "fault", "detail": "injected"}, headers)
         path = url.path
+        if request.method == "GET":
+            self.queries.append((path, query))
         if path == "/2/users/me":
             return self.respond(request, 200, {"data": ME})
         if path == f"/2/users/{ME['id']}/mentions":
             since = int(query.get("since_id", 0))
-            data = [t for t in self.mentions if int(t["id"]) > since][::-1]
+            start = query.get("start_time", "")  # X compares ISO 8601 times; these strings sort the same way
+            data = [t for t in self.mentions if int(t["id"]) > since and t["created_at"][:19] >= start[:19]][::-1]
             meta = {"result_count": len(data)}
             if data:
                 meta |= {"newest_id": data[0]["id"], "oldest_id": data[-1]["id"]}
@@ -82,8 +92,13 @@ class FakeX(BaseAdapter):
                 {"id": t["id"], "text": t["text"], "referenced_tweets": [t["ref"]], "edit_history_tweet_ids": [t["id"]]}
                 for t in self.tweets
                 if int(t["id"]) > since
-            ]
-            return self.respond(request, 200, {"data": data, "meta": {"result_count": len(data)}})
+            ][::-1]  # newest first, max_results a page, like X
+            size, offset = int(query.get("max_results", 10)), int(query.get("pagination_token", 0))
+            page = data[offset : offset + size]
+            meta = {"result_count": len(page)}
+            if offset + size < len(data):
+                meta["next_token"] = str(offset + size)
+            return self.respond(request, 200, {"data": page, "meta": meta})
         if path == "/2/tweets" and request.method == "POST":
             body = json.loads(request.body)
             for media_id in body.get("media", {}).get("media_ids", []):
@@ -144,31 +159,49 @@ def composer(tmp_path_factory):
 
 
 @pytest.fixture
-def x(tmp_path, composer):
-    fake = FakeX()
-    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
-    upgrade(url)
-    keys = {f"twitter_{k}": "secret" for k in ("api_key", "api_secret", "access_token", "access_token_secret")}
-    settings = load_settings(
-        bot_platform="twitter",
-        twitter_bearer_token="bearer",
-        database_url=url,
-        media_dir=tmp_path / "media",
-        archive_base_url="https://band.example",
-        bot_default_seconds=3,
-        bot_min_seconds=2,
-        bot_max_seconds=5,
-        bot_retry_base_seconds=0,
-        bot_max_rate_limit_wait_seconds=3,
-        **keys,
-    )
-    platform = TwitterPlatform.from_settings(settings)
-    platform.poll_interval = 0.01
-    for session in (platform.client.session, platform.api.session):
-        session.mount("https://", fake)
-    fake.worker = Worker(settings, platform, composer, session_factory(make_engine(url)))
-    fake.platform = platform
-    return fake
+def make_x(tmp_path, composer):
+    """A FakeX with a worker on it; settings overridable per test."""
+
+    def make(**overrides) -> FakeX:
+        fake = FakeX()
+        url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+        upgrade(url)
+        keys = {f"twitter_{k}": "secret" for k in ("api_key", "api_secret", "access_token", "access_token_secret")}
+        settings = load_settings(
+            **{
+                "bot_platform": "twitter",
+                "twitter_bearer_token": "bearer",
+                "database_url": url,
+                "media_dir": tmp_path / "media",
+                "archive_base_url": "https://band.example",
+                "bot_default_seconds": 3,
+                "bot_min_seconds": 2,
+                "bot_max_seconds": 5,
+                "bot_retry_base_seconds": 0,
+                "bot_max_rate_limit_wait_seconds": 3,
+                **keys,
+                **overrides,
+            }
+        )
+        platform = TwitterPlatform.from_settings(settings)
+        platform.poll_interval = 0.01
+        for session in (platform.client.session, platform.api.session):
+            session.mount("https://", fake)
+        fake.worker = Worker(settings, platform, composer, session_factory(make_engine(url)))
+        fake.platform = platform
+        return fake
+
+    return make
+
+
+@pytest.fixture
+def x(make_x):
+    return make_x()
+
+
+def rows(x) -> list[MentionRequest]:
+    with x.worker.sessions() as session:
+        return list(session.scalars(select(MentionRequest).order_by(MentionRequest.id)))
 
 
 def test_a_tick_answers_with_video_alt_text_and_link_then_nothing(x):
@@ -229,10 +262,198 @@ def test_first_start_asks_only_for_the_lookback_window(x):
     x.platform.start()
     mentions, cursor = x.platform.fetch_mentions(None, datetime.now(UTC) - timedelta(hours=1))
     assert mentions == [] and cursor is None
+    x.mention("2000", "@band folk, from yesterday", created_at=datetime.now(UTC) - timedelta(hours=25))
     first = x.mention("2000", "@band folk")
-    mentions, cursor = x.platform.fetch_mentions(None, datetime.now(UTC) - timedelta(hours=1))
+    not_before = datetime.now(UTC) - timedelta(hours=1)
+    mentions, cursor = x.platform.fetch_mentions(None, not_before)
     assert [m.id for m in mentions] == [first] and cursor == first
+    query = [q for path, q in x.queries if path.endswith("/mentions")][-1]
+    assert query["start_time"] == not_before.strftime("%Y-%m-%dT%H:%M:%SZ") and "since_id" not in query
     assert mentions[0].mentioned_ids == (ME["id"],) and mentions[0].author.acct == "alice"
     second = x.mention("2000", "@band pop", reply_to=first)
     mentions, cursor = x.platform.fetch_mentions(cursor, datetime.now(UTC))
     assert [m.id for m in mentions] == [second] and mentions[0].in_reply_to_id == first
+
+
+class Composer:
+    """The test composer with switches: an outage, and compose calls recorded (or failed) on demand."""
+
+    def __init__(self, real):
+        self.real, self.down, self.fail_next, self.seeds = real, False, 0, []
+
+    def genres(self):
+        if self.down:
+            raise ComposerUnavailable("composer down")
+        return self.real.genres()
+
+    def compose(self, genre, **kwargs):
+        self.seeds.append(kwargs.get("seed"))
+        if self.fail_next:
+            self.fail_next -= 1
+            raise CompositionError("nearly silent")
+        return self.real.compose(genre, **kwargs)
+
+
+def test_a_composer_outage_keeps_new_mentions_for_the_next_tick(x):
+    composer = x.worker.composer = Composer(x.worker.composer)
+    composer.down = True
+    wanted = x.mention("2000", "@band folk")
+    assert x.worker.tick().stored == 0
+    assert rows(x) == [] and x.tweets == []  # not stored as failed, nobody answered
+    with x.worker.sessions() as session:
+        assert session.get(Cursor, ("twitter", "band")) is None  # the cursor stayed: read again next tick
+    composer.down = False
+    assert x.worker.tick().replied == 1
+    assert len(x.replies_to(wanted)) == 1
+
+
+def test_one_bad_mention_does_not_stop_the_others(x, monkeypatch):
+    monkeypatch.setitem(USERS, "4000", {"id": "4000", "username": "u" * 300, "name": "L", "description": "#nobot"})
+    x.mention("4000", "@band folk")  # an account name PostgreSQL would refuse in full
+    poison = x.mention("2000", "@band folk, the mention the database refuses")
+    fine = x.mention("2000", "@band help")
+    new_job = x.worker.new_job
+
+    def refused_by_the_database(session, mention, me):
+        job = new_job(session, mention, me)
+        if mention.id == poison:
+            job.parse_notes = [object()]  # fails at INSERT, as a too-long value fails on PostgreSQL
+        return job
+
+    monkeypatch.setattr(x.worker, "new_job", refused_by_the_database)
+    report = x.worker.tick()
+    assert report.replied == 1 and len(x.replies_to(fine)) == 1 and x.replies_to(poison) == []
+    stored = {r.mention_id: r for r in rows(x)}
+    assert stored[poison].state == State.FAILED and "could not be stored" in stored[poison].reason
+    assert max(len(r.requester_acct) for r in stored.values()) == 255
+    with x.worker.sessions() as session:
+        assert session.get(Cursor, ("twitter", "band")).last_id == fine  # the cursor moved past it
+
+
+def test_jobs_already_stored_run_when_reading_mentions_fails(x, monkeypatch):
+    wanted = x.mention("2000", "@band help")
+    x.worker.tick()
+    with x.worker.sessions.begin() as session:  # as if a retry were due now
+        row = session.scalars(select(MentionRequest)).one()
+        row.state, row.reply_id, row.reply_started_at = State.RECEIVED, None, None
+    x.tweets.clear()
+
+    def locked(*args):
+        raise OperationalError("UPDATE cursors", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(x.worker, "save_cursor", locked)
+    assert x.worker.tick().replied == 1
+    assert len(x.replies_to(wanted)) == 1
+
+
+def test_every_kind_of_reply_counts_against_the_per_account_limit(make_x):
+    x = make_x(bot_per_account_per_hour=2)
+    ids = [x.mention("2000", f"@band help {i}") for i in range(4)]
+    x.worker.tick()
+    assert [len(x.replies_to(i)) for i in ids] == [1, 1, 1, 0]
+    assert "limit" in x.replies_to(ids[2])[0]["text"]
+
+
+def test_a_reply_to_our_post_that_asks_for_nothing_gets_no_answer(x):
+    first = x.mention("2000", "@band folk")
+    x.worker.tick()
+    (ours,) = x.replies_to(first)
+    thanks = x.mention("2000", "@band thanks!", reply_to=ours["id"])
+    other_bot = x.mention("2000", "@band I did not understand. Reply help for commands.", reply_to=ours["id"])
+    assert x.worker.tick().replied == 0
+    assert x.replies_to(thanks) == [] and x.replies_to(other_bot) == [] and len(x.tweets) == 1
+    stored = {r.mention_id: r for r in rows(x)}
+    assert stored[thanks].state == State.SKIPPED and stored[other_bot].state == State.SKIPPED
+    more = x.mention("2000", "@band more please", reply_to=ours["id"])  # a request still gets its piece
+    assert x.worker.tick().replied == 1 and x.replies_to(more)[0]["media"]
+
+
+def test_a_job_taken_over_after_its_lease_ran_out_is_left_alone(x):
+    wanted = x.mention("2000", "@band folk")
+    composer = x.worker.composer
+    real = composer.compose
+
+    def slow_compose(genre, **kwargs):  # outlasts the lease; another worker takes the job meanwhile
+        piece = real(genre, **kwargs)
+        with x.worker.sessions.begin() as session:
+            row = session.scalars(select(MentionRequest)).one()
+            row.claimed_by, row.lease_until = "other-worker", datetime.now(UTC) + timedelta(minutes=15)
+        return piece
+
+    try:
+        composer.compose = slow_compose
+        report = x.worker.tick()
+    finally:
+        del composer.compose
+    assert report.replied == 0 and x.replies_to(wanted) == []
+    (row,) = rows(x)
+    assert row.claimed_by == "other-worker" and row.state == State.RECEIVED and row.composition_id is None
+
+
+def test_the_row_not_memory_says_whether_a_reply_may_be_out(x, monkeypatch):
+    wanted = x.mention("2000", "@band folk")
+    wait = x.platform.wait_for_media
+
+    def meanwhile_a_reply_went_out(media_id, timeout):  # e.g. a former life of this worker id posted it
+        wait(media_id, timeout)
+        x.platform.reply(wanted, "@alice here it is", visibility="public", idempotency_key="k")
+        with x.worker.sessions.begin() as session:
+            session.scalars(select(MentionRequest)).one().reply_started_at = datetime.now(UTC)
+
+    monkeypatch.setattr(x.platform, "wait_for_media", meanwhile_a_reply_went_out)
+    assert x.worker.tick().replied == 1
+    (reply,) = x.replies_to(wanted)
+    assert rows(x)[0].reply_id == reply["id"]
+
+
+def test_a_rate_limit_costs_no_attempt_and_waits_for_the_reset_itself(make_x):
+    x = make_x(bot_max_attempts=1)
+    x.mention("2000", "@band help")
+    reset = int(time.time()) + 7200
+    x.faults = [("/2/tweets", 429, {"x-rate-limit-reset": str(reset)})]
+    assert x.worker.tick().retried == 1
+    (row,) = rows(x)
+    assert row.state == State.RECEIVED and row.attempts == 0 and x.tweets == []
+    assert abs(row.next_attempt_at.timestamp() - reset) < 5
+
+
+def test_a_requesters_seed_is_never_replaced(x):
+    composer = x.worker.composer = Composer(x.worker.composer)
+    composer.fail_next = 1
+    wanted = x.mention("2000", "@band folk seed 42 - and which genres do you have?")
+    x.worker.tick()
+    assert composer.seeds == [42]  # not silently retried with another seed
+    (reply,) = x.replies_to(wanted)
+    assert "Sorry" in reply["text"]
+    composer.fail_next = 1
+    ours = x.mention("2000", "@band folk")
+    x.worker.tick()
+    assert len(composer.seeds) >= 3 and composer.seeds[1] != composer.seeds[2]  # a seed we picked may change
+    assert f"seed {composer.seeds[-1]}" in x.replies_to(ours)[0]["text"]
+
+
+def test_replies_are_tagged_english_whatever_the_mention(x, monkeypatch):
+    x.mention("2000", "@band folk bitte", lang="de")
+    languages = []
+    reply = x.platform.reply
+
+    def record(*args, **kwargs):
+        languages.append(kwargs.get("language"))
+        return reply(*args, **kwargs)
+
+    monkeypatch.setattr(x.platform, "reply", record)
+    assert x.worker.tick().replied == 1 and languages == ["en"]
+
+
+def test_find_reply_reads_every_page_of_our_tweets(x):
+    me = x.platform.start()
+    mention = x.mention("2000", "@band folk")
+    for i in range(150):  # our reply, then 149 more tweets of ours: the reply is on the second page
+        x.next_id += 1
+        target = mention if i == 0 else str(i)
+        ref = {"type": "replied_to", "id": target}
+        x.tweets.append({"id": str(x.next_id), "text": "hi", "reply": {"in_reply_to_tweet_id": target}, "ref": ref})
+    found = x.platform.find_reply(mention, me)
+    assert found is not None and found.id == x.replies_to(mention)[0]["id"]
+    pages = [q for path, q in x.queries if path.endswith("/tweets")]
+    assert len(pages) == 2 and pages[1]["pagination_token"]

@@ -40,6 +40,10 @@ class TransientError(PlatformError):
         self.retry_after = retry_after
 
 
+class RateLimited(TransientError):
+    """The platform's rate limit: wait until ``retry_after`` (the reset); not the request's fault, no attempt spent."""
+
+
 class PermanentError(PlatformError):
     """Retrying cannot help (the status is gone, the request is invalid)."""
 

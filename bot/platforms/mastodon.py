@@ -36,6 +36,7 @@ from bot.platforms.base import (
     Mention,
     PermanentError,
     Posted,
+    RateLimited,
     TransientError,
     id_key,
 )
@@ -88,7 +89,7 @@ class MastodonPlatform:
             except MastodonRatelimitError:
                 wait = self._until_reset()
                 if wait > self.max_rate_limit_wait:
-                    raise TransientError(f"{what}: rate limited for {wait:.0f} s", retry_after=wait) from None
+                    raise RateLimited(f"{what}: rate limited for {wait:.0f} s", retry_after=wait) from None
                 log.warning("%s: rate limited; waiting %.1f s for the reset", what, wait)
                 time.sleep(wait)
             except MastodonUnauthorizedError as exc:
@@ -104,7 +105,7 @@ class MastodonPlatform:
                 raise PermanentError(f"{what}: HTTP {status}: {_message(exc)}") from None
             except MastodonError as exc:
                 raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
-        raise TransientError(f"{what}: still rate limited after waiting", retry_after=self._until_reset())
+        raise RateLimited(f"{what}: still rate limited after waiting", retry_after=self._until_reset())
 
     def _until_reset(self) -> float:
         reset = getattr(self.api, "ratelimit_reset", None)
@@ -115,7 +116,7 @@ class MastodonPlatform:
         if remaining is not None and remaining <= 0:
             wait = self._until_reset()
             if wait > self.max_rate_limit_wait:
-                raise TransientError(f"{what}: no requests left for {wait:.0f} s", retry_after=wait)
+                raise RateLimited(f"{what}: no requests left for {wait:.0f} s", retry_after=wait)
             log.warning("%s: no requests left; waiting %.1f s for the reset", what, wait)
             time.sleep(wait)
             self.api.ratelimit_remaining = 1  # the reset has passed; the next answer says the truth

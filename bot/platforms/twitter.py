@@ -26,6 +26,7 @@ from bot.platforms.base import (
     Mention,
     PermanentError,
     Posted,
+    RateLimited,
     TransientError,
     id_key,
 )
@@ -36,6 +37,7 @@ T = TypeVar("T")
 TWEET_FIELDS = ["created_at", "conversation_id", "in_reply_to_user_id", "entities", "referenced_tweets", "lang"]
 USER_FIELDS = ["description", "name", "username", "url"]
 ALT_TEXT_LIMIT = 1000
+FIND_REPLY_PAGES = 32  # X keeps a timeline of 3,200 tweets: 32 pages of 100
 
 
 class TwitterPlatform:
@@ -73,7 +75,7 @@ class TwitterPlatform:
             except tweepy.TooManyRequests as exc:
                 wait = _reset_in(exc.response)
                 if wait > self.max_rate_limit_wait:
-                    raise TransientError(f"{what}: rate limited for {wait:.0f} s", retry_after=wait) from None
+                    raise RateLimited(f"{what}: rate limited for {wait:.0f} s", retry_after=wait) from None
                 log.warning("%s: rate limited; waiting %.1f s for the reset", what, wait)
                 time.sleep(wait)
             except tweepy.Unauthorized as exc:
@@ -86,7 +88,7 @@ class TwitterPlatform:
                 raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
             except tweepy.TweepyException as exc:
                 raise TransientError(f"{what}: {exc}") from None
-        raise TransientError(f"{what}: still rate limited after waiting", retry_after=self.max_rate_limit_wait)
+        raise RateLimited(f"{what}: still rate limited after waiting", retry_after=self.max_rate_limit_wait)
 
     def start(self) -> Identity:
         me = self.call("who am I", self.client.get_me, user_auth=True).data
@@ -152,20 +154,25 @@ class TwitterPlatform:
             time.sleep(min(float(info.get("check_after_secs", 1)), 10) * self.poll_interval)
 
     def find_reply(self, mention: Mention | str, me: Identity) -> Posted | None:
+        """Our tweets since the mention, every page (a busy bot posts more than 100 between two tries)."""
         mention_id = mention.id if isinstance(mention, Mention) else mention
-        page = self.call(
-            "our recent tweets",
-            self.client.get_users_tweets,
-            me.id,
-            since_id=mention_id,
-            max_results=100,
-            tweet_fields=["referenced_tweets"],
-            user_auth=True,
-        )
-        for tweet in page.data or []:
-            for ref in tweet.get("referenced_tweets") or []:
-                if ref.get("type") == "replied_to" and str(ref.get("id")) == mention_id:
-                    return Posted(str(tweet["id"]), f"https://x.com/{me.acct}/status/{tweet['id']}")
+        params: dict[str, Any] = {
+            "since_id": mention_id,
+            "max_results": 100,
+            "tweet_fields": ["referenced_tweets"],
+            "user_auth": True,
+        }
+        for _ in range(FIND_REPLY_PAGES):
+            page = self.call("our recent tweets", self.client.get_users_tweets, me.id, **params)
+            for tweet in page.data or []:
+                for ref in tweet.get("referenced_tweets") or []:
+                    if ref.get("type") == "replied_to" and str(ref.get("id")) == mention_id:
+                        return Posted(str(tweet["id"]), f"https://x.com/{me.acct}/status/{tweet['id']}")
+            token = (page.meta or {}).get("next_token")
+            if not token:
+                return None
+            params["pagination_token"] = token
+        log.warning("mention %s: no reply in %d pages of our tweets", mention_id, FIND_REPLY_PAGES)
         return None
 
     def reply(

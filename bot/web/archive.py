@@ -1,0 +1,316 @@
+"""Reading the archive for the public: which pieces are listed, in what order, and what of them may be shown.
+
+Everything the web shows goes through ``PieceView``, built here, so the privacy rule lives
+in one place: a piece asked for in a direct or followers-only mention is listed, but its
+request text, requester and links are dropped before anything reaches a template, feed or
+JSON answer. Lists use keyset pagination on (created_at, id), which the
+``ix_compositions_created`` index serves at any depth, where OFFSET would scan.
+
+Search by requester runs in two steps: the public handles that match (from a list the
+site caches for a minute, or one scan of the ``ix_requests_requester_acct`` index), then
+their pieces by that index. When a search matches many handles, walking the list
+newest-first finds a page of them at once instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from urllib.parse import urlsplit
+
+from sqlalchemy import Select, and_, false, or_, select
+from sqlalchemy.orm import Session
+
+from bot.db import Composition, MentionRequest
+
+PUBLIC_VISIBILITIES = frozenset({"public", "unlisted"})
+PAGE_SIZE = 20
+FEW_REQUESTERS = 50  # up to this many matching handles, look their pieces up by index
+MAX_PAGE_SIZE = 100
+ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+_REQUEST_COLUMNS = (
+    MentionRequest.visibility,
+    MentionRequest.plain_text,
+    MentionRequest.requester_acct,
+    MentionRequest.requester_display_name,
+    MentionRequest.requester_url,
+    MentionRequest.mention_url,
+    MentionRequest.reply_url,
+    MentionRequest.platform,
+    MentionRequest.bot_account,
+    MentionRequest.mentioned_at,
+    MentionRequest.replied_at,
+)
+
+
+class BadCursor(ValueError):
+    """A cursor that this archive did not hand out."""
+
+
+def safe_url(url: str | None) -> str | None:
+    """``url`` if it is a plain http(s) link, else None: a user's javascript: or data: URL never becomes a href."""
+    if not url:
+        return None
+    url = url.strip()
+    if any(c in url for c in "\x00\r\n\t<>\"'` "):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    return url if parts.scheme.lower() in ("http", "https") and parts.netloc else None
+
+
+def valid_id(piece_id: str) -> bool:
+    return 0 < len(piece_id) <= 64 and set(piece_id) <= ID_CHARS
+
+
+@dataclass(frozen=True)
+class PieceView:
+    """One piece as the public may see it (request fields are None unless the mention was public or unlisted)."""
+
+    id: str
+    genre: str
+    model_version: str
+    seed: int
+    temperature: float
+    top_p: float
+    seconds_requested: float
+    duration: float
+    notes: int
+    description: str | None
+    created_at: datetime
+    audio_ext: str | None
+    audio_path: str | None  # relative to MEDIA_DIR; for the server's own use, never shown
+    audio_mime: str | None
+    has_pianoroll: bool
+    parent_id: str | None
+    bot_account: str | None
+    shown: bool  # the request was public or unlisted
+    request_text: str | None = None
+    requester_acct: str | None = None
+    requester_name: str | None = None
+    requester_url: str | None = None
+    mention_url: str | None = None
+    reply_url: str | None = None
+    platform: str | None = None
+
+    @property
+    def cursor(self) -> str:
+        return encode_cursor(self.created_at, self.id)
+
+    def ask_again(self) -> str:
+        """What to post to get this piece again (same genre, seed and length; the mood is not recorded)."""
+        who = f"@{self.bot_account} " if self.bot_account else ""
+        return f"{who}{self.genre} seed {self.seed}, {self.seconds_requested:g} seconds"
+
+
+def piece_view(piece: Composition, request: object | None) -> PieceView:
+    """The public view of a piece; ``request`` is a row of ``_REQUEST_COLUMNS`` or None."""
+    visibility = getattr(request, "visibility", None)
+    shown = visibility in PUBLIC_VISIBILITIES
+    audio_ext = piece.audio_path.rsplit(".", 1)[-1].lower() if piece.audio_path and "." in piece.audio_path else None
+    base = dict(
+        id=piece.id,
+        genre=piece.genre,
+        model_version=piece.model_version,
+        seed=piece.seed,
+        temperature=piece.temperature,
+        top_p=piece.top_p,
+        seconds_requested=piece.seconds_requested,
+        duration=piece.duration,
+        notes=piece.notes,
+        description=piece.description,
+        created_at=piece.created_at,
+        audio_ext=audio_ext,
+        audio_path=piece.audio_path,
+        audio_mime=piece.audio_mime,
+        has_pianoroll=bool(piece.pianoroll_path),
+        parent_id=piece.parent_id,
+        bot_account=getattr(request, "bot_account", None) or None,
+        shown=shown,
+    )
+    if not shown:
+        return PieceView(**base)
+    return PieceView(
+        **base,
+        request_text=request.plain_text,
+        requester_acct=request.requester_acct,
+        requester_name=request.requester_display_name or None,
+        requester_url=safe_url(request.requester_url),
+        mention_url=safe_url(request.mention_url),
+        reply_url=safe_url(request.reply_url),
+        platform=request.platform,
+    )
+
+
+def encode_cursor(created_at: datetime, piece_id: str) -> str:
+    raw = f"{created_at.astimezone(UTC).isoformat()}|{piece_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, piece_id = raw.split("|", 1)
+        when = datetime.fromisoformat(stamp)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise BadCursor("malformed cursor") from exc
+    if when.tzinfo is None or not valid_id(piece_id):
+        raise BadCursor("malformed cursor")
+    return when, piece_id
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a list may be narrowed by; all optional."""
+
+    genre: str | None = None
+    model_version: str | None = None
+    since: date | None = None
+    until: date | None = None
+    requester: str | None = None
+
+    def normalized(self) -> Filters:
+        requester = (self.requester or "").strip().lstrip("@").strip()[:255] or None
+        return Filters(
+            (self.genre or "").strip()[:64] or None,
+            (self.model_version or "").strip()[:64] or None,
+            self.since,
+            self.until,
+            requester,
+        )
+
+    def params(self) -> dict[str, str]:
+        """The filters as query parameters (for links to the next page)."""
+        values = {
+            "genre": self.genre,
+            "model_version": self.model_version,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "requester": self.requester,
+        }
+        return {k: v for k, v in values.items() if v}
+
+
+def _listed() -> Select:
+    return (
+        select(Composition, *_REQUEST_COLUMNS)
+        .outerjoin(MentionRequest, MentionRequest.id == Composition.request_id)
+        .where(Composition.hidden == false(), Composition.audio_path.is_not(None))
+    )
+
+
+def _filtered(query: Select, filters: Filters, handles: list[str] | None = None) -> Select:
+    if filters.genre:
+        query = query.where(Composition.genre == filters.genre)
+    if filters.model_version:
+        query = query.where(Composition.model_version == filters.model_version)
+    if filters.since:
+        query = query.where(Composition.created_at >= datetime.combine(filters.since, time(), UTC))
+    if filters.until:
+        query = query.where(Composition.created_at < datetime.combine(filters.until + timedelta(days=1), time(), UTC))
+    if handles is not None:  # only requesters who asked in public can be found by name
+        public = MentionRequest.visibility.in_(sorted(PUBLIC_VISIBILITIES))
+        query = query.where(
+            Composition.request_id.in_(
+                select(MentionRequest.id).where(MentionRequest.requester_acct.in_(handles), public)
+            )
+        )
+    elif filters.requester:
+        query = query.where(MentionRequest.visibility.in_(sorted(PUBLIC_VISIBILITIES)), _handle_like(filters.requester))
+    return query
+
+
+def _handle_like(text: str):
+    return MentionRequest.requester_acct.ilike(f"%{_escape_like(text)}%", escape="\\")
+
+
+def public_handles(session: Session) -> list[str]:
+    """Every handle that asked in a public or unlisted mention (the searchable requesters)."""
+    query = select(MentionRequest.requester_acct).where(MentionRequest.visibility.in_(sorted(PUBLIC_VISIBILITIES)))
+    return sorted(set(session.scalars(query.distinct())))
+
+
+def matching_handles(session: Session, text: str, known: list[str] | None = None) -> list[str] | None:
+    """The public requesters' handles containing ``text``; None when there are more than FEW_REQUESTERS."""
+    if known is not None:
+        needle = text.lower()
+        found = [h for h in known if needle in h.lower()]
+        return found if len(found) <= FEW_REQUESTERS else None
+    query = (
+        select(MentionRequest.requester_acct)
+        .where(MentionRequest.visibility.in_(sorted(PUBLIC_VISIBILITIES)), _handle_like(text))
+        .distinct()
+        .limit(FEW_REQUESTERS + 1)
+    )
+    handles = list(session.scalars(query))
+    return handles if len(handles) <= FEW_REQUESTERS else None
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_query(filters: Filters, cursor: str | None, limit: int, handles: list[str] | None = None) -> Select:
+    """Newest first, strictly after ``cursor``; one extra row tells whether there is a next page."""
+    query = _filtered(_listed(), filters.normalized(), handles)
+    if cursor:
+        when, piece_id = decode_cursor(cursor)
+        # created_at <= c first, so both backends bound the index scan; the OR breaks ties by id.
+        query = query.where(
+            Composition.created_at <= when,
+            or_(Composition.created_at < when, and_(Composition.created_at == when, Composition.id < piece_id)),
+        )
+    return query.order_by(Composition.created_at.desc(), Composition.id.desc()).limit(limit + 1)
+
+
+@dataclass(frozen=True)
+class Page:
+    pieces: list[PieceView]
+    next_cursor: str | None
+
+
+def list_pieces(
+    session: Session,
+    filters: Filters,
+    cursor: str | None = None,
+    limit: int = PAGE_SIZE,
+    known_handles: Callable[[], list[str]] | None = None,
+) -> Page:
+    """A page of pieces; ``known_handles`` gives the (cached) public handles for a search by requester."""
+    limit = max(1, min(limit, MAX_PAGE_SIZE))
+    filters = filters.normalized()
+    handles = None
+    if filters.requester:
+        handles = matching_handles(session, filters.requester, known_handles() if known_handles else None)
+    if handles == []:
+        return Page([], None)
+    rows = session.execute(list_query(filters, cursor, limit, handles)).all()
+    views = [piece_view(row[0], row) for row in rows[:limit]]
+    return Page(views, views[-1].cursor if len(rows) > limit else None)
+
+
+def get_piece(session: Session, piece_id: str) -> PieceView | None:
+    """One listed piece; None for unknown, hidden or unfinished pieces."""
+    if not valid_id(piece_id):
+        return None
+    row = session.execute(_listed().where(Composition.id == piece_id)).first()
+    return piece_view(row[0], row) if row else None
+
+
+def listed_composition(session: Session, piece_id: str) -> Composition | None:
+    """The row behind a listed piece (for its media files)."""
+    if not valid_id(piece_id):
+        return None
+    piece = session.get(Composition, piece_id)
+    return piece if piece is not None and not piece.hidden and piece.audio_path else None
+
+
+def archive_genres(session: Session) -> list[str]:
+    query = select(Composition.genre).where(Composition.hidden == false()).distinct().order_by(Composition.genre)
+    return list(session.scalars(query))

@@ -1,0 +1,103 @@
+"""Operators' takedown over HTTP on SQLite and PostgreSQL: the token is required, hidden pieces vanish everywhere."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from bot.db import Composition, MentionRequest, make_engine, session_factory
+from tests.bot_helpers import postgres_schema
+from tests.web_helpers import ADMIN_TOKEN, default_pieces, fill_archive, live_server, web_settings
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    else:
+        with postgres_schema() as url:
+            yield url
+
+
+@pytest.fixture
+def archive(database_url, tmp_path, tmp_path_factory):
+    pieces = fill_archive(database_url, tmp_path / "media", default_pieces()[:4], tmp_path_factory.getbasetemp() / "s")
+    with live_server(web_settings(database_url, tmp_path / "media")) as base, httpx.Client(base_url=base) as client:
+        yield client, pieces, database_url, tmp_path / "media"
+
+
+def visible_everywhere(client: httpx.Client, piece_id: str) -> dict[str, bool]:
+    return {
+        "list": piece_id in client.get("/").text,
+        "page": client.get(f"/pieces/{piece_id}").status_code == 200,
+        "api list": piece_id in client.get("/api/v1/pieces").text,
+        "api piece": client.get(f"/api/v1/pieces/{piece_id}").status_code == 200,
+        "rss": piece_id in client.get("/feed.rss").text,
+        "atom": piece_id in client.get("/feed.atom").text,
+        "audio": client.get(f"/media/{piece_id}.mp3").status_code == 200,
+        "midi": client.get(f"/media/{piece_id}.mid").status_code == 200,
+    }
+
+
+def test_actions_refuse_a_missing_or_wrong_token(archive):
+    client, pieces, _, _ = archive
+    piece_id = pieces[0].id
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": ADMIN_TOKEN},
+        {"Authorization": "Basic x"},
+    ):
+        assert client.post(f"/api/v1/admin/pieces/{piece_id}/hide", headers=headers).status_code == 401
+        assert client.delete(f"/api/v1/admin/pieces/{piece_id}", headers=headers).status_code == 401
+    wrong_case = {"Authorization": f"Bearer {ADMIN_TOKEN.upper()}"}
+    assert client.post(f"/api/v1/admin/pieces/{piece_id}/hide", headers=wrong_case).status_code == 401
+    assert client.get(f"/api/v1/admin/pieces/{piece_id}/hide", headers=AUTH).status_code == 405
+    assert all(visible_everywhere(client, piece_id).values())
+
+
+def test_no_configured_token_means_no_actions(database_url, tmp_path, tmp_path_factory):
+    pieces = fill_archive(database_url, tmp_path / "media", default_pieces()[:1], tmp_path_factory.getbasetemp() / "s")
+    settings = web_settings(database_url, tmp_path / "media", archive_admin_token=None)
+    with live_server(settings) as base:
+        for token in ("x", "None", ADMIN_TOKEN):
+            answer = httpx.post(
+                f"{base}/api/v1/admin/pieces/{pieces[0].id}/hide", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert answer.status_code == 401
+
+
+def test_hide_makes_a_piece_vanish_and_unhide_brings_it_back(archive):
+    client, pieces, _, _ = archive
+    piece_id = pieces[1].id
+    assert all(visible_everywhere(client, piece_id).values())
+    answer = client.post(f"/api/v1/admin/pieces/{piece_id}/hide", headers=AUTH)
+    assert answer.status_code == 200 and answer.json() == {"id": piece_id, "hidden": True}
+    assert not any(visible_everywhere(client, piece_id).values())
+    assert client.get(f"/pieces/{piece_id}").status_code == 404
+    assert all(visible_everywhere(client, pieces[0].id).values())  # the others stay
+    assert client.post(f"/api/v1/admin/pieces/{piece_id}/unhide", headers=AUTH).status_code == 200
+    assert all(visible_everywhere(client, piece_id).values())
+    assert client.post("/api/v1/admin/pieces/nope0000/hide", headers=AUTH).status_code == 404
+    assert client.post("/api/v1/admin/pieces/..%2F..%2Fx/hide", headers=AUTH).status_code == 404
+
+
+def test_delete_removes_the_row_and_its_files_and_keeps_the_request(archive):
+    client, pieces, url, media = archive
+    piece_id = pieces[2].id
+    files = sorted(p.name for p in media.rglob(f"{piece_id}.*"))
+    assert files == [f"{piece_id}.mid", f"{piece_id}.mp3", f"{piece_id}.png"]
+    answer = client.delete(f"/api/v1/admin/pieces/{piece_id}", headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["files_removed"] == 3
+    assert not list(media.rglob(f"{piece_id}.*"))
+    assert not any(visible_everywhere(client, piece_id).values())
+    assert client.delete(f"/api/v1/admin/pieces/{piece_id}", headers=AUTH).status_code == 404
+    engine = make_engine(url)
+    with session_factory(engine)() as session:
+        assert session.get(Composition, piece_id) is None
+        request = session.scalars(select(MentionRequest).where(MentionRequest.mention_id == "1002")).one()
+        assert request.composition_id is None and request.reply_id == "9002"  # the bot never answers it again
+    engine.dispose()
