@@ -72,7 +72,7 @@ def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return idx.clamp_(max=probs.shape[-1] - 1)
 
 
-ENGINES = ("auto", "fp16", "int8", "fused", "naive")
+ENGINES = ("auto", "fp16", "int8", "int8w", "fused", "naive")
 
 
 class Composer:
@@ -104,7 +104,7 @@ class Composer:
         if engine == "auto":
             engine = "fp16" if self.device.type == "cpu" and quantization_available() else "fused"
         self.engine = engine
-        weights = {"fused": "fp32", "fp16": "fp16", "int8": "int8"}.get(engine)
+        weights = {"fused": "fp32", "fp16": "fp16", "int8": "int8", "int8w": "int8w"}.get(engine)
         self.fused = FusedLSTM(self.model, weights) if weights else None
 
     @classmethod

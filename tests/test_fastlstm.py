@@ -34,7 +34,7 @@ def test_fused_fp32_matches_nn_lstm(model):
 
 
 @needs_fbgemm
-@pytest.mark.parametrize(("weights", "tolerance"), [("fp16", 5e-3), ("int8", 0.05)])
+@pytest.mark.parametrize(("weights", "tolerance"), [("fp16", 5e-3), ("int8", 0.05), ("int8w", 0.05)])
 def test_packed_weights_stay_close(model, weights: str, tolerance: float):
     tokens = torch.randint(0, 391, (3, 40))
     with torch.no_grad():
@@ -44,7 +44,7 @@ def test_packed_weights_stay_close(model, weights: str, tolerance: float):
     assert not torch.equal(packed, reference)
 
 
-@pytest.mark.parametrize("weights", ["fp32", pytest.param("fp16", marks=needs_fbgemm)])
+@pytest.mark.parametrize("weights", ["fp32", "int8w", pytest.param("fp16", marks=needs_fbgemm)])
 def test_a_row_is_computed_the_same_alone_or_in_any_batch(weights: str):
     torch.manual_seed(1)
     big = PerformanceRNN(ModelConfig(embed_dim=64, hidden_size=256, num_layers=3)).eval()

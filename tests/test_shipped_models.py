@@ -48,6 +48,8 @@ def test_int8_sampling_engine_keeps_the_nll_within_001(genre: str = "folk"):
     int8_total, int8_count = stepwise_nll(FusedLSTM(composer.model, "int8"), sequences)
     assert ref_count == int8_count > 1000
     assert abs(int8_total / int8_count - ref_total / ref_count) < 0.01
+    int8w_total, _ = stepwise_nll(FusedLSTM(composer.model, "int8w"), sequences)
+    assert abs(int8w_total - ref_total) / ref_count < 0.01
     fp32_total, _ = stepwise_nll(FusedLSTM(composer.model), sequences)
     assert abs(fp32_total - ref_total) / ref_count < 1e-4
     assert np.isfinite(ref_total)
