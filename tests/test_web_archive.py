@@ -266,3 +266,24 @@ def test_genres_and_stats_pages(archive):
     for page in ("/", "/genres", "/stats", f"/pieces/{pieces[0].id}"):
         body = client.get(page).text
         assert not re.search(r'(src|href)="(https?:)?//', body.split("<main>")[0])  # nothing from a CDN
+
+
+def test_extreme_dates_forged_cursors_and_nul_bytes_are_never_a_server_error(archive):
+    import base64
+
+    client, _ = archive
+    forged = base64.urlsafe_b64encode(b"0001-01-01T00:00:00+01:00|abc").decode().rstrip("=")
+    for path in ("/", "/api/v1/pieces"):
+        for params in (
+            {"until": "9999-12-31"},
+            {"since": "0001-01-01"},
+            {"cursor": forged},
+            {"genre": "\x00"},
+            {"requester": "a\x00b"},
+            {"model_version": "\x00v1"},
+        ):
+            answer = client.get(path, params=params)
+            assert answer.status_code < 500, (path, params, answer.status_code)
+    assert client.get("/", params={"until": "9999-12-31"}).status_code == 200
+    assert client.get("/api/v1/pieces", params={"cursor": forged}).status_code in (400, 422)
+    assert client.get("/genres/%00/feed.rss").status_code < 500

@@ -158,10 +158,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, piece_id = raw.split("|", 1)
         when = datetime.fromisoformat(stamp)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        if when.tzinfo is None or not valid_id(piece_id):
+            raise BadCursor("malformed cursor")
+        when = when.astimezone(UTC)  # near datetime's limits this overflows: a forged cursor
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise BadCursor("malformed cursor") from exc
-    if when.tzinfo is None or not valid_id(piece_id):
-        raise BadCursor("malformed cursor")
     return when, piece_id
 
 
@@ -176,10 +177,14 @@ class Filters:
     requester: str | None = None
 
     def normalized(self) -> Filters:
-        requester = (self.requester or "").strip().lstrip("@").strip()[:255] or None
+        def clean(text: str | None, limit: int) -> str | None:
+            # NUL cannot be stored in PostgreSQL text, so it can match nothing: drop it.
+            return (text or "").replace("\x00", "").strip()[:limit] or None
+
+        requester = clean((self.requester or "").strip().lstrip("@"), 255)
         return Filters(
-            (self.genre or "").strip()[:64] or None,
-            (self.model_version or "").strip()[:64] or None,
+            clean(self.genre, 64),
+            clean(self.model_version, 64),
             self.since,
             self.until,
             requester,
@@ -212,7 +217,7 @@ def _filtered(query: Select, filters: Filters, handles: list[str] | None = None)
         query = query.where(Composition.model_version == filters.model_version)
     if filters.since:
         query = query.where(Composition.created_at >= datetime.combine(filters.since, time(), UTC))
-    if filters.until:
+    if filters.until and filters.until < date.max:  # until the last representable day: no upper bound
         query = query.where(Composition.created_at < datetime.combine(filters.until + timedelta(days=1), time(), UTC))
     if handles is not None:  # only requesters who asked in public can be found by name
         public = MentionRequest.visibility.in_(sorted(PUBLIC_VISIBILITIES))
@@ -312,5 +317,10 @@ def listed_composition(session: Session, piece_id: str) -> Composition | None:
 
 
 def archive_genres(session: Session) -> list[str]:
-    query = select(Composition.genre).where(Composition.hidden == false()).distinct().order_by(Composition.genre)
+    query = (
+        select(Composition.genre)
+        .where(Composition.hidden == false(), Composition.audio_path.is_not(None))
+        .distinct()
+        .order_by(Composition.genre)
+    )
     return list(session.scalars(query))

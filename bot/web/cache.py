@@ -23,6 +23,8 @@ class TTLCache:
                 return hit[1]
         value = make()
         with self._lock:
+            # Keys may carry a timestamp (plots of one stats snapshot): drop expired ones so they cannot pile up.
+            self._items = {k: v for k, v in self._items.items() if v[0] > now}
             self._items[key] = (now + self.seconds, value)
         return value
 

@@ -46,7 +46,7 @@ def media_file(name: str, site: Site = Depends(site_of)) -> FileResponse:
         raise HTTPException(404, "no such file") from None
     if not path.is_file():
         raise HTTPException(404, "no such file")
-    headers = {"Cache-Control": "public, max-age=86400"}
+    headers = {"Cache-Control": "public, max-age=300"}  # short: a takedown must reach caches soon
     if ext == "mid":
         return FileResponse(path, media_type=mime, headers=headers, filename=f"band-{piece_id}.mid")
     return FileResponse(path, media_type=mime, headers=headers)
