@@ -277,12 +277,12 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line."),
 ) -> None:
     """Mean negative log-likelihood (nats per event) of a model on MIDI files."""
+    from composer.config import pick_device
     from composer.evaluate import evaluate_files, validation_nll
     from composer.genres import UnknownGenreError, load_genre
     from composer.model import load_model
     from composer.registry import NoModelError
     from composer.registry import model_dir as find_model
-    from composer.train import pick_device
 
     cfg = settings()
     dev = pick_device(device or cfg.device)
@@ -335,12 +335,12 @@ def sample(
     import time
 
     from composer import events
+    from composer.config import pick_device
     from composer.genres import UnknownGenreError, load_genre
     from composer.midi import MidiError, load_notes, save_notes
     from composer.registry import NoModelError
     from composer.registry import model_dir as find_model
     from composer.sample import MAX_SECONDS, Composer, SampleRequest, piece_notes, primer_tokens
-    from composer.train import pick_device
 
     started = time.perf_counter()
     if not 0 < seconds <= MAX_SECONDS:
@@ -486,10 +486,10 @@ def bench(
     import torch
 
     from composer.bench import run_bench
+    from composer.config import pick_device
     from composer.genres import UnknownGenreError, load_genre
     from composer.registry import NoModelError
     from composer.registry import model_dir as find_model
-    from composer.train import pick_device
 
     if threads:
         torch.set_num_threads(threads)

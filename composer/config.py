@@ -39,3 +39,12 @@ class ComposerSettings(BaseSettings):
 @lru_cache(maxsize=1)
 def settings() -> ComposerSettings:
     return ComposerSettings()
+
+
+def pick_device(name: str = "auto"):
+    """A torch device from a setting: ``auto`` (or empty) is CUDA when present, else the CPU."""
+    import torch  # here, so reading settings does not load torch
+
+    if name in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from composer.config import pick_device
 from composer.registry import CURRENT_FILE, current_version, genre_dir
 from composer.registry import model_dir as find_model_dir
 from composer.sample import Composer
@@ -19,13 +20,6 @@ SERVING_ENGINE = "auto"
 """fp16 weights on x86 CPUs, float32 elsewhere: both batch-invariant, so a seed replayed
 alone gives the piece it gave in a batch. Not ``int8``, whose activations share one scale
 per batch (see composer.fastlstm)."""
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when present (float32 there too), else the CPU."""
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)

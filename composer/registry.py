@@ -50,6 +50,13 @@ def model_dir(genre: str, version: str | None = None, models_dir: Path | None = 
     return path
 
 
+def _write_current(root: Path, version: str) -> None:
+    """Point CURRENT at ``version`` atomically: a reader sees the old or the new name, never half."""
+    tmp = root / f".{CURRENT_FILE}.tmp"
+    tmp.write_text(version + "\n")
+    tmp.replace(root / CURRENT_FILE)
+
+
 def set_current(genre: str, version: str, models_dir: Path | None = None) -> None:
     """Point CURRENT at ``version``, remembering the previous one for rollback."""
     root = genre_dir(genre, models_dir)
@@ -57,9 +64,7 @@ def set_current(genre: str, version: str, models_dir: Path | None = None) -> Non
     if previous and previous != version:
         with (root / HISTORY_FILE).open("a") as fh:
             fh.write(previous + "\n")
-    tmp = root / f".{CURRENT_FILE}.tmp"
-    tmp.write_text(version + "\n")
-    tmp.replace(root / CURRENT_FILE)
+    _write_current(root, version)
 
 
 def publish(
@@ -83,9 +88,7 @@ def rollback(genre: str, models_dir: Path | None = None) -> str:
     if not history:
         raise NoModelError(f"genre {genre!r} has no earlier version to roll back to")
     previous = history.pop()
-    tmp = root / f".{CURRENT_FILE}.tmp"
-    tmp.write_text(previous + "\n")
-    tmp.replace(root / CURRENT_FILE)
+    _write_current(root, previous)
     history_file.write_text("".join(v + "\n" for v in history))
     return previous
 

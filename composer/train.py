@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from composer import events
+from composer.config import pick_device
 from composer.data import CropSampler, TokenBundle
 from composer.evaluate import sequences_nll
 from composer.genres import Genre
@@ -85,12 +86,6 @@ def use_bf16(precision: str, device: torch.device) -> bool:
         return True
     # oneDNN runs bf16 LSTMs on AMX/AVX512-BF16 at over twice the float32 speed; elsewhere it would be slower.
     return device.type == "cpu" and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class _Distributed:
