@@ -131,6 +131,20 @@ def run() -> None:
 
 
 @app.command()
+def demo(
+    data_dir: Path = typer.Option(Path("var/demo"), help="where the demo keeps its server, archive and logs"),
+    mastodon_port: int = typer.Option(3000, min=1, max=65535, help="port of the local Mastodon server"),
+    web_port: int = typer.Option(8000, min=1, max=65535, help="port of the archive web"),
+    exit_after_reply: bool = typer.Option(False, help="stop once the sample mention is answered (for CI)"),
+    prompt: bool = typer.Option(None, help="read requests to post from stdin (default: when it is a terminal)"),
+) -> None:
+    """Run everything on this machine: a local Mastodon server, the bot, the archive web; then mention the bot."""
+    from bot.demo import run as run_demo
+
+    raise typer.Exit(run_demo(data_dir.resolve(), mastodon_port, web_port, exit_after_reply, prompt))
+
+
+@app.command()
 def bench(
     mentions: int = typer.Option(200, min=1),
     accounts: int = typer.Option(50, min=1),

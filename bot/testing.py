@@ -1,7 +1,4 @@
-"""A real mastodon_mock server in its own process, for the bot's tests and its load benchmark.
-
-Needs the ``mastodon_mock`` package (a development dependency): ``pip install -e .[dev]``.
-"""
+"""A real mastodon_mock server in its own process, for the bot's tests, its load benchmark and the demo."""
 
 from __future__ import annotations
 
@@ -43,10 +40,19 @@ def _toml_string(value: str) -> str:
 class MockMastodon:
     """``python -m mastodon_mock serve`` in its own process, seeded with the accounts above."""
 
-    def __init__(self, workdir: Path, accounts: Sequence[tuple[str, str, str, bool]] = ()):
+    def __init__(
+        self,
+        workdir: Path,
+        accounts: Sequence[tuple[str, str, str, bool]] = (),
+        port: int | None = None,
+        persistent: bool = False,
+    ):
+        """``persistent`` keeps the server's state in ``workdir`` across restarts (the demo's);
+        a persistent server needs a fixed ``port``, since its stored URLs carry it."""
         self.workdir = workdir
         self.accounts = list(accounts) or ACCOUNTS
-        self.port = free_port()
+        self.port = port or free_port()
+        self.persistent = persistent
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
@@ -57,7 +63,7 @@ class MockMastodon:
             'url_scheme = "http"',
             f"media_storage_path = {_toml_string(str(self.workdir / 'media'))}",
             "[database]",
-            'path = ":memory:"',
+            f"path = {_toml_string(str(self.workdir / 'mastodon.sqlite3') if self.persistent else ':memory:')}",
         ]
         for name, display, note, bot in self.accounts:
             lines += [
@@ -73,11 +79,13 @@ class MockMastodon:
         log = open(self.workdir / "mock.log", "wb")  # noqa: SIM115 - kept open for the process's life
         self.process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "mastodon_mock", "serve", "--config", str(config), "--in-memory"),
+                *(sys.executable, "-m", "mastodon_mock", "serve", "--config", str(config)),
+                *(() if self.persistent else ("--in-memory",)),
                 *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C meant for the demo must not kill the server before the bot is done
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
