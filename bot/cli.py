@@ -134,7 +134,7 @@ def run() -> None:
 def demo(
     data_dir: Path = typer.Option(Path("var/demo"), help="where the demo keeps its server, archive and logs"),
     mastodon_port: int = typer.Option(3000, min=1, max=65535, help="port of the local Mastodon server"),
-    web_port: int = typer.Option(8000, min=1, max=65535, help="port of the archive web"),
+    web_port: int = typer.Option(8080, min=1, max=65535, help="port of the archive web"),
     exit_after_reply: bool = typer.Option(False, help="stop once the sample mention is answered (for CI)"),
     prompt: bool = typer.Option(None, help="read requests to post from stdin (default: when it is a terminal)"),
 ) -> None:
@@ -163,7 +163,7 @@ def bench(
 @app.command()
 def web(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    port: int = typer.Option(8000, min=1, max=65535),
+    port: int = typer.Option(8080, min=1, max=65535),
 ) -> None:
     """Serve the archive on the web: pages, feeds, media and the JSON API (docs at /api/v1/docs)."""
     import uvicorn

@@ -45,7 +45,7 @@ class BotSettings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default a SQLite file in BOT_DATA_DIR")
     media_dir: Path | None = Field(default=None, description="MIDI, audio and piano rolls; default BOT_DATA_DIR/media")
     composer_url: str | None = Field(default=None, description="composer service; unset = compose in-process")
-    archive_base_url: str = "http://localhost:8000"
+    archive_base_url: str = "http://localhost:8080"
     archive_admin_token: SecretStr | None = Field(default=None, description="operators' token to hide or delete pieces")
 
     bot_worker_id: str = Field(default_factory=lambda: default_worker_id(), min_length=1, max_length=128)

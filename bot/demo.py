@@ -67,7 +67,7 @@ class Child:
 class Demo:
     data_dir: Path
     mastodon_port: int = 3000
-    web_port: int = 8000
+    web_port: int = 8080
     interval_seconds: float = 2.0
     say: Callable[..., None] = print
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -281,7 +281,7 @@ def read_requests(stream: IO[str], demo: Demo, stop: threading.Event) -> None:
 def run(
     data_dir: Path,
     mastodon_port: int = 3000,
-    web_port: int = 8000,
+    web_port: int = 8080,
     exit_after_reply: bool = False,
     interactive: bool | None = None,
     say: Callable[..., None] = print,

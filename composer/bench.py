@@ -58,7 +58,7 @@ def run_bench(directory: Path, device: torch.device, steps: int = 400, batch_siz
     result["speedup_vs_naive"] = result["single_events_per_s"] / result["naive_single_events_per_s"]
     result["batch64_events_per_s"] = events_per_second(fast, 64, max(50, steps // 4))
     if device.type == "cpu":
-        for engine in ("fused", "int8"):
+        for engine in ("fp16", "int8w", "fused"):
             if engine != fast.engine:
                 other = Composer(model, card, device, engine=engine)
                 result[f"{engine}_single_events_per_s"] = events_per_second(other, 1, steps)

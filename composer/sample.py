@@ -79,10 +79,10 @@ class Composer:
     """A loaded genre model that samples pieces; reuse it, loading is the slow part.
 
     ``engine`` picks how each step runs (see ``composer.fastlstm``): ``fused`` (float32),
-    ``fp16`` (fbgemm fp16 weights, x86 CPUs), ``int8`` (fastest alone, but a piece then
-    depends on its batch), ``naive`` (``nn.LSTM`` one step at a time, the reference), or
-    ``auto``: fp16 on a CPU that has fbgemm, fused elsewhere. Every engine but int8
-    gives a seed the same piece whether it is sampled alone or in any batch.
+    ``fp16`` (fbgemm fp16 weights, x86 CPUs), ``int8`` (fbgemm int8, x86 CPUs, the fastest),
+    ``int8w`` (int8 weights, bf16 activations), ``naive`` (``nn.LSTM`` one step at a time,
+    the reference), or ``auto``: int8 on a CPU that has fbgemm, fused elsewhere (CUDA).
+    Every engine gives a seed the same piece whether it is sampled alone or in any batch.
     """
 
     def __init__(
@@ -102,7 +102,7 @@ class Composer:
         self.model = model.to(self.device).eval()
         self.card = card or {}
         if engine == "auto":
-            engine = "fp16" if self.device.type == "cpu" and quantization_available() else "fused"
+            engine = "int8" if self.device.type == "cpu" and quantization_available() else "fused"
         self.engine = engine
         weights = {"fused": "fp32", "fp16": "fp16", "int8": "int8", "int8w": "int8w"}.get(engine)
         self.fused = FusedLSTM(self.model, weights) if weights else None

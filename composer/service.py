@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from composer.batching import QueueFull, WorkerPool
+from composer.batching import Job, QueueFull, WorkerPool
 from composer.catalog import GENRE_PATTERN, genre_catalog
 from composer.composition import (
     DEFAULT_PRIMER_SECONDS,
@@ -65,6 +65,7 @@ class GenreOut(BaseModel):
     name: str = Field(description="The genre's name, as compositions ask for it.")
     description: str = Field("", description="From the genre's manifest.")
     license: str = Field("", description="License of the corpus the model learned from.")
+    aliases: list[str] = Field(default_factory=list, description="Words people use for the genre (its manifest's).")
     current_version: str | None = Field(description="The model version compositions use; null: none trained yet.")
     versions: list[str] = Field(description="Every model version on disk.")
     card: dict[str, Any] | None = Field(description="The current model's card: size, training, validation NLL.")
@@ -114,6 +115,59 @@ ERRORS = {
 }
 
 
+class CountRequests:
+    """Requests by route and status, and their latency. Plain ASGI rather than ``@app.middleware``,
+    whose wrapped ``receive`` hides a client's disconnect from the handler."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+class ClientGone(Exception):
+    """The client hung up before its piece was finished."""
+
+
+async def until_done_or_gone(job: Job, request: Request, timeout: float, poll_s: float = 0.25) -> Any:
+    """The job's result; ClientGone as soon as the client disconnects, TimeoutError after ``timeout``.
+
+    Neither uvicorn nor Starlette cancels a handler when its client leaves, so a piece nobody
+    waits for would hold its place in the batch to the end; asking every ``poll_s`` frees it.
+    """
+    future = asyncio.wrap_future(job.future)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            future.cancel()
+            raise TimeoutError
+        done, _ = await asyncio.wait({future}, timeout=min(poll_s, remaining))
+        if done:
+            return future.result()
+        if await request.is_disconnected():
+            future.cancel()
+            raise ClientGone
+
+
 def create_app(
     cfg: ComposerSettings | None = None,
     *,
@@ -129,9 +183,8 @@ def create_app(
 ) -> FastAPI:
     """The service app; models load at startup in the workers' threads (GET /healthz says when).
 
-    ``max_batch=1`` turns batching off. ``engine`` ``fused`` (float32) keeps pieces
-    independent of their batch; ``int8`` is faster on a CPU but a seed then replays only
-    approximately.
+    ``max_batch=1`` turns batching off. Every ``engine`` keeps a piece independent of its
+    batch, so a seed replays exactly.
     """
     cfg = cfg or settings()
     models_dir = models_dir or cfg.models_dir
@@ -170,18 +223,7 @@ def create_app(
     )
     app.state.pool, app.state.metrics = pool, metrics
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.requests.labels(route, str(status)).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - started)
+    app.add_middleware(CountRequests, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -205,7 +247,7 @@ def create_app(
         responses=ERRORS,
         summary="Compose a new piece",
     )
-    async def compose(body: CompositionIn) -> CompositionOut:
+    async def compose(body: CompositionIn, http_request: Request) -> CompositionOut:
         seed = new_seed() if body.seed is None else body.seed
         try:
             worker = pool.worker(body.genre)
@@ -219,7 +261,7 @@ def create_app(
         except CompositionError as exc:
             raise HTTPException(exc.status, exc.message) from None
         try:
-            sampled = await asyncio.wait_for(asyncio.wrap_future(job.future), request_timeout_s)
+            sampled = await until_done_or_gone(job, http_request, request_timeout_s)
             piece = await run_in_threadpool(
                 assemble, body.genre, sampled.model_version, request, sampled.tokens, body.audio_format
             )
@@ -230,7 +272,10 @@ def create_app(
             ) from None
         except CompositionError as exc:
             raise HTTPException(exc.status, exc.message) from None
-        except asyncio.CancelledError:  # the client went away
+        except ClientGone:  # free its place in the batch; 499 (nginx's "client closed request") for the metrics
+            worker.cancel(job)
+            raise HTTPException(499, "the client closed the connection") from None
+        except asyncio.CancelledError:
             worker.cancel(job)
             raise
         return CompositionOut(

@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +101,9 @@ class _Distributed:
                 local = int(os.environ.get("LOCAL_RANK", "0"))
                 torch.cuda.set_device(local)
                 self.device = torch.device("cuda", local)
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            # Rank 0 validates whole pieces while the others wait in a collective: give it an hour,
+            # not NCCL's default ten minutes.
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo", timeout=timedelta(hours=1))
 
     @property
     def main(self) -> bool:

@@ -44,7 +44,9 @@ def test_packed_weights_stay_close(model, weights: str, tolerance: float):
     assert not torch.equal(packed, reference)
 
 
-@pytest.mark.parametrize("weights", ["fp32", "int8w", pytest.param("fp16", marks=needs_fbgemm)])
+@pytest.mark.parametrize(
+    "weights", ["fp32", "int8w", pytest.param("fp16", marks=needs_fbgemm), pytest.param("int8", marks=needs_fbgemm)]
+)
 def test_a_row_is_computed_the_same_alone_or_in_any_batch(weights: str):
     torch.manual_seed(1)
     big = PerformanceRNN(ModelConfig(embed_dim=64, hidden_size=256, num_layers=3)).eval()

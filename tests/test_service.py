@@ -109,6 +109,7 @@ def test_genres_lists_models_versions_and_cards(url: str):
     assert folk["current_version"] == "v1" and folk["versions"] == ["v1"] and folk["loaded"]
     assert folk["card"]["config"]["hidden_size"] == 32 and folk["license"]
     assert all(g["current_version"] is None for name, g in genres.items() if name != "folk")
+    assert folk["aliases"] == [] and "bach" in genres["chorale"]["aliases"]  # words from the manifests
 
 
 def test_composes_a_piece_of_the_asked_genre_and_length(url: str):
@@ -286,6 +287,7 @@ def test_http_and_local_clients_agree(url: str, models: Path):
     local = LocalComposerClient(models_dir=models)
     with HttpComposerClient(url) as remote:
         assert [g.current_version for g in remote.genres()] == [g.current_version for g in local.genres()]
+        assert [g.aliases for g in remote.genres()] == [g.aliases for g in local.genres()]
         primer = midi_bytes([events.Note(67, 70, 0.0, 0.4)])
         over_http = remote.compose("folk", 8, temperature=0.9, seed=77, primer_midi=primer)
         with pytest.raises(CompositionRejected, match="unknown genre") as remote_error:
@@ -305,3 +307,25 @@ def test_client_from_env_picks_http_or_local():
     assert isinstance(remote, HttpComposerClient)
     remote.close()
     assert isinstance(composer_client_from_env({}), LocalComposerClient)
+
+
+def test_a_client_that_hangs_up_frees_its_place(tmp_path: Path):
+    """Four long pieces, one at a time, whose clients give up at once: at most the first is finished."""
+    with running(make_models(tmp_path), max_batch=1) as base:
+
+        def impatient(seed: int) -> None:
+            body = {"genre": "folk", "seconds": LONG, "seed": seed}
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(f"{base}/v1/compositions", json=body, timeout=0.3)
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(impatient, range(4)))
+        deadline = time.monotonic() + 20
+        while (health := httpx.get(f"{base}/healthz").json()["genres"]["folk"])["active"] or health["queue_depth"]:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.05)
+        samples = metric_samples(base)
+        finished = sum(s.value for s in samples["composer_compositions"] if s.name.endswith("_total"))
+        assert finished <= 1, finished
+        closed = [s for s in samples["composer_requests"] if s.labels.get("status") == "499"]
+        assert sum(s.value for s in closed) >= 3
