@@ -152,7 +152,9 @@ class Composition(Base):
     __tablename__ = "compositions"
     __table_args__ = (
         Index("ix_compositions_created", "created_at", "id"),
-        Index("ix_compositions_genre_created", "genre", "created_at"),
+        # the archive's filters with keyset paging on (created_at, id): migration 0003
+        Index("ix_compositions_genre_created_id", "genre", "created_at", "id"),
+        Index("ix_compositions_version_created_id", "model_version", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -40,3 +40,16 @@ def tiny_model(directory: Path, genre: str = "folk", hidden: int = 32, layers: i
 @pytest.fixture
 def tiny_model_dir(tmp_path: Path) -> Path:
     return tiny_model(tmp_path / "models" / "folk" / "v1")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path: Path):
+    """An empty archive database, once as a SQLite file and once as a fresh PostgreSQL schema
+    (dropped afterwards; the PostgreSQL run is skipped when the server is unreachable)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    else:
+        from tests.bot_helpers import postgres_schema  # imported here: tests.bot_helpers imports this module
+
+        with postgres_schema() as url:
+            yield url

@@ -198,3 +198,44 @@ def test_alt_text_describes_the_notes():
     assert "moderately loud" in text and "C major" in text
     assert estimate_key([Note(p, 64, 0, 1) for p in (57, 60, 64, 69, 72, 76)])[0] == "A minor"
     assert describe([], "pop", 5).endswith("almost silent.")
+
+
+def test_wait_or_raise_sleeps_through_a_short_limit_and_raises_on_a_long_one(monkeypatch):
+    from bot.platforms import base
+
+    slept: list[float] = []
+    monkeypatch.setattr(base.time, "sleep", slept.append)
+    base.wait_or_raise("post reply", 2.5, limit=3)
+    assert slept == [2.5]
+    with pytest.raises(base.RateLimited) as raised:
+        base.wait_or_raise("upload media", 120.0, limit=3, reason="no requests left")
+    assert raised.value.retry_after == 120.0 and str(raised.value) == "upload media: no requests left for 120 s"
+    assert slept == [2.5]  # a long wait is never slept through
+
+
+def test_poll_until_waits_the_probes_intervals_and_gives_up_at_the_timeout(monkeypatch):
+    from bot.platforms import base
+
+    clock = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(base.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(base.time, "sleep", sleep)
+    answers = iter([2.0, 1.0, None])
+    base.poll_until("media 7", lambda: next(answers), timeout=10, interval=0.5)
+    assert slept == [1.0, 0.5]
+    slept.clear()
+    with pytest.raises(TransientError) as raised:
+        base.poll_until("media 8", lambda: 3.0, timeout=4, interval=1.0)
+    assert str(raised.value) == "media 8 still processing after 4 s" and raised.value.retry_after == 30
+    assert slept == [3.0, 3.0]  # asked at 0, 3 and 6 s: past the 4 s deadline at the third answer
+
+    def broken() -> float | None:
+        raise PermanentError("media 9: X could not process it")
+
+    with pytest.raises(PermanentError):
+        base.poll_until("media 9", broken, timeout=10, interval=1.0)

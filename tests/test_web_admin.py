@@ -7,19 +7,16 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import Composition, MentionRequest, make_engine, session_factory
-from tests.bot_helpers import postgres_schema
-from tests.web_helpers import ADMIN_TOKEN, default_pieces, fill_archive, live_server, web_settings
+from tests.web_helpers import (
+    ADMIN_TOKEN,
+    default_pieces,
+    fill_archive,
+    live_server,
+    visible_everywhere,
+    web_settings,
+)
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'bot.sqlite3'}"
-    else:
-        with postgres_schema() as url:
-            yield url
 
 
 @pytest.fixture
@@ -27,19 +24,6 @@ def archive(database_url, tmp_path, tmp_path_factory):
     pieces = fill_archive(database_url, tmp_path / "media", default_pieces()[:4], tmp_path_factory.getbasetemp() / "s")
     with live_server(web_settings(database_url, tmp_path / "media")) as base, httpx.Client(base_url=base) as client:
         yield client, pieces, database_url, tmp_path / "media"
-
-
-def visible_everywhere(client: httpx.Client, piece_id: str) -> dict[str, bool]:
-    return {
-        "list": piece_id in client.get("/").text,
-        "page": client.get(f"/pieces/{piece_id}").status_code == 200,
-        "api list": piece_id in client.get("/api/v1/pieces").text,
-        "api piece": client.get(f"/api/v1/pieces/{piece_id}").status_code == 200,
-        "rss": piece_id in client.get("/feed.rss").text,
-        "atom": piece_id in client.get("/feed.atom").text,
-        "audio": client.get(f"/media/{piece_id}.mp3").status_code == 200,
-        "midi": client.get(f"/media/{piece_id}.mid").status_code == 200,
-    }
 
 
 def test_actions_refuse_a_missing_or_wrong_token(archive):
@@ -101,3 +85,32 @@ def test_delete_removes_the_row_and_its_files_and_keeps_the_request(archive):
         request = session.scalars(select(MentionRequest).where(MentionRequest.mention_id == "1002")).one()
         assert request.composition_id is None and request.reply_id == "9002"  # the bot never answers it again
     engine.dispose()
+
+
+def test_a_continuation_never_names_a_hidden_source(database_url, tmp_path, tmp_path_factory):
+    specs = default_pieces()[:2]
+    specs[1] |= dict(parent=0, visibility="public", text="@band more please")  # a "more" of piece 0
+    source, more = fill_archive(database_url, tmp_path / "media", specs, tmp_path_factory.getbasetemp() / "s")
+    with live_server(web_settings(database_url, tmp_path / "media")) as base, httpx.Client(base_url=base) as client:
+
+        def public_bodies() -> dict[str, str]:
+            return {
+                "page": client.get(f"/pieces/{more.id}").text,
+                "api piece": client.get(f"/api/v1/pieces/{more.id}").text,
+                "api list": client.get("/api/v1/pieces").text,
+                "list": client.get("/").text,
+                "rss": client.get("/feed.rss").text,
+                "atom": client.get("/feed.atom").text,
+                "genre feed": client.get(f"/genres/{more.genre}/feed.atom").text,
+            }
+
+        page = client.get(f"/pieces/{more.id}").text
+        assert f'<dt>Continues</dt><dd><a href="/pieces/{source.id}">' in page
+        assert client.get(f"/api/v1/pieces/{more.id}").json()["continues"] == source.id
+        assert client.post(f"/api/v1/admin/pieces/{source.id}/hide", headers=AUTH).status_code == 200
+        bodies = public_bodies()
+        assert [where for where, body in bodies.items() if source.id in body] == []
+        assert "<dt>Continues</dt>" not in bodies["page"]
+        assert client.get(f"/api/v1/pieces/{more.id}").json()["continues"] is None
+        assert client.post(f"/api/v1/admin/pieces/{source.id}/unhide", headers=AUTH).status_code == 200
+        assert client.get(f"/api/v1/pieces/{more.id}").json()["continues"] == source.id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,17 @@ from tests.web_helpers import (
 )
 
 ATOM = "{http://www.w3.org/2005/Atom}"
+WARNING = "flashing lights & loud bits"
+PRIVATE_WARNING = "a surprise for Wilhelmina"
+
+
+def archive_specs() -> list[dict]:
+    """The default 30 pieces, a few with a content warning or a mood other than the default."""
+    specs = default_pieces()
+    specs[4] |= dict(spoiler=WARNING, temperature=0.85)  # public; "calm" asks for 0.85
+    specs[5] |= dict(temperature=0.777)  # unlisted; no mix of mood words gives 0.777
+    specs[6] |= dict(spoiler=PRIVATE_WARNING, temperature=1.15)  # private: its warning stays private too
+    return specs
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -37,7 +49,7 @@ def archive(request, tmp_path_factory):
 
 
 def _serve(url: str, workdir: Path, samples: Path):
-    pieces = fill_archive(url, workdir / "media", default_pieces(), samples)
+    pieces = fill_archive(url, workdir / "media", archive_specs(), samples)
     with live_server(web_settings(url, workdir / "media")) as base, httpx.Client(base_url=base, timeout=30) as client:
         yield client, pieces
 
@@ -287,3 +299,81 @@ def test_extreme_dates_forged_cursors_and_nul_bytes_are_never_a_server_error(arc
     assert client.get("/", params={"until": "9999-12-31"}).status_code == 200
     assert client.get("/api/v1/pieces", params={"cursor": forged}).status_code in (400, 422)
     assert client.get("/genres/%00/feed.rss").status_code < 500
+
+
+def test_piece_page_shows_the_content_warning_around_the_request_and_the_mood_to_ask_again(archive):
+    from bot.requests import parse_request
+
+    client, pieces = archive
+    warned, odd, private, plain = pieces[4], pieces[5], pieces[6], pieces[0]
+    html = client.get(f"/pieces/{warned.id}").text
+    details = html.split('<details class="content-warning">', 1)[1].split("</details>", 1)[0]
+    assert "<summary>Content warning: flashing lights &amp; loud bits</summary>" in details
+    assert warned.text in details  # the request text is behind the warning, not beside it
+    assert html.count(warned.text) == 1
+    ask = f"@band calm {warned.genre} seed {warned.seed}, 30 seconds"
+    assert f'<code class="ask">{ask}</code>' in html
+    again = parse_request(ask, [warned.genre])  # the parser reads the mention back to the same piece
+    assert (again.genre, again.seed, again.seconds, again.temperature) == (warned.genre, warned.seed, 30.0, 0.85)
+    api = client.get(f"/api/v1/pieces/{warned.id}").json()
+    assert api["request"]["content_warning"] == WARNING and api["ask_again"] == ask
+    assert api["temperature"] == 0.85
+    rss = client.get("/feed.rss").text
+    assert f"(content warning: {WARNING})".replace("&", "&amp;") in rss and warned.text not in rss
+
+    odd_html = client.get(f"/pieces/{odd.id}").text
+    assert f'<code class="ask">@band {odd.genre} seed {odd.seed}, 30 seconds</code>' in odd_html
+    assert "temperature 0.777, which no mix of mood words gives exactly" in odd_html
+
+    plain_html = client.get(f"/pieces/{plain.id}").text
+    assert "<details" not in plain_html and "temperature 1" not in plain_html
+    everything = client.get(f"/pieces/{private.id}").text + client.get(f"/api/v1/pieces/{private.id}").text
+    everything += client.get("/feed.atom").text + client.get("/api/v1/pieces?limit=100").text
+    assert "Wilhelmina" not in everything and "<details" not in everything
+    assert client.get(f"/api/v1/pieces/{private.id}").json()["ask_again"].startswith("@band wild ")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def tied(request, tmp_path_factory):
+    """45 pieces filed in the same instant (a burst the clock did not tell apart) between 5 others."""
+    workdir = tmp_path_factory.mktemp(f"tied-{request.param}")
+    samples = tmp_path_factory.getbasetemp() / "web-samples"
+    specs = default_pieces()[:25] + default_pieces()[:25]
+    instant = specs[10]["created_at"]
+    for i, spec in enumerate(specs):
+        spec["created_at"] = instant + timedelta(hours=i - 2) if i < 2 or i >= 47 else instant
+        spec["visibility"] = "public"
+    if request.param == "sqlite":
+        yield from _serve_specs(f"sqlite:///{workdir / 'bot.sqlite3'}", workdir, samples, specs)
+    else:
+        with postgres_schema() as url:
+            yield from _serve_specs(url, workdir, samples, specs)
+
+
+def _serve_specs(url: str, workdir: Path, samples: Path, specs: list[dict]):
+    pieces = fill_archive(url, workdir / "media", specs, samples)
+    with live_server(web_settings(url, workdir / "media")) as base, httpx.Client(base_url=base, timeout=30) as client:
+        yield client, pieces
+
+
+def api_walk(client: httpx.Client, limit: int, **filters: str) -> list[str]:
+    ids, cursor = [], None
+    for _ in range(100):
+        params = filters | {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        body = client.get("/api/v1/pieces", params=params).json()
+        ids += [item["id"] for item in body["items"]]
+        if not (cursor := body["next_cursor"]):
+            return ids
+    raise AssertionError("paging did not end")
+
+
+def test_keyset_paging_visits_pieces_with_equal_timestamps_exactly_once(tied):
+    client, pieces = tied
+    assert sum(p.created_at == pieces[10].created_at for p in pieces) == 45
+    expected = [p.id for p in sorted(pieces, key=lambda p: (p.created_at, p.id), reverse=True)]
+    pages = walk(client)  # 20 a page: both page breaks fall inside the tie
+    assert pages == expected and len(set(pages)) == len(pieces) == 50
+    for limit in (1, 7, 20, 45, 100):
+        assert api_walk(client, limit) == expected, limit
+    folk = [i for i in expected if next(p for p in pieces if p.id == i).genre == "folk"]
+    assert walk(client, "genre=folk") == folk and api_walk(client, 4, genre="folk") == folk

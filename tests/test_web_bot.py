@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,12 +15,13 @@ from sqlalchemy import select
 from bot.config import load_settings
 from bot.db import MentionRequest, make_engine, session_factory
 from bot.migrate import upgrade
+from bot.platforms.base import PermanentError, TransientError
 from bot.platforms.mastodon import MastodonPlatform
 from bot.testing import free_port
 from bot.worker import Worker
 from composer.client import LocalComposerClient
 from tests.bot_helpers import make_models, mock_mastodon
-from tests.web_helpers import ADMIN_TOKEN
+from tests.web_helpers import ADMIN_TOKEN, live_server, visible_everywhere, web_settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -150,3 +152,82 @@ def test_bot_web_refuses_an_unmigrated_database(tmp_path):
         [sys.executable, "-m", "bot.cli", "web", "--port", "1"], env=env, capture_output=True, text=True
     )
     assert done.returncode == 2 and "bot db upgrade" in done.stderr
+
+
+def test_a_piece_is_public_only_once_the_reply_carrying_it_is_posted(tmp_path, monkeypatch):
+    """A job stopped after rendering, then after uploading: the piece and its files exist, yet nothing
+    public shows them until the reply is out. A job that failed for good (the requester was told
+    "sorry", without the piece) never shows its piece."""
+    models = make_models(tmp_path / "models", ("folk",))
+    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+
+    def job_of(acct: str) -> MentionRequest:
+        with sessions() as session:
+            return session.scalars(select(MentionRequest).where(MentionRequest.requester_acct == acct)).one()
+
+    def public(piece_id: str) -> tuple[dict[str, bool], int]:
+        """Where the piece shows, and how many pieces the stats count (a fresh server: nothing cached)."""
+        with live_server(web_settings(url, tmp_path / "media")) as base, httpx.Client(base_url=base) as client:
+            seen = visible_everywhere(client, piece_id)
+            seen["genre filter"] = '<option value="folk"' in client.get("/").text
+            counted = re.search(r"<dt>Pieces</dt><dd>(\d+)</dd>", client.get("/stats").text)
+            return seen, int(counted.group(1))
+
+    with mock_mastodon(tmp_path / "mock") as server:
+        server.client("alice").status_post("@band folk, 3 seconds", visibility="public")
+        settings = load_settings(
+            mastodon_api_base_url=server.base_url,
+            mastodon_access_token="band_token",
+            database_url=url,
+            media_dir=tmp_path / "media",
+            archive_base_url="https://band.example",
+            bot_default_seconds=3,
+            bot_min_seconds=2,
+            bot_max_seconds=4,
+            bot_retry_base_seconds=0,
+        )
+        platform = MastodonPlatform.from_settings(settings)
+        platform.poll_interval = 0.05
+        worker = Worker(settings, platform, LocalComposerClient(models_dir=models), sessions)
+
+        def down(*args, **kwargs):
+            raise TransientError("the server is down")
+
+        monkeypatch.setattr(platform, "upload", down)  # stops the job after render
+        worker.tick()
+        job = job_of("alice")
+        assert job.state == "rendered" and job.composition_id and job.reply_id is None
+        piece_id = job.composition_id
+        assert (tmp_path / "media" / piece_id[:2] / f"{piece_id}.mp3").is_file()
+        seen, counted = public(piece_id)
+        assert not any(seen.values()) and counted == 0, seen
+
+        monkeypatch.undo()
+        monkeypatch.setattr(platform, "reply", down)  # stops it after upload, before the reply
+        worker.tick()
+        assert job_of("alice").state == "uploaded"
+        seen, counted = public(piece_id)
+        assert not any(seen.values()) and counted == 0, seen
+
+        monkeypatch.undo()
+        worker.tick()
+        assert job_of("alice").state == "replied"
+        seen, counted = public(piece_id)
+        assert all(seen.values()) and counted == 1, seen
+
+        server.client("bob").status_post("@band folk, 3 seconds", visibility="public")
+
+        def refused(media):
+            raise PermanentError("the server refuses this file")
+
+        monkeypatch.setattr(platform, "upload", refused)
+        worker.tick()
+        failed = job_of("bob")
+        assert failed.state == "failed" and failed.kind == "sorry" and failed.reply_id  # told, without the piece
+        assert failed.composition_id and failed.composition_id != piece_id
+        seen, counted = public(failed.composition_id)
+        assert not any(v for where, v in seen.items() if where != "genre filter") and counted == 1, seen
+    engine.dispose()

@@ -115,7 +115,12 @@ def default_pieces() -> list[dict]:
 
 
 def fill_archive(url: str, media_dir: Path, specs: list[dict], sample_dir: Path) -> list[Piece]:
-    """The rows and files the worker would leave for each replied mention (bot.db models, bot.media.MediaStore)."""
+    """The rows and files the worker would leave for each replied mention (bot.db models, bot.media.MediaStore).
+
+    Optional spec keys: ``spoiler`` (the mention's content warning), ``temperature``, ``parent``
+    (the index of an earlier spec this piece continues: a "more"), ``state`` (another job state
+    than replied: a piece whose reply is not out, as a job stopped after rendering leaves it).
+    """
     midi, audio, roll = sample_media(sample_dir)
     upgrade(url)
     engine = make_engine(url)
@@ -125,6 +130,7 @@ def fill_archive(url: str, media_dir: Path, specs: list[dict], sample_dir: Path)
     for i, spec in enumerate(specs):
         piece_id = f"p{i:03d}{spec['genre'][:3]}0000{i:04d}"
         created = spec["created_at"]
+        replied = spec.get("state", State.REPLIED)
         with transaction(sessions) as session:
             request = MentionRequest(
                 platform="mastodon",
@@ -139,19 +145,20 @@ def fill_archive(url: str, media_dir: Path, specs: list[dict], sample_dir: Path)
                 text=f"<p>{spec['text']}</p>",
                 plain_text=spec["text"],
                 visibility=spec["visibility"],
-                kind="compose",
+                spoiler_text=spec.get("spoiler", ""),
+                kind="more" if "parent" in spec else "compose",
                 genre=spec["genre"],
                 seconds=30.0,
-                temperature=1.0,
+                temperature=spec.get("temperature", 1.0),
                 top_p=0.95,
                 seed=7000 + i,
-                state=State.REPLIED,
+                state=replied,
                 next_attempt_at=created,
                 mentioned_at=created - timedelta(seconds=30 + i),
                 received_at=created,
-                replied_at=created + timedelta(seconds=15),
-                reply_id=str(9000 + i),
-                reply_url=f"https://example.social/@band/{9000 + i}",
+                replied_at=created + timedelta(seconds=15) if replied == State.REPLIED else None,
+                reply_id=str(9000 + i) if replied == State.REPLIED else None,
+                reply_url=f"https://example.social/@band/{9000 + i}" if replied == State.REPLIED else None,
             )
             session.add(request)
             session.flush()
@@ -159,10 +166,11 @@ def fill_archive(url: str, media_dir: Path, specs: list[dict], sample_dir: Path)
                 Composition(
                     id=piece_id,
                     request_id=request.id,
+                    parent_id=pieces[spec["parent"]].id if "parent" in spec else None,
                     genre=spec["genre"],
                     model_version=spec["model_version"],
                     seed=7000 + i,
-                    temperature=1.0,
+                    temperature=spec.get("temperature", 1.0),
                     top_p=0.95,
                     seconds_requested=30.0,
                     duration=2.2,
@@ -203,6 +211,20 @@ def web_settings(url: str, media_dir: Path, **overrides: object):
         archive_admin_token=ADMIN_TOKEN,
     )
     return load_settings(env_file=None, require_platform=False, **(values | overrides))
+
+
+def visible_everywhere(client, piece_id: str) -> dict[str, bool]:
+    """Where the public can see the piece ``piece_id`` (an httpx client on the archive)."""
+    return {
+        "list": piece_id in client.get("/").text,
+        "page": client.get(f"/pieces/{piece_id}").status_code == 200,
+        "api list": piece_id in client.get("/api/v1/pieces").text,
+        "api piece": client.get(f"/api/v1/pieces/{piece_id}").status_code == 200,
+        "rss": piece_id in client.get("/feed.rss").text,
+        "atom": piece_id in client.get("/feed.atom").text,
+        "audio": client.get(f"/media/{piece_id}.mp3").status_code == 200,
+        "midi": client.get(f"/media/{piece_id}.mid").status_code == 200,
+    }
 
 
 @contextmanager

@@ -7,10 +7,15 @@ after ``retry_after`` seconds) or ``PermanentError`` (this request cannot succee
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 def id_key(value: str) -> tuple[int, str]:
@@ -50,6 +55,35 @@ class PermanentError(PlatformError):
 
 class ConfigurationError(PlatformError):
     """The platform refuses our credentials: no retry can help, the operator must act."""
+
+
+def wait_or_raise(what: str, wait: float, limit: float, reason: str = "rate limited") -> None:
+    """Sleep ``wait`` seconds for a rate limit's reset when that is at most ``limit``, else raise RateLimited.
+
+    A short wait is cheaper than a retry; a long one must not hold a worker, so the job is
+    retried after the reset instead (``retry_after``).
+    """
+    if wait > limit:
+        raise RateLimited(f"{what}: {reason} for {wait:.0f} s", retry_after=wait)
+    log.warning("%s: %s; waiting %.1f s for the reset", what, reason, wait)
+    time.sleep(wait)
+
+
+def poll_until(what: str, probe: Callable[[], float | None], timeout: float, interval: float) -> None:
+    """Ask ``probe`` until it answers None (ready); TransientError (retry in 30 s) once ``timeout`` has passed.
+
+    Any other answer is how many ``interval``s to wait before asking again (1.0 for a
+    steady poll; a platform's own hint, such as X's ``check_after_secs``, otherwise).
+    Errors ``probe`` raises pass through.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        again = probe()
+        if again is None:
+            return
+        if time.monotonic() >= deadline:
+            raise TransientError(f"{what} still processing after {timeout:.0f} s", retry_after=30)
+        time.sleep(again * interval)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ from bot.platforms.base import (
     RateLimited,
     TransientError,
     id_key,
+    poll_until,
+    wait_or_raise,
 )
 
 log = logging.getLogger(__name__)
@@ -87,11 +89,7 @@ class MastodonPlatform:
             try:
                 return fn(*args, **kwargs)
             except MastodonRatelimitError:
-                wait = self._until_reset()
-                if wait > self.max_rate_limit_wait:
-                    raise RateLimited(f"{what}: rate limited for {wait:.0f} s", retry_after=wait) from None
-                log.warning("%s: rate limited; waiting %.1f s for the reset", what, wait)
-                time.sleep(wait)
+                wait_or_raise(what, self._until_reset(), self.max_rate_limit_wait)
             except MastodonUnauthorizedError as exc:
                 raise ConfigurationError(f"{what}: the access token was refused ({_status(exc)})") from None
             except MastodonNotFoundError as exc:
@@ -114,11 +112,7 @@ class MastodonPlatform:
     def _respect_remaining(self, what: str) -> None:
         remaining = getattr(self.api, "ratelimit_remaining", None)
         if remaining is not None and remaining <= 0:
-            wait = self._until_reset()
-            if wait > self.max_rate_limit_wait:
-                raise RateLimited(f"{what}: no requests left for {wait:.0f} s", retry_after=wait)
-            log.warning("%s: no requests left; waiting %.1f s for the reset", what, wait)
-            time.sleep(wait)
+            wait_or_raise(what, self._until_reset(), self.max_rate_limit_wait, "no requests left")
             self.api.ratelimit_remaining = 1  # the reset has passed; the next answer says the truth
 
     # --- the interface ----------------------------------------------------------
@@ -215,14 +209,12 @@ class MastodonPlatform:
 
     def wait_for_media(self, media_id: str, timeout: float) -> None:
         """Poll GET /api/v1/media/:id (206 while processing) until the attachment has a URL."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def probe() -> float | None:
             attachment = self.call("media status", self.api.media, media_id)
-            if attachment.get("url"):
-                return
-            if time.monotonic() >= deadline:
-                raise TransientError(f"media {media_id} still processing after {timeout:.0f} s", retry_after=30)
-            time.sleep(self.poll_interval)
+            return None if attachment.get("url") else 1.0
+
+        poll_until(f"media {media_id}", probe, timeout, self.poll_interval)
 
     def find_reply(self, mention: Mention | str, me: Identity) -> Posted | None:
         status_id = mention.id if isinstance(mention, Mention) else mention

@@ -29,6 +29,8 @@ from bot.platforms.base import (
     RateLimited,
     TransientError,
     id_key,
+    poll_until,
+    wait_or_raise,
 )
 
 log = logging.getLogger(__name__)
@@ -73,11 +75,7 @@ class TwitterPlatform:
             try:
                 return fn(*args, **kwargs)
             except tweepy.TooManyRequests as exc:
-                wait = _reset_in(exc.response)
-                if wait > self.max_rate_limit_wait:
-                    raise RateLimited(f"{what}: rate limited for {wait:.0f} s", retry_after=wait) from None
-                log.warning("%s: rate limited; waiting %.1f s for the reset", what, wait)
-                time.sleep(wait)
+                wait_or_raise(what, _reset_in(exc.response), self.max_rate_limit_wait)
             except tweepy.Unauthorized as exc:
                 raise ConfigurationError(f"{what}: X refused the credentials ({_brief(exc)})") from None
             except tweepy.TwitterServerError as exc:
@@ -140,18 +138,17 @@ class TwitterPlatform:
         return media_id
 
     def wait_for_media(self, media_id: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def probe() -> float | None:
             status = self.call("media status", self.api.get_media_upload_status, media_id)
             info = getattr(status, "processing_info", None) or {}
             state = info.get("state", "succeeded")
             if state == "succeeded":
-                return
+                return None
             if state == "failed":
                 raise PermanentError(f"media {media_id}: X could not process it: {info.get('error')}")
-            if time.monotonic() >= deadline:
-                raise TransientError(f"media {media_id} still processing after {timeout:.0f} s", retry_after=30)
-            time.sleep(min(float(info.get("check_after_secs", 1)), 10) * self.poll_interval)
+            return min(float(info.get("check_after_secs", 1)), 10)  # X's hint, capped at 10 intervals
+
+        poll_until(f"media {media_id}", probe, timeout, self.poll_interval)
 
     def find_reply(self, mention: Mention | str, me: Identity) -> Posted | None:
         """Our tweets since the mention, every page (a busy bot posts more than 100 between two tries)."""

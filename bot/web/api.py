@@ -21,6 +21,7 @@ router = APIRouter(prefix="/api/v1", tags=["archive"])
 
 class RequestOut(BaseModel):
     text: str
+    content_warning: str | None  # the mention's spoiler text: show ``text`` behind it
     requester: str
     requester_name: str | None
     requester_url: str | None
@@ -46,7 +47,7 @@ class PieceOut(BaseModel):
     midi_url: str
     pianoroll_url: str | None
     reply_url: str | None
-    continues: str | None
+    continues: str | None  # the id of the piece this one continues, while that piece is public
     ask_again: str
     request: RequestOut | None  # null when the mention was direct or followers-only
 
@@ -70,6 +71,7 @@ def piece_out(piece: PieceView, base_url: str) -> PieceOut:
     if piece.shown:
         request = RequestOut(
             text=piece.request_text or "",
+            content_warning=piece.content_warning,
             requester=piece.requester_acct or "",
             requester_name=piece.requester_name,
             requester_url=piece.requester_url,

@@ -3,8 +3,12 @@
 Everything the web shows goes through ``PieceView``, built here, so the privacy rule lives
 in one place: a piece asked for in a direct or followers-only mention is listed, but its
 request text, requester and links are dropped before anything reaches a template, feed or
-JSON answer. Lists use keyset pagination on (created_at, id), which the
-``ix_compositions_created`` index serves at any depth, where OFFSET would scan.
+JSON answer. A piece is public only once the bot's reply carrying it was posted (its job
+is ``replied``) and while no operator has hidden it (``published``); a continuation names its
+source piece only while that piece is public too. Lists use keyset pagination on
+(created_at, id), which the ``ix_compositions_created`` index serves at any depth, where
+OFFSET would scan; with a genre or model-version filter, ``ix_compositions_genre_created_id``
+and ``ix_compositions_version_created_id`` (migration 0003) do the same.
 
 Search by requester runs in two steps: the public handles that match (from a list the
 site caches for a minute, or one scan of the ``ix_requests_requester_acct`` index), then
@@ -16,15 +20,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from sqlalchemy import Select, and_, false, or_, select
 from sqlalchemy.orm import Session
 
-from bot.db import Composition, MentionRequest
+from bot.db import Composition, MentionRequest, State
 
 PUBLIC_VISIBILITIES = frozenset({"public", "unlisted"})
 PAGE_SIZE = 20
@@ -35,6 +41,7 @@ ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 _REQUEST_COLUMNS = (
     MentionRequest.visibility,
     MentionRequest.plain_text,
+    MentionRequest.spoiler_text,
     MentionRequest.requester_acct,
     MentionRequest.requester_display_name,
     MentionRequest.requester_url,
@@ -69,6 +76,34 @@ def valid_id(piece_id: str) -> bool:
     return 0 < len(piece_id) <= 64 and set(piece_id) <= ID_CHARS
 
 
+DEFAULT_TEMPERATURE = 1.0  # what a mention without a mood word gets (bot.requests)
+MAX_MOOD_WORDS = 3
+
+
+@lru_cache(maxsize=256)
+def mood_words(temperature: float) -> str | None:
+    """Mood words a mention can carry to be composed at ``temperature``: "" for the default,
+    None when no mix of up to MAX_MOOD_WORDS of them gives it exactly.
+
+    The parser averages the temperatures of the mood words it finds (``bot.requests.MOODS``),
+    so several words map to one value and a mix maps to the mean: the first mix found (fewest
+    words, in the parser's order) is checked against the parser itself before it is offered.
+    """
+    from bot.requests import MOODS, parse_request
+
+    wanted = round(temperature, 3)
+    if wanted == DEFAULT_TEMPERATURE:
+        return ""
+    for size in range(1, MAX_MOOD_WORDS + 1):
+        for words in itertools.combinations(MOODS, size):
+            if round(sum(MOODS[w] for w in words) / size, 3) != wanted:
+                continue
+            text = " ".join(words)
+            if round(parse_request(text, []).temperature, 3) == wanted:
+                return text
+    return None
+
+
 @dataclass(frozen=True)
 class PieceView:
     """One piece as the public may see it (request fields are None unless the mention was public or unlisted)."""
@@ -88,10 +123,11 @@ class PieceView:
     audio_path: str | None  # relative to MEDIA_DIR; for the server's own use, never shown
     audio_mime: str | None
     has_pianoroll: bool
-    parent_id: str | None
+    parent_id: str | None  # the piece it continues, only while that piece is public
     bot_account: str | None
     shown: bool  # the request was public or unlisted
     request_text: str | None = None
+    content_warning: str | None = None  # the request's spoiler text, shown as such
     requester_acct: str | None = None
     requester_name: str | None = None
     requester_url: str | None = None
@@ -103,14 +139,28 @@ class PieceView:
     def cursor(self) -> str:
         return encode_cursor(self.created_at, self.id)
 
+    @property
+    def mood(self) -> str | None:
+        """The mood words that give this piece's temperature ("" at the default; None if none can)."""
+        return mood_words(self.temperature)
+
     def ask_again(self) -> str:
-        """What to post to get this piece again (same genre, seed and length; the mood is not recorded)."""
+        """What to post to get this piece again: same genre, seed, length and, through mood words, temperature.
+
+        When no mood words give the temperature exactly, the mention asks at the default one
+        (the page says so).
+        """
         who = f"@{self.bot_account} " if self.bot_account else ""
-        return f"{who}{self.genre} seed {self.seed}, {self.seconds_requested:g} seconds"
+        mood = f"{self.mood} " if self.mood else ""
+        return f"{who}{mood}{self.genre} seed {self.seed}, {self.seconds_requested:g} seconds"
 
 
-def piece_view(piece: Composition, request: object | None) -> PieceView:
-    """The public view of a piece; ``request`` is a row of ``_REQUEST_COLUMNS`` or None."""
+def piece_view(piece: Composition, request: object | None, public_parents: Collection[str] = ()) -> PieceView:
+    """The public view of a piece; ``request`` is a row of ``_REQUEST_COLUMNS`` or None.
+
+    ``public_parents``: the ids among the pieces' sources that are public; any other source
+    (hidden, unpublished, deleted) is not named, not even by its id.
+    """
     visibility = getattr(request, "visibility", None)
     shown = visibility in PUBLIC_VISIBILITIES
     audio_ext = piece.audio_path.rsplit(".", 1)[-1].lower() if piece.audio_path and "." in piece.audio_path else None
@@ -130,7 +180,7 @@ def piece_view(piece: Composition, request: object | None) -> PieceView:
         audio_path=piece.audio_path,
         audio_mime=piece.audio_mime,
         has_pianoroll=bool(piece.pianoroll_path),
-        parent_id=piece.parent_id,
+        parent_id=piece.parent_id if piece.parent_id in public_parents else None,
         bot_account=getattr(request, "bot_account", None) or None,
         shown=shown,
     )
@@ -139,6 +189,7 @@ def piece_view(piece: Composition, request: object | None) -> PieceView:
     return PieceView(
         **base,
         request_text=request.plain_text,
+        content_warning=request.spoiler_text or None,
         requester_acct=request.requester_acct,
         requester_name=request.requester_display_name or None,
         requester_url=safe_url(request.requester_url),
@@ -202,12 +253,35 @@ class Filters:
         return {k: v for k, v in values.items() if v}
 
 
-def _listed() -> Select:
-    return (
-        select(Composition, *_REQUEST_COLUMNS)
-        .outerjoin(MentionRequest, MentionRequest.id == Composition.request_id)
-        .where(Composition.hidden == false(), Composition.audio_path.is_not(None))
+def published(query: Select) -> Select:
+    """``query`` (over compositions) narrowed to public pieces, joined to the request each answered.
+
+    Public means published and not taken down: the bot's reply carrying the piece was posted
+    (its job is ``replied``; a job that failed after composing told the requester "sorry"
+    without the piece, so the piece stays unpublished) and no operator has hidden it.
+    """
+    return query.join(MentionRequest, MentionRequest.id == Composition.request_id).where(
+        Composition.hidden == false(),
+        Composition.audio_path.is_not(None),
+        MentionRequest.state == State.REPLIED.value,
     )
+
+
+def _listed() -> Select:
+    return published(select(Composition, *_REQUEST_COLUMNS))
+
+
+def public_ids(session: Session, piece_ids: Collection[str]) -> set[str]:
+    """Those of ``piece_ids`` that are public pieces."""
+    wanted = sorted({i for i in piece_ids if i and valid_id(i)})
+    if not wanted:
+        return set()
+    return set(session.scalars(published(select(Composition.id)).where(Composition.id.in_(wanted))))
+
+
+def _views(session: Session, rows: list) -> list[PieceView]:
+    parents = public_ids(session, [row[0].parent_id for row in rows if row[0].parent_id])
+    return [piece_view(row[0], row, parents) for row in rows]
 
 
 def _filtered(query: Select, filters: Filters, handles: list[str] | None = None) -> Select:
@@ -296,31 +370,24 @@ def list_pieces(
     if handles == []:
         return Page([], None)
     rows = session.execute(list_query(filters, cursor, limit, handles)).all()
-    views = [piece_view(row[0], row) for row in rows[:limit]]
+    views = _views(session, rows[:limit])
     return Page(views, views[-1].cursor if len(rows) > limit else None)
 
 
 def get_piece(session: Session, piece_id: str) -> PieceView | None:
-    """One listed piece; None for unknown, hidden or unfinished pieces."""
+    """One listed piece; None for unknown, hidden or unpublished pieces."""
     if not valid_id(piece_id):
         return None
     row = session.execute(_listed().where(Composition.id == piece_id)).first()
-    return piece_view(row[0], row) if row else None
+    return _views(session, [row])[0] if row else None
 
 
 def listed_composition(session: Session, piece_id: str) -> Composition | None:
     """The row behind a listed piece (for its media files)."""
     if not valid_id(piece_id):
         return None
-    piece = session.get(Composition, piece_id)
-    return piece if piece is not None and not piece.hidden and piece.audio_path else None
+    return session.scalars(published(select(Composition)).where(Composition.id == piece_id)).first()
 
 
 def archive_genres(session: Session) -> list[str]:
-    query = (
-        select(Composition.genre)
-        .where(Composition.hidden == false(), Composition.audio_path.is_not(None))
-        .distinct()
-        .order_by(Composition.genre)
-    )
-    return list(session.scalars(query))
+    return list(session.scalars(published(select(Composition.genre)).distinct().order_by(Composition.genre)))

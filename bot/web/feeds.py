@@ -24,7 +24,9 @@ def _summary(piece: PieceView) -> str:
     text = f"{piece.genre}, {piece.duration:.1f} s, model {piece.model_version}, seed {piece.seed}."
     if piece.description:
         text += f" {piece.description}"
-    if piece.shown and piece.requester_acct:
+    if piece.shown and piece.requester_acct and piece.content_warning:  # the text stays behind its warning
+        text += f" Asked for by @{piece.requester_acct} (content warning: {piece.content_warning})."
+    elif piece.shown and piece.requester_acct:
         text += f" Asked for by @{piece.requester_acct}: {piece.request_text}"
     return text
 

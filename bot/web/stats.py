@@ -11,10 +11,11 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import false, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.db import Composition, MentionRequest, State
+from bot.web.archive import published
 
 DAYS = 30
 
@@ -31,14 +32,15 @@ class Stats:
 
 def collect(session: Session, now: datetime | None = None) -> Stats:
     now = now or datetime.now(UTC)
-    listed = (Composition.hidden == false(), Composition.audio_path.is_not(None))
-    total = session.scalar(select(func.count()).select_from(Composition).where(*listed)) or 0
+    total = session.scalar(published(select(func.count()).select_from(Composition))) or 0
     per_genre = session.execute(
-        select(Composition.genre, func.count()).where(*listed).group_by(Composition.genre).order_by(func.count().desc())
+        published(select(Composition.genre, func.count()).select_from(Composition))
+        .group_by(Composition.genre)
+        .order_by(func.count().desc())
     ).all()
     first_day = now.date() - timedelta(days=DAYS - 1)
     start = datetime.combine(first_day, datetime.min.time(), UTC)
-    stamps = session.scalars(select(Composition.created_at).where(*listed, Composition.created_at >= start))
+    stamps = session.scalars(published(select(Composition.created_at)).where(Composition.created_at >= start))
     counts: dict[date, int] = {first_day + timedelta(days=i): 0 for i in range(DAYS)}
     for stamp in stamps:
         day = stamp.astimezone(UTC).date()
