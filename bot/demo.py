@@ -139,12 +139,12 @@ class Demo:
         if done.returncode != 0:
             raise DemoError(f"`bot {' '.join(args)}` failed; see {log}:\n{Child(name, None, log).tail()}")  # type: ignore[arg-type]
 
-    def wait_http(self, url: str, name: str, timeout: float = 60.0) -> None:
+    def wait_http(self, url: str, name: str, timeout: float = 60.0, ok_only: bool = False) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check()
             try:
-                if httpx.get(url, timeout=2).status_code < 500:
+                if httpx.get(url, timeout=2).status_code < (300 if ok_only else 500):
                     return
             except httpx.HTTPError:
                 pass
@@ -212,7 +212,9 @@ class Demo:
         link = LINK.search(reply["content"])
         self.say(f"\n  the thread:        {self.thread_url(status)}")
         if link:
-            self.say(f"  the archive page:  {html.unescape(link.group(1))}")
+            page = html.unescape(link.group(1))
+            self.wait_http(page, "the archive page", ok_only=True)  # listed once the worker records the reply
+            self.say(f"  the archive page:  {page}")
 
     def ask(self, username: str, text: str) -> dict[str, Any]:
         started = time.monotonic()
