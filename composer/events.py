@@ -110,7 +110,7 @@ def encode(notes: Sequence[Note], stretch: float = 1.0) -> np.ndarray:
     return np.asarray(tokens, dtype=TOKEN_DTYPE)
 
 
-def decode(tokens: Iterable[int], max_note_steps: int | None = None) -> list[Note]:
+def decode(tokens: Iterable[int], max_note_steps: int | None = None, restrike: bool = False) -> list[Note]:
     """Event tokens to notes; tolerant of anything a model may emit.
 
     A note-off ends the earliest open note of its pitch (as Magenta does); a note-off
@@ -118,7 +118,9 @@ def decode(tokens: Iterable[int], max_note_steps: int | None = None) -> list[Not
     still open at the end stop at the final time, and a note that would last zero
     steps lasts one, so nothing hangs and nothing is lost. ``max_note_steps`` caps a
     note's length, as Magenta's generator does (5 s), for model output whose note-offs
-    come late or never.
+    come late or never. ``restrike`` ends a sounding note when its key is struck again, as
+    on a piano: model output that strikes a key twice and releases it once would
+    otherwise leave one note hanging (encoded MIDI may hold such overlaps, so it is off).
     """
     open_notes: defaultdict[int, deque[tuple[int, int, int]]] = defaultdict(deque)
     found: list[tuple[int, int, int, int, int]] = []  # start, pitch, onset order, velocity, end
@@ -128,7 +130,12 @@ def decode(tokens: Iterable[int], max_note_steps: int | None = None) -> list[Not
     for token in tokens:
         token = int(token)
         if NOTE_ON <= token < NOTE_OFF:
-            open_notes[token - NOTE_ON].append((step, onsets, velocity))
+            pitch = token - NOTE_ON
+            if restrike:
+                while open_notes[pitch]:
+                    start, order, vel = open_notes[pitch].popleft()
+                    found.append((start, pitch, order, vel, max(step, start + 1)))
+            open_notes[pitch].append((step, onsets, velocity))
             onsets += 1
         elif NOTE_OFF <= token < TIME_SHIFT:
             pitch = token - NOTE_OFF

@@ -17,8 +17,8 @@ from composer.registry import model_dir as find_model_dir
 from composer.sample import Composer
 
 SERVING_ENGINE = "auto"
-"""int8 on x86 CPUs, float32 elsewhere: both batch-invariant, so a seed replayed alone
-gives the piece it gave in a batch (see composer.fastlstm)."""
+"""int8 on x86 CPUs (batch-invariant, so a seed replayed alone gives the piece it gave in
+a batch), float16 products on CUDA, float32 elsewhere (see composer.fastlstm)."""
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return idx.clamp_(max=probs.shape[-1] - 1)
 
 
-ENGINES = ("auto", "fp16", "int8", "int8w", "fused", "naive")
+ENGINES = ("auto", "fp16", "int8", "int8w", "half", "fused", "naive")
 
 
 class Composer:
@@ -81,8 +81,9 @@ class Composer:
     ``engine`` picks how each step runs (see ``composer.fastlstm``): ``fused`` (float32),
     ``fp16`` (fbgemm fp16 weights, x86 CPUs), ``int8`` (fbgemm int8, x86 CPUs, the fastest),
     ``int8w`` (int8 weights, bf16 activations), ``naive`` (``nn.LSTM`` one step at a time,
-    the reference), or ``auto``: int8 on a CPU that has fbgemm, fused elsewhere (CUDA).
-    Every engine gives a seed the same piece whether it is sampled alone or in any batch.
+    the reference), ``half`` (float16 products, for GPUs), or ``auto``: int8 on a CPU that
+    has fbgemm, half on CUDA, fused elsewhere. On a CPU every engine gives a seed the same
+    piece whether it is sampled alone or in any batch.
     """
 
     def __init__(
@@ -102,9 +103,10 @@ class Composer:
         self.model = model.to(self.device).eval()
         self.card = card or {}
         if engine == "auto":
-            engine = "int8" if self.device.type == "cpu" and quantization_available() else "fused"
+            engine = "int8" if quantization_available() else "fused"
+            engine = "half" if self.device.type == "cuda" else engine
         self.engine = engine
-        weights = {"fused": "fp32", "fp16": "fp16", "int8": "int8", "int8w": "int8w"}.get(engine)
+        weights = {"fused": "fp32", "fp16": "fp16", "int8": "int8", "int8w": "int8w", "half": "half"}.get(engine)
         self.fused = FusedLSTM(self.model, weights) if weights else None
 
     @classmethod
@@ -244,7 +246,7 @@ class BatchSampler:
 
 def piece_notes(tokens: np.ndarray) -> list[events.Note]:
     """The notes of a sampled piece, each at most MAX_NOTE_SECONDS long."""
-    return events.decode(tokens, max_note_steps=round(MAX_NOTE_SECONDS * events.STEPS_PER_SECOND))
+    return events.decode(tokens, max_note_steps=round(MAX_NOTE_SECONDS * events.STEPS_PER_SECOND), restrike=True)
 
 
 def primer_tokens(notes_tokens: np.ndarray, seconds: float) -> np.ndarray:

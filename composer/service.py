@@ -183,8 +183,8 @@ def create_app(
 ) -> FastAPI:
     """The service app; models load at startup in the workers' threads (GET /healthz says when).
 
-    ``max_batch=1`` turns batching off. Every ``engine`` keeps a piece independent of its
-    batch, so a seed replays exactly.
+    ``max_batch=1`` turns batching off. On a CPU every ``engine`` keeps a piece independent
+    of its batch, so a seed replays exactly (see composer.fastlstm for CUDA).
     """
     cfg = cfg or settings()
     models_dir = models_dir or cfg.models_dir

@@ -145,3 +145,13 @@ def test_decode_can_cap_note_length():
     capped = decode(tokens, max_note_steps=500)
     assert [(n.pitch, n.start, n.end) for n in capped] == [(60, 0.0, 5.0), (62, 8.0, 8.01)]
     assert decode(tokens)[0].end == 8.0
+
+
+def test_restrike_ends_a_sounding_key_before_striking_it_again():
+    # on 60, 10 ms, on 60 again, 10 ms, off 60: two notes, not one left hanging to the end
+    tokens = [events.NOTE_ON + 60, events.TIME_SHIFT, events.NOTE_ON + 60, events.TIME_SHIFT, events.NOTE_OFF + 60]
+    tokens += [events.TIME_SHIFT + 99] * 3
+    fifo = events.decode(tokens)
+    assert [(n.start, n.end) for n in fifo] == [(0.0, 0.02), (0.01, 3.02)]
+    piano = events.decode(tokens, restrike=True)
+    assert [(n.start, n.end) for n in piano] == [(0.0, 0.01), (0.01, 0.02)]

@@ -34,7 +34,7 @@ def test_fused_fp32_matches_nn_lstm(model):
 
 
 @needs_fbgemm
-@pytest.mark.parametrize(("weights", "tolerance"), [("fp16", 5e-3), ("int8", 0.05), ("int8w", 0.05)])
+@pytest.mark.parametrize(("weights", "tolerance"), [("fp16", 5e-3), ("int8", 0.05), ("int8w", 0.05), ("half", 0.02)])
 def test_packed_weights_stay_close(model, weights: str, tolerance: float):
     tokens = torch.randint(0, 391, (3, 40))
     with torch.no_grad():

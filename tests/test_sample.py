@@ -21,7 +21,7 @@ def seconds_of(tokens: np.ndarray) -> float:
     return events.duration_steps(tokens) / events.STEPS_PER_SECOND
 
 
-@pytest.mark.parametrize("engine", ["naive", "fused", "fp16", "int8", "int8w"])
+@pytest.mark.parametrize("engine", ["naive", "fused", "fp16", "int8", "int8w", "half"])
 def test_same_seed_same_piece_and_other_seed_other_piece(tiny_model_dir: Path, engine: str):
     composer = Composer.from_dir(tiny_model_dir, engine=engine)
     a, b, c = composer.generate([SampleRequest(5, seed=7), SampleRequest(5, seed=7), SampleRequest(5, seed=8)])
