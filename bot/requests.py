@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import html
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from html.parser import HTMLParser
@@ -269,18 +269,43 @@ def _seconds(text: str) -> float | None:
     return number * 60 if unit.startswith("m") else number
 
 
-def _find_genre(words: list[str], text: str, genres: Iterable[str]) -> tuple[str | None, str | None]:
-    """(genre, unknown genre named) from the words; synonyms may span two words."""
+def genre_aliases(infos: Iterable[object]) -> dict[str, str]:
+    """Alias -> genre from the composer's genre list (``GenreInfo.aliases``, from each manifest).
+
+    Genres without aliases (or a composer too old to send them) simply add nothing.
+    """
+    out: dict[str, str] = {}
+    for info in infos:
+        name = str(getattr(info, "name", "") or "").lower()
+        for alias in getattr(info, "aliases", None) or ():
+            if name and isinstance(alias, str) and alias.strip():
+                out.setdefault(alias.strip().lower(), name)
+    return out
+
+
+def _find_genre(
+    words: list[str], text: str, genres: Iterable[str], aliases: Mapping[str, str] | None = None
+) -> tuple[str | None, str | None]:
+    """(genre, unknown genre named) from the words; synonyms and aliases may span two words.
+
+    A genre's own name beats its manifest's aliases, which beat the built-in SYNONYMS
+    (a served "chorale" genre that lists "bach" takes "bach" from classical).
+    """
     served = {g.lower() for g in genres}
-    vocabulary = {g: g for g in served} | {k: v for k, v in SYNONYMS.items() if v in served}
-    for phrase, genre in vocabulary.items():  # multi-word and hyphenated names first
+    aliases = aliases or {}
+    vocabulary = (
+        {k: v for k, v in SYNONYMS.items() if v in served}
+        | {k: v for k, v in aliases.items() if v in served}
+        | {g: g for g in served}
+    )
+    for phrase, genre in sorted(vocabulary.items(), key=lambda kv: -len(kv[0])):  # multi-word names first
         if (" " in phrase or "-" in phrase) and re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", text):
             return genre, None
     for word in words:
         if word in vocabulary:
             return vocabulary[word], None
     for word in words:
-        if word in OTHER_GENRES or word in SYNONYMS:  # a genre we know of but cannot play (yet)
+        if word in OTHER_GENRES or word in SYNONYMS or word in aliases:  # a genre we know of but cannot play (yet)
             return None, word
     for word in words:
         if len(word) >= 4 and word not in MOODS and word not in COMPOSE_WORDS:
@@ -290,17 +315,21 @@ def _find_genre(words: list[str], text: str, genres: Iterable[str]) -> tuple[str
     return None, None
 
 
-def parse_request(markup: str, genres: Iterable[str], limits: Limits | None = None) -> Request:
-    """Read one mention. ``genres`` are those the composer can play now."""
+def parse_request(
+    markup: str, genres: Iterable[str], limits: Limits | None = None, aliases: Mapping[str, str] | None = None
+) -> Request:
+    """Read one mention. ``genres`` are those the composer can play now; ``aliases`` maps
+    more words to genres (``genre_aliases`` of the composer's genre list)."""
     limits = limits or Limits()
     genres = list(genres)
+    aliases = dict(aliases or {})
     try:
         text = clean_text(markup)
         lower = text.lower()
         words = _WORD.findall(lower)
     except Exception:  # defensive: the fuzz test holds this, but a reply must still go out
         return Request(Kind.HELP, "")
-    if not words or (set(words) & HELP_WORDS and not set(words) & (set(genres) | set(SYNONYMS))):
+    if not words or (set(words) & HELP_WORDS and not set(words) & (set(genres) | set(SYNONYMS) | set(aliases))):
         return Request(Kind.HELP, text)
 
     notes: list[str] = []
@@ -326,7 +355,7 @@ def parse_request(markup: str, genres: Iterable[str], limits: Limits | None = No
     if set(words) & MORE_WORDS and set(words) <= MORE_WORDS | MORE_FILLER:  # "thanks!" alone asks for nothing
         return Request(Kind.MORE, text, seconds=seconds, temperature=temperature, moods=moods, seed=seed)
 
-    genre, unknown = _find_genre(words, lower, genres)
+    genre, unknown = _find_genre(words, lower, genres, aliases)
     if genre is None and (unknown is not None or not (set(words) & COMPOSE_WORDS or moods or seed is not None)):
         return Request(Kind.HELP, text, unknown_genre=unknown)
     return Request(Kind.COMPOSE, text, genre, float(seconds), temperature, seed, moods, None, tuple(notes))

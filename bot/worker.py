@@ -54,7 +54,7 @@ from bot.platforms.base import (
     id_key,
     narrower_visibility,
 )
-from bot.requests import Kind, Limits, parse_request, strip_html
+from bot.requests import Kind, Limits, genre_aliases, parse_request, strip_html
 from composer.client import ComposerUnavailable, CompositionError, CompositionRejected
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ class Worker:
         self.limits = Limits(settings.bot_min_seconds, settings.bot_max_seconds, settings.bot_default_seconds)
         self.me: Identity | None = None
         self._genres: list[str] | None = None
+        self._aliases: dict[str, str] = {}  # words for genres, from their manifests (GenreInfo.aliases)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -195,7 +196,9 @@ class Worker:
 
     def served_genres(self) -> list[str]:
         if self._genres is None:
-            self._genres = sorted(g.name for g in self.composer.genres() if getattr(g, "current_version", None))
+            infos = self.composer.genres()
+            self._aliases = genre_aliases(infos)
+            self._genres = sorted(g.name for g in infos if getattr(g, "current_version", None))
         return self._genres
 
     def ingest(self, report: TickReport) -> None:
@@ -324,7 +327,7 @@ class Worker:
         if skip:
             job.state, job.reason, job.kind = State.SKIPPED, skip, "none"
             return job
-        request = parse_request(mention.text, self.served_genres(), self.limits)
+        request = parse_request(mention.text, self.served_genres(), self.limits, self._aliases)
         job.parse_notes = list(request.notes)
         job.kind = request.kind.value
         if request.kind is Kind.HELP:

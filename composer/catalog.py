@@ -27,6 +27,7 @@ class GenreInfo:
     card: dict[str, Any] | None = None
     description: str = ""
     license: str = ""
+    aliases: list[str] = field(default_factory=list)  # words people use for the genre, from its manifest
 
 
 def _model_genres(models_dir: Path) -> list[str]:
@@ -50,10 +51,13 @@ def genre_catalog(models_dir: Path, genres_dir: Path) -> list[GenreInfo]:
         except (LookupError, OSError, ValueError):
             model_card = None  # a CURRENT naming a missing version: listed, not served
         description = license_ = ""
+        aliases: list[str] = []
         if (genres_dir / f"{name}.toml").is_file():
             spec = load_genre(name, genres_dir)
-            description, license_ = spec.description, spec.license
-        infos.append(GenreInfo(name, version, list_versions(name, models_dir), model_card, description, license_))
+            description, license_, aliases = spec.description, spec.license, list(spec.aliases)
+        infos.append(
+            GenreInfo(name, version, list_versions(name, models_dir), model_card, description, license_, aliases)
+        )
     return infos
 
 

@@ -185,6 +185,9 @@ def train(
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     device: str = typer.Option("", help="cpu, cuda, cuda:N (default: COMPOSER_DEVICE or auto)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    start_fraction: float = typer.Option(
+        0.1, min=0.0, max=1.0, help="Share of crops that begin at their piece's start, so samples open like pieces."
+    ),
 ) -> None:
     """Train a genre model (resumable: run it again with the same --run to continue)."""
     from datetime import datetime
@@ -221,6 +224,7 @@ def train(
         seed=seed,
         precision=precision,
         init_from=init_from,
+        start_fraction=start_fraction,
         data_genres=tuple(filter(None, pretrain_on.split(","))),
         model=ModelConfig(hidden_size=hidden_size, num_layers=num_layers, embed_dim=embed_dim, dropout=dropout),
     )
@@ -228,8 +232,10 @@ def train(
         summary = run_training(spec, cfg.cache_dir, run_dir, tc, device or cfg.device, progress=not quiet)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    if int(os.environ.get("RANK", "0")) != 0:  # the other ranks' view of the run is partial
+        return
     typer.echo(json.dumps({k: summary[k] for k in ("step", "best_nll", "best_step", "run_dir", "finished")}))
-    if publish and int(os.environ.get("RANK", "0")) == 0:
+    if publish:
         from composer.registry import current_version, set_current
 
         target = _publish(run_dir / BEST_DIR, genre, publish)
@@ -328,7 +334,9 @@ def sample(
     version: str = typer.Option("", help="Model version (default: the current one)."),
     model_dir: Path | None = typer.Option(None, help="Sample from this model directory instead (auditioning)."),
     device: str = typer.Option("", help="cpu, cuda, cuda:N (default: auto)."),
-    engine: str = typer.Option("auto", help="auto, int8, fused or naive (the plain nn.LSTM reference)."),
+    engine: str = typer.Option(
+        "auto", help="auto (int8 on x86 CPUs, half on CUDA, else fused), int8, int8w, fp16, half, fused or naive."
+    ),
 ) -> None:
     """Compose a new piece and write it as MIDI."""
     import random
@@ -406,6 +414,87 @@ def baseline(
     result = {"genre": genre, "order": order, "nll_per_event": total / max(count, 1), "events": count}
     if not as_json:
         typer.echo(f"{genre}: {order}-gram {result['nll_per_event']:.4f} nats/event over {count:,} events")
+    typer.echo(json.dumps(result))
+
+
+def _report_options(pieces, events_per_piece, samples, seconds, seed, orders, rolls, device, threads):
+    import torch
+
+    from composer.report import ReportOptions
+
+    torch.set_num_threads(max(threads, 1))
+    try:
+        opts = ReportOptions(
+            pieces=pieces,
+            events=events_per_piece,
+            samples=samples,
+            seconds=seconds,
+            seed=seed,
+            baseline_orders=tuple(int(o) for o in orders.split(",") if o.strip()),
+            rolls=rolls,
+            device=device,
+        )
+        opts.validate()
+    except ValueError as exc:
+        fail(str(exc))
+    return opts
+
+
+@app.command()
+def report(
+    genre: list[str] | None = typer.Option(None, "--genre", "-g", help="Genre(s) to report on; default: --all."),
+    all_genres: bool = typer.Option(False, "--all", help="Every genre that has a current model (the default)."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write (self-contained)."),
+    pieces: int = typer.Option(16, help="Held-out pieces per genre (fidelity matrix, histograms)."),
+    events_per_piece: int = typer.Option(2000, "--events", help="Events from the start of each held-out piece."),
+    samples: int = typer.Option(8, help="Samples per genre model (seeds SEED, SEED+1, ...)."),
+    seconds: float = typer.Option(30.0, help="Length of each sample in seconds."),
+    seed: int = typer.Option(1000, help="Seed of the first sample."),
+    baseline_orders: str = typer.Option("3,5,7", help="n-gram orders to try for the baseline (1..7)."),
+    rolls: int = typer.Option(2, help="Piano rolls per genre."),
+    refresh: bool = typer.Option(False, help="Recompute everything instead of reading .cache/report/."),
+    threads: int = typer.Option(1, help="CPU threads for torch."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+) -> None:
+    """One self-contained HTML page: learning curves, n-gram baseline, genre fidelity, sample statistics."""
+    from composer.report import compute_report, format_matrix, format_overlaps, write_report
+
+    cfg = settings()
+    opts = _report_options(pieces, events_per_piece, samples, seconds, seed, baseline_orders, rolls, device, threads)
+    try:
+        data = compute_report(cfg.models_dir, cfg.cache_dir, opts, None if all_genres else genre, refresh)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(format_matrix(data["fidelity"]["heldout"], "held-out pieces: mean NLL per event"))
+    typer.echo(format_matrix(data["fidelity"]["samples"], "samples: mean NLL per event"))
+    typer.echo(format_overlaps(data["features"]))
+    typer.echo(f"wrote {write_report(data, out)}")
+
+
+@app.command()
+def fidelity(
+    pieces: int = typer.Option(16, help="Held-out pieces per genre."),
+    events_per_piece: int = typer.Option(2000, "--events", help="Events from the start of each held-out piece."),
+    samples: int = typer.Option(8, help="Samples per genre model."),
+    seconds: float = typer.Option(30.0, help="Length of each sample in seconds."),
+    seed: int = typer.Option(1000, help="Seed of the first sample."),
+    refresh: bool = typer.Option(False, help="Recompute instead of reading .cache/report/."),
+    threads: int = typer.Option(1, help="CPU threads for torch."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Only the JSON line."),
+) -> None:
+    """Genre-fidelity matrices: NLL of every genre's held-out pieces and samples under every genre model."""
+    from composer.report import compute_fidelity, format_matrix
+
+    cfg = settings()
+    opts = _report_options(pieces, events_per_piece, samples, seconds, seed, "3", 0, device, threads)
+    try:
+        result = compute_fidelity(cfg.models_dir, cfg.cache_dir, opts, refresh=refresh)["matrices"]
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    if not as_json:
+        typer.echo(format_matrix(result["heldout"], "held-out pieces: mean NLL per event"))
+        typer.echo(format_matrix(result["samples"], "samples: mean NLL per event"))
     typer.echo(json.dumps(result))
 
 
@@ -571,7 +660,7 @@ def serve(
     max_seconds: float = typer.Option(600.0, help="Longest piece served, in seconds (at most 600)."),
     device: str = typer.Option("", help="cpu, cuda, cuda:N (default: COMPOSER_DEVICE or auto)."),
     engine: str = typer.Option(
-        "auto", help="auto (fp16 on x86 CPUs, else fused), fp16, fused: a seed replays exactly; int8: not exact."
+        "auto", help="auto (int8 on x86 CPUs, half on CUDA, else fused), int8, int8w, fp16, half or fused."
     ),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     log_level: str = typer.Option("info", help="uvicorn's log level."),

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 class ComposerClient(Protocol):
     def genres(self) -> list[GenreInfo]:
-        """Every genre with its current model version, versions and model card."""
+        """Every genre with its current model version, versions, model card and aliases (words for it)."""
         ...
 
     def compose(

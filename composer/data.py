@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from composer import events
-from composer.genres import Genre
+from composer.genres import Genre, music21_source
 from composer.midi import MidiError, find_midi_files, load_notes, midi_duration
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,14 @@ def _stable_fraction(key: str) -> float:
     return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 2**32
 
 
-def assign_splits(genre: Genre, data_root: Path) -> list[tuple[Path, str, str]]:
-    """Every source file of a genre with its piece key and split, in a stable order."""
+def assign_splits(genre: Genre, data_root: Path, source_dirs: list[Path] | None = None) -> list[tuple[Path, str, str]]:
+    """Every source file of a genre with its piece key and split, in a stable order.
+
+    ``source_dirs`` (one folder per source) replaces the folders under ``data_root``:
+    ``prepare`` passes it with music21 sources materialized under the cache.
+    """
     out: list[tuple[Path, str, str]] = []
-    for source_name, source in zip(genre.sources, genre.source_dirs(data_root)):
+    for source_name, source in zip(genre.sources, source_dirs or genre.source_dirs(data_root)):
         if not source.is_dir():
             raise FileNotFoundError(f"genre {genre.name}: source folder {source} does not exist")
         asap = _asap_groups(source) if genre.split == "asap" else {}
@@ -154,6 +158,28 @@ def _bundle(streams: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return tokens, offsets
 
 
+def materialize_sources(
+    genre: Genre, data_root: Path, cache_dir: Path, workers: int | None = None
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """One MIDI folder per source: music21 corpora performed into the cache, others as they are.
+
+    Returns the folders and the scores that could not be converted (skipped, with a warning).
+    """
+    dirs, skipped = [], []
+    for source, folder in zip(genre.sources, genre.source_dirs(data_root)):
+        name = music21_source(source)
+        if name is None:
+            dirs.append(folder)
+            continue
+        from composer.scores import materialize_music21  # music21 loads only for genres that use it
+
+        done = materialize_music21(name, cache_dir, genre.scores, workers)
+        log.info("%s: %d MIDI files from %s (%d converted now)", genre.name, done.files, source, done.converted)
+        dirs.append(done.folder)
+        skipped.extend(done.skipped)
+    return dirs, skipped
+
+
 def genre_cache_dir(cache_dir: Path, genre: str) -> Path:
     return cache_dir / "genres" / genre
 
@@ -167,7 +193,8 @@ def prepare_genre(
 ) -> PrepareReport:
     """Encode a genre's corpus into the cache and (re)build its train/validation bundles."""
     report = PrepareReport(genre.name)
-    files = assign_splits(genre, data_root)
+    source_dirs, unconverted = materialize_sources(genre, data_root, cache_dir, workers)
+    files = assign_splits(genre, data_root, source_dirs)
     if not files:
         raise FileNotFoundError(f"genre {genre.name}: no MIDI files under {genre.sources}")
     token_dir = cache_dir / "tokens"
@@ -187,6 +214,7 @@ def prepare_genre(
         index = json.loads(index_file.read_text())
         if index.get("fingerprint") == fingerprint:
             _fill_report(report, index)
+            report.skipped += unconverted
             return report
 
     errors: dict[Path, str] = {}
@@ -225,6 +253,7 @@ def prepare_genre(
     index_file.write_text(json.dumps(index, indent=1))
     report.rebuilt = True
     _fill_report(report, index)
+    report.skipped += unconverted
     return report
 
 
@@ -288,14 +317,20 @@ class TokenBundle:
 class CropSampler:
     """Random training windows with Magenta's transposition augmentation.
 
-    Every window of ``length + 1`` tokens inside one sequence is equally likely;
-    sequences shorter than that are padded. Time stretch is already in the bundle.
+    Every window of ``length + 1`` tokens inside one sequence is equally likely, except
+    that a ``start_fraction`` of them begin at their piece's start (BOS): uniform windows
+    almost never do, and a model that never saw a piece open samples from BOS as if from
+    the middle of one (note-offs of notes never struck, no velocity before the first
+    note). Sequences shorter than a window are padded. Time stretch is already in the bundle.
     """
 
-    def __init__(self, bundle: TokenBundle, length: int, transpose: int = 3, seed: int = 0):
+    def __init__(
+        self, bundle: TokenBundle, length: int, transpose: int = 3, seed: int = 0, start_fraction: float = 0.0
+    ):
         self.bundle = bundle
         self.length = length
         self.transpose = transpose
+        self.start_fraction = start_fraction
         self.rng = np.random.default_rng(seed)
         lengths = np.diff(bundle.offsets)
         self.windows = np.maximum(lengths - length, 1)
@@ -305,8 +340,9 @@ class CropSampler:
         out = np.full((size, self.length + 1), events.PAD, dtype=np.int64)
         picks = self.rng.integers(0, self.cumulative[-1], size)
         seqs = np.searchsorted(self.cumulative, picks, side="right")
+        openings = self.rng.random(size) < self.start_fraction if self.start_fraction else np.zeros(size, bool)
         for row, (pick, seq) in enumerate(zip(picks, seqs)):
-            start = pick - (self.cumulative[seq] - self.windows[seq])
+            start = 0 if openings[row] else pick - (self.cumulative[seq] - self.windows[seq])
             lo = self.bundle.offsets[seq] + start
             hi = min(lo + self.length + 1, self.bundle.offsets[seq + 1])
             window = self.bundle.tokens[lo:hi]

@@ -1,22 +1,69 @@
-"""Genre manifests: which corpus folders make a genre, under which license.
+"""Genre manifests: which corpora make a genre, under which license.
 
-A genre is a small TOML file in ``data/genres/``; adding one needs no code.
+A genre is a small TOML file in ``data/genres/``; adding one needs no code::
+
+    name = "chorale"                      # the file's stem, as requests name the genre
+    description = "..."
+    sources = ["music21:bach"]            # folders under the data root, or music21:<name>
+    license = "..."
+    attribution = "..."
+    split = "file"                        # file, asap or maestro (see composer.data)
+    validation_fraction = 0.1
+    aliases = ["bach", "chorales"]        # optional: words people use for it (the bot reads them)
+
+    [scores]                              # optional: how notated scores are performed
+    tempo_bpm = [66, 84]                  # quarter notes per minute, or a [low, high] range (per piece)
+    tempo = "override"                    # "missing": only where the score has no tempo mark
+    velocity = 72                         # a fixed MIDI velocity, or a [low, high] humanize range (per note)
+    pedal = "none"                        # "bar": sustain pedal held through each bar, changed at the bar line
+    fermata = 1.5                         # notes under a fermata last this many times their value
+
+A source is either a folder of MIDI files under the data root (``"nottingham"``), or
+``"music21:<name>"``: a corpus that ships inside the music21 package, by composer or
+collection (``music21:bach`` is its Bach chorales; see ``composer.scores``). Scores have
+no performance in them, so ``prepare`` performs them by the ``[scores]`` settings into
+MIDI under the cache, and they then flow through the same pipeline as MIDI corpora. The
+``[scores]`` table has no effect on MIDI folder sources.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from composer.config import settings
 
 SPLITS = ("asap", "maestro", "file")
+MUSIC21_PREFIX = "music21:"
+TEMPO_MODES = ("missing", "override")
+PEDAL_MODES = ("none", "bar")
+MANIFEST_KEYS = frozenset(
+    {"name", "description", "sources", "license", "attribution", "split", "validation_fraction", "aliases", "scores"}
+)
+_MUSIC21_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 class UnknownGenreError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How a notated score (a music21 source) becomes a performance: tempo, loudness, pedal."""
+
+    tempo_bpm: tuple[float, float] = (100.0, 100.0)
+    tempo: str = "missing"
+    velocity: tuple[int, int] = (80, 80)
+    pedal: str = "none"
+    fermata: float = 1.0
+
+    def key(self) -> str:
+        """Identifies the settings, so a change performs the scores again."""
+        return f"{self.tempo_bpm}|{self.tempo}|{self.velocity}|{self.pedal}|{self.fermata}"
 
 
 @dataclass(frozen=True)
@@ -29,32 +76,123 @@ class Genre:
     split: str = "file"
     validation_fraction: float = 0.1
     manifest_sha1: str = ""
+    aliases: tuple[str, ...] = ()
+    scores: ScoreOptions = field(default_factory=ScoreOptions)
 
     def source_dirs(self, data_root: Path) -> list[Path]:
+        """Folder sources under the data root (music21 sources are materialized by ``prepare``)."""
         return [data_root / s for s in self.sources]
+
+
+def music21_source(source: str) -> str | None:
+    """The corpus name of a ``music21:<name>`` source; None for a folder source."""
+    return source[len(MUSIC21_PREFIX) :] if source.startswith(MUSIC21_PREFIX) else None
+
+
+class _Manifest:
+    """Reads and checks one manifest's fields; every error names the file and the field."""
+
+    def __init__(self, path: Path, spec: dict[str, Any]):
+        self.path, self.spec = path, spec
+
+    def error(self, where: str, message: str) -> ValueError:
+        return ValueError(f"{self.path}: {where} {message}")
+
+    def required(self, key: str) -> Any:
+        if key not in self.spec:
+            raise ValueError(f"{self.path}: genre manifest lacks {key!r}")
+        return self.spec[key]
+
+    def text(self, key: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self.error(key, f"must be a string, not {value!r}")
+        return value
+
+    def words(self, key: str, value: Any, nonempty: bool = False) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.error(key, 'must be a list of non-empty strings, like ["a", "b"]')
+        if nonempty and not value:
+            raise self.error(key, "must name at least one source")
+        return tuple(v.strip() for v in value)
+
+    def number_or_range(self, key: str, value: Any, low: float, high: float, integer: bool) -> tuple[Any, Any]:
+        kind = int if integer else (int, float)
+        pair = value if isinstance(value, list) else [value, value]
+        if (
+            len(pair) != 2
+            or not all(isinstance(v, kind) and not isinstance(v, bool) for v in pair)
+            or not all(low <= v <= high for v in pair)
+            or pair[0] > pair[1]
+        ):
+            what = "an integer" if integer else "a number"
+            raise self.error(key, f"must be {what} in {low:g}..{high:g} or a [low, high] range of them, not {value!r}")
+        return (int(pair[0]), int(pair[1])) if integer else (float(pair[0]), float(pair[1]))
+
+    def scores(self) -> ScoreOptions:
+        table = self.spec.get("scores", {})
+        if not isinstance(table, dict):
+            raise self.error("scores", "must be a table ([scores])")
+        known = {"tempo_bpm", "tempo", "velocity", "pedal", "fermata"}
+        for key in table:
+            if key not in known:
+                raise self.error(f"scores.{key}", f"is not a setting (known: {', '.join(sorted(known))})")
+        default = ScoreOptions()
+        opts = ScoreOptions(
+            tempo_bpm=self.number_or_range(
+                "scores.tempo_bpm", table.get("tempo_bpm", list(default.tempo_bpm)), 20, 400, False
+            ),
+            tempo=table.get("tempo", default.tempo),
+            velocity=self.number_or_range(
+                "scores.velocity", table.get("velocity", list(default.velocity)), 1, 127, True
+            ),
+            pedal=table.get("pedal", default.pedal),
+            fermata=table.get("fermata", default.fermata),
+        )
+        if opts.tempo not in TEMPO_MODES:
+            raise self.error("scores.tempo", f"must be one of {', '.join(TEMPO_MODES)}, not {opts.tempo!r}")
+        if opts.pedal not in PEDAL_MODES:
+            raise self.error("scores.pedal", f"must be one of {', '.join(PEDAL_MODES)}, not {opts.pedal!r}")
+        if not isinstance(opts.fermata, (int, float)) or isinstance(opts.fermata, bool) or not 1 <= opts.fermata <= 4:
+            raise self.error("scores.fermata", f"must be a number in 1..4, not {opts.fermata!r}")
+        return ScoreOptions(opts.tempo_bpm, opts.tempo, opts.velocity, opts.pedal, float(opts.fermata))
 
 
 def load_genre_file(path: Path) -> Genre:
     raw = path.read_bytes()
-    spec = tomllib.loads(raw.decode())
     try:
-        genre = Genre(
-            name=spec["name"],
-            description=spec.get("description", ""),
-            sources=tuple(spec["sources"]),
-            license=spec["license"],
-            attribution=spec.get("attribution", ""),
-            split=spec.get("split", "file"),
-            validation_fraction=float(spec.get("validation_fraction", 0.1)),
-            manifest_sha1=hashlib.sha1(raw).hexdigest(),
-        )
-    except KeyError as exc:
-        raise ValueError(f"{path}: genre manifest lacks {exc.args[0]!r}") from None
+        spec = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid TOML manifest: {exc}") from None
+    m = _Manifest(path, spec)
+    for key in spec:
+        if key not in MANIFEST_KEYS:
+            raise m.error(key, f"is not a manifest field (known: {', '.join(sorted(MANIFEST_KEYS))})")
+    sources = m.words("sources", m.required("sources"), nonempty=True)
+    for source in sources:
+        corpus = music21_source(source)
+        if corpus is not None and not _MUSIC21_NAME.match(corpus):
+            raise m.error("sources", f"entry {source!r} must name a music21 corpus, like 'music21:bach'")
+        if corpus is None and (":" in source or ".." in Path(source).parts or Path(source).is_absolute()):
+            raise m.error("sources", f"entry {source!r} must be a folder under the data root or music21:<name>")
+    aliases = m.words("aliases", spec.get("aliases", []))
+    genre = Genre(
+        name=m.text("name", m.required("name")),
+        description=m.text("description", spec.get("description", "")),
+        sources=sources,
+        license=m.text("license", m.required("license")),
+        attribution=m.text("attribution", spec.get("attribution", "")),
+        split=spec.get("split", "file"),
+        validation_fraction=spec.get("validation_fraction", 0.1),
+        manifest_sha1=hashlib.sha1(raw).hexdigest(),
+        aliases=tuple(dict.fromkeys(a.lower() for a in aliases)),
+        scores=m.scores(),
+    )
     if genre.split not in SPLITS:
-        raise ValueError(f"{path}: split must be one of {', '.join(SPLITS)}")
-    if not 0.0 < genre.validation_fraction < 1.0:
-        raise ValueError(f"{path}: validation_fraction must be between 0 and 1")
-    return genre
+        raise m.error("split", f"must be one of {', '.join(SPLITS)}")
+    fraction = genre.validation_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+        raise m.error("validation_fraction", "must be between 0 and 1")
+    return Genre(**{**vars(genre), "validation_fraction": float(fraction)})
 
 
 def list_genres(genres_dir: Path | None = None) -> list[str]:

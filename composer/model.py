@@ -63,6 +63,7 @@ def save_model(model: PerformanceRNN, directory: Path, card: dict[str, Any], hal
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     tmp = directory / f".{WEIGHTS_FILE}.tmp"
     save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.chmod(0o644)  # safetensors may write its file private; a service user must read it
     tmp.replace(directory / WEIGHTS_FILE)
     full_card = {**card, "config": asdict(model.config), "parameters": model.num_parameters()}
     (directory / CARD_FILE).write_text(json.dumps(full_card, indent=2, sort_keys=True) + "\n")

@@ -50,6 +50,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     clip_norm: float = 3.0
     transpose: int = 3
+    start_fraction: float = 0.1
+    """Share of training crops that begin at their piece's start (see CropSampler)."""
     eval_every: int = 500
     val_max_sequences: int = 0
     """Score only this many validation pieces during training (0: all of them)."""
@@ -160,7 +162,9 @@ def train(
         rng = np.random.default_rng(1234)
         keep = sorted(rng.permutation(len(val_sequences))[: cfg.val_max_sequences])
         val_sequences = [val_sequences[i] for i in keep]
-    sampler = CropSampler(train_data, cfg.seq_len, cfg.transpose, seed=cfg.seed * 1000 + ddp.rank)
+    sampler = CropSampler(
+        train_data, cfg.seq_len, cfg.transpose, seed=cfg.seed * 1000 + ddp.rank, start_fraction=cfg.start_fraction
+    )
 
     lineage = [_data_entry(g) for g in data_specs(genre, cfg)]
     if cfg.init_from:

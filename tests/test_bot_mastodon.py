@@ -367,3 +367,13 @@ def test_more_than_a_page_of_mentions_is_read_in_one_tick(server, make_worker):
     assert all(len(server.replies_to(i)) == 1 for i in ids)
     first_start = make_worker()  # same database: the stored cursor, not the lookback, decides
     assert first_start.tick().fetched == 0
+
+
+def test_a_genres_manifest_aliases_reach_the_worker(server, make_worker, tmp_path):
+    """data/genres/chorale.toml lists "bach": with a chorale model served, "bach" means chorale."""
+    worker = make_worker()
+    worker.composer = LocalComposerClient(models_dir=make_models(tmp_path / "models", ("classical", "chorale")))
+    status = post(server, "alice", "@band play some bach, 3 seconds")
+    assert worker.tick().replied == 1
+    assert jobs(make_worker)[status].genre == "chorale"
+    assert "chorale" in server.replies_to(status)[0]["content"]

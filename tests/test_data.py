@@ -134,3 +134,16 @@ def test_crop_sampler_windows_and_transposition():
     assert short_rows, "the short sequence should be sampled and padded"
     for row in short_rows:
         assert set(row[row < events.TIME_SHIFT] % 128) <= {124, 125, 126, 127}
+
+
+def test_a_share_of_crops_opens_its_piece(tmp_path):
+    """start_fraction crops begin with BOS; uniform crops of long pieces almost never do."""
+    pieces = [(np.arange(1000) + 7 * i) % 300 for i in range(5)]
+    tokens = np.concatenate([np.concatenate([[events.BOS], p, [events.EOS]]) for p in pieces]).astype(np.int16)
+    bundle = TokenBundle(tokens, np.arange(6) * 1002)
+    uniform = CropSampler(bundle, 64, transpose=0, seed=1).batch(2000)
+    openings = CropSampler(bundle, 64, transpose=0, seed=1, start_fraction=0.25).batch(2000)
+    assert (uniform[:, 0] == events.BOS).mean() < 0.01
+    assert 0.2 < (openings[:, 0] == events.BOS).mean() < 0.3
+    opened = openings[openings[:, 0] == events.BOS]
+    assert all(any((row[1:] == p[:64]).all() for p in pieces) for row in opened)

@@ -13,7 +13,7 @@ from composer.registry import card, current_version, model_dir
 from composer.sample import Composer, SampleRequest
 from tests.conftest import CORPORA, DATA_ROOT, needs_corpora
 
-GENRES = ("classical", "pop", "folk")
+GENRES = ("classical", "pop", "folk", "chorale")
 
 
 @pytest.mark.parametrize("genre", GENRES)

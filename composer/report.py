@@ -1,0 +1,818 @@
+"""The model report: one self-contained HTML page about the current genre models.
+
+``compute_report`` measures (and caches under ``<cache>/report/``) everything the page shows:
+
+* the learning curves stored with each model (``training/*metrics.jsonl``: the fine-tune
+  and, when recorded, the pre-training run it started from);
+* validation NLL against an interpolated Witten-Bell n-gram (``composer.baseline``) fitted
+  exactly as ``composer baseline`` fits it (all training sequences, every order asked for);
+* the genre-fidelity matrices: mean NLL per event of every genre's held-out pieces (capped
+  to N pieces x M events) and of every model's samples (K seeds x S seconds), scored by
+  every genre model; rows are the data's genre, columns the scoring model;
+* histograms of pitch, velocity, inter-onset interval, note density and polyphony in the
+  samples against the same held-out excerpts, with the overlapping area of the two
+  normalized histograms (sum of min(p, q); a simpler stand-in for Yang & Lerch 2018's KDE);
+* piano rolls of a few samples.
+
+``render_html`` turns that plain dict into the page (Jinja2, images as base64 data URIs,
+inline CSS, no scripts, nothing fetched from elsewhere).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from composer import events
+
+log = logging.getLogger(__name__)
+
+REPORT_FORMAT = 2  # bump when the report's own figures (features, bins) change: the report cache key
+CELL_FORMAT = 1  # bump when baselines, samples or NLL cells are measured differently: their cache keys
+FEATURES = ("pitch", "velocity", "ioi", "density", "polyphony")
+FEATURE_LABELS = {
+    "pitch": "pitch (MIDI note)",
+    "velocity": "velocity",
+    "ioi": "inter-onset interval (s)",
+    "density": "note density (onsets/s, 5 s windows)",
+    "polyphony": "polyphony (sounding notes, every 50 ms)",
+}
+DENSITY_WINDOW_S = 5.0
+POLYPHONY_STEP_S = 0.05
+IOI_MAX_S = 1.0
+DENSITY_MAX = 40
+POLYPHONY_MAX = 48
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    pieces: int = 16
+    """Held-out pieces per genre for the fidelity matrix and the histograms."""
+    events: int = 2000
+    """Events from the start of each held-out piece."""
+    samples: int = 8
+    """Samples per genre model (seeds seed, seed + 1, ...)."""
+    seconds: float = 30.0
+    """Length of each sample."""
+    seed: int = 1000
+    temperature: float = 1.0
+    baseline_orders: tuple[int, ...] = (3, 5, 7)
+    rolls: int = 2
+    """Piano rolls per genre."""
+    device: str = "cpu"
+    engine: str = "auto"
+
+    def validate(self) -> None:
+        if self.pieces < 1 or self.events < 16 or self.samples < 1 or self.rolls < 0:
+            raise ValueError("pieces and samples must be at least 1, events at least 16, rolls not negative")
+        if not 0 < self.seconds <= 600:
+            raise ValueError(f"seconds must be in (0, 600], got {self.seconds:g}")
+        if not self.baseline_orders or min(self.baseline_orders) < 1 or max(self.baseline_orders) > 7:
+            raise ValueError("baseline orders must lie in 1..7")
+
+
+# ---------------------------------------------------------------- overlap of distributions
+
+
+def overlap_area(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarray) -> float:
+    """Overlapping area of two histograms over the same bins: sum of min(p, q) once each sums to 1.
+
+    1 for identical distributions, 0 for disjoint ones, symmetric; NaN when either is empty.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    if p.shape != q.shape or p.ndim != 1:
+        raise ValueError(f"histograms must be 1-D and of one shape, got {p.shape} and {q.shape}")
+    if (p < 0).any() or (q < 0).any() or not (np.isfinite(p).all() and np.isfinite(q).all()):
+        raise ValueError("histograms must be finite and not negative")
+    sp, sq = p.sum(), q.sum()
+    if sp <= 0 or sq <= 0:
+        return float("nan")
+    return float(min(1.0, np.minimum(p / sp, q / sq).sum()))
+
+
+# ---------------------------------------------------------------- musical features
+
+
+def piece_features(notes: Sequence[events.Note], duration: float) -> dict[str, np.ndarray]:
+    """Per-note, per-onset, per-window and per-instant values of one piece."""
+    if not notes:
+        return {name: np.zeros(0) for name in FEATURES}
+    starts = np.array([n.start for n in notes])
+    ends = np.array([n.end for n in notes])
+    onsets = np.unique(np.round(starts, 2))
+    if duration <= 0:
+        duration = float(ends.max())
+    windows = int(duration // DENSITY_WINDOW_S)
+    if windows:
+        density = np.histogram(starts, bins=np.arange(windows + 1) * DENSITY_WINDOW_S)[0] / DENSITY_WINDOW_S
+    else:
+        density = np.array([len(notes) / max(duration, 0.01)])
+    grid = np.arange(0.0, duration, POLYPHONY_STEP_S)
+    sounding = np.searchsorted(np.sort(starts), grid, side="right") - np.searchsorted(np.sort(ends), grid, side="right")
+    return {
+        "pitch": np.array([n.pitch for n in notes], dtype=np.float64),
+        "velocity": np.array([n.velocity for n in notes], dtype=np.float64),
+        "ioi": np.diff(onsets),
+        "density": density.astype(np.float64),
+        "polyphony": sounding.astype(np.float64),
+    }
+
+
+def feature_edges(name: str) -> np.ndarray:
+    """Fixed bins per feature, so histograms of any two sets line up (the last bin takes the overflow)."""
+    if name == "pitch":
+        return np.arange(129) - 0.5
+    if name == "velocity":
+        lows = [events.bin_to_velocity(b) for b in range(1, events.NUM_VELOCITY_BINS + 1)]
+        return np.array([0.5, *[v - 0.5 for v in lows[1:]], 127.5])
+    if name == "ioi":
+        return np.linspace(0.0, IOI_MAX_S, 51)
+    if name == "density":
+        return np.arange(DENSITY_MAX + 1, dtype=np.float64)
+    if name == "polyphony":
+        return np.arange(POLYPHONY_MAX + 2) - 0.5
+    raise KeyError(name)
+
+
+def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    clipped = np.clip(values, edges[0], np.nextafter(edges[-1], -np.inf))
+    return np.histogram(clipped, bins=edges)[0]
+
+
+def set_features(pieces: Sequence[tuple[Sequence[events.Note], float]]) -> dict[str, np.ndarray]:
+    parts = [piece_features(notes, duration) for notes, duration in pieces]
+    return {name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0) for name in FEATURES}
+
+
+def compare_features(real: dict[str, np.ndarray], generated: dict[str, np.ndarray]) -> dict[str, dict]:
+    out = {}
+    for name in FEATURES:
+        edges = feature_edges(name)
+        h_real, h_gen = histogram(real[name], edges), histogram(generated[name], edges)
+        out[name] = {
+            "edges": edges.tolist(),
+            "real": h_real.tolist(),
+            "samples": h_gen.tolist(),
+            "overlap": overlap_area(h_real, h_gen),
+            "n_real": int(h_real.sum()),
+            "n_samples": int(h_gen.sum()),
+            "mean_real": float(real[name].mean()) if len(real[name]) else float("nan"),
+            "mean_samples": float(generated[name].mean()) if len(generated[name]) else float("nan"),
+        }
+    return out
+
+
+# ---------------------------------------------------------------- caching
+
+
+def _digest(payload) -> str:
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _cached(cache: Path | None, kind: str, key_payload, compute: Callable[[], dict], refresh: bool = False) -> dict:
+    """A JSON result kept at ``cache/kind-<sha1 of key>.json``; written atomically."""
+    if cache is None:
+        return json.loads(json.dumps(compute()))
+    path = cache / f"{kind}-{_digest([CELL_FORMAT, kind, key_payload])}.json"
+    if path.is_file() and not refresh:
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            log.warning("ignoring a broken cache file %s", path)
+    text = json.dumps(compute())
+    cache.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    part.write_text(text)
+    os.replace(part, path)
+    return json.loads(text)  # the same plain types whether computed now or read back
+
+
+def _file_sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sampler_code() -> str:
+    """The sampling code's own fingerprint: samples are only reused while it is unchanged."""
+    here = Path(__file__).parent
+    return _digest([(here / name).read_text() for name in ("sample.py", "fastlstm.py", "events.py")])
+
+
+def split_fingerprint(cache_dir: Path, genre: str) -> str:
+    from composer.data import genre_cache_dir
+
+    index = genre_cache_dir(cache_dir, genre) / "index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{index} is missing: run `composer prepare --genre {genre}` first")
+    return json.loads(index.read_text()).get("fingerprint", "")
+
+
+# ---------------------------------------------------------------- models and data
+
+
+@dataclass
+class GenreModel:
+    genre: str
+    version: str
+    directory: Path
+    card: dict
+    key: str  # genre/version@weights-sha1: what every cached figure of this model is keyed on
+
+    @classmethod
+    def current(cls, genre: str, models_dir: Path) -> GenreModel:
+        from composer.model import WEIGHTS_FILE, read_card
+        from composer.registry import model_dir
+
+        directory = model_dir(genre, None, models_dir)
+        card = read_card(directory)
+        key = f"{genre}/{directory.name}@{_file_sha1(directory / WEIGHTS_FILE)[:16]}"
+        return cls(genre, directory.name, directory, card, key)
+
+
+def genres_with_models(models_dir: Path) -> list[str]:
+    from composer.registry import NoModelError, model_dir
+
+    found = []
+    if models_dir.is_dir():
+        for path in sorted(models_dir.iterdir()):
+            try:
+                model_dir(path.name, None, models_dir)
+            except NoModelError:
+                continue
+            found.append(path.name)
+    return found
+
+
+def heldout_sequences(cache_dir: Path, genre: str, pieces: int, max_events: int) -> list[np.ndarray]:
+    """BOS + the first ``max_events`` events of ``pieces`` validation pieces spread evenly over the split."""
+    from composer.data import TokenBundle
+
+    bundle = TokenBundle.load(cache_dir, genre, "validation")
+    if len(bundle) == 0:
+        raise ValueError(f"genre {genre!r} has no validation pieces in {cache_dir}")
+    picks = np.unique(np.linspace(0, len(bundle) - 1, min(pieces, len(bundle))).round().astype(int))
+    out = []
+    for i in picks:
+        seq = bundle.sequence(int(i)).astype(np.int64)
+        body = seq[1:][seq[1:] < events.NUM_EVENTS][:max_events]
+        if len(body):
+            out.append(np.concatenate([[events.BOS], body]))
+    return out
+
+
+def _with_bos(tokens: Sequence[int]) -> np.ndarray:
+    return np.concatenate([[events.BOS], np.asarray(tokens, dtype=np.int64)]).astype(np.int64)
+
+
+# ---------------------------------------------------------------- learning curves
+
+
+def learning_curves(directory: Path) -> list[dict]:
+    """The training runs recorded with a model: ``training/<stage>-metrics.jsonl``, pre-training first."""
+    folder = directory / "training"
+    files = sorted(folder.glob("*metrics.jsonl")) if folder.is_dir() else []
+    files.sort(key=lambda p: (0 if p.name.startswith("pre") else 1, p.name))
+    init_from = _init_from(directory)
+    stages = []
+    for path in files:
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        stage = path.name.removesuffix("metrics.jsonl").rstrip("-_") or "training"
+        curve = {
+            "stage": stage,
+            "train": [[r["step"], r["train_loss"]] for r in records if "train_loss" in r],
+            "val": [[r["step"], r["val_nll"]] for r in records if "val_nll" in r],
+            "val_events": next((r["val_events"] for r in records if "val_events" in r), None),
+            "start_from_step": None,
+        }
+        stages.append(curve)
+    if len(stages) > 1 and stages[0]["stage"].startswith("pre"):
+        # Which point of the pre-training run the fine-tune started from: a step in the name, else the best.
+        match = re.search(r"step(\d+)", init_from)
+        if match:
+            stages[0]["start_from_step"] = int(match.group(1))
+        elif stages[0]["val"]:
+            stages[0]["start_from_step"] = min(stages[0]["val"], key=lambda sv: sv[1])[0]
+    return stages
+
+
+def _init_from(directory: Path) -> str:
+    try:
+        return json.loads((directory / "card.json").read_text()).get("training", {}).get("init_from", "") or ""
+    except (OSError, ValueError):
+        return ""
+
+
+# ---------------------------------------------------------------- the n-gram baseline
+
+
+def baseline_figures(
+    cache_dir: Path, genre: str, orders: Sequence[int], subset: Sequence[np.ndarray], cache: Path | None, refresh=False
+) -> dict:
+    """n-gram NLL (nats/event) on the genre's whole validation split and on the fidelity subset, per order."""
+    from composer.baseline import NGramModel
+    from composer.data import TokenBundle
+
+    orders = sorted(set(orders))
+    subset_key = _digest([s.tolist() for s in subset])
+
+    def compute() -> dict:
+        log.info("%s: fitting the %d-gram baseline (composer baseline's recipe)", genre, max(orders))
+        train = TokenBundle.load(cache_dir, genre, "train")
+        val = TokenBundle.load(cache_dir, genre, "validation")
+        full = NGramModel(max(orders)).fit([train.sequence(i) for i in range(len(train))])
+        del train
+        whole = [val.sequence(i).astype(np.int64) for i in range(len(val))]
+        result = {"orders": {}, "events": 0, "subset_events": 0}
+        for order in orders:
+            model = copy.copy(full)  # the lower-order tables of the biggest model are the smaller models
+            model.order, model.grams, model.contexts = order, full.grams[:order], full.contexts[:order]
+            total, count = model.nll(whole)
+            sub_total, sub_count = model.nll(subset)
+            result["orders"][str(order)] = {"whole": total / max(count, 1), "subset": sub_total / max(sub_count, 1)}
+            result["events"], result["subset_events"] = count, sub_count
+        best = min(result["orders"], key=lambda o: result["orders"][o]["whole"])
+        result["best_order"] = int(best)
+        result["best_whole"] = result["orders"][best]["whole"]
+        result["best_subset"] = result["orders"][best]["subset"]
+        return result
+
+    key = [genre, split_fingerprint(cache_dir, genre), orders, subset_key]
+    return _cached(cache, "baseline", key, compute, refresh)
+
+
+# ---------------------------------------------------------------- sampling and scoring
+
+
+def generate_samples(model: GenreModel, opts: ReportOptions, cache: Path | None, refresh=False) -> dict:
+    """``{"tokens": [...], "engine": ...}``: ``opts.samples`` pieces from the model, seeds ``opts.seed + i``."""
+    from composer.sample import Composer, SampleRequest
+
+    def compute() -> dict:
+        log.info("%s: sampling %d x %g s", model.genre, opts.samples, opts.seconds)
+        composer = Composer.from_dir(model.directory, opts.device, opts.engine)
+        requests = [SampleRequest(opts.seconds, opts.seed + i, opts.temperature) for i in range(opts.samples)]
+        return {"tokens": [t.astype(int).tolist() for t in composer.generate(requests)], "engine": composer.engine}
+
+    key = [
+        model.key,
+        opts.samples,
+        opts.seconds,
+        opts.seed,
+        opts.temperature,
+        opts.device,
+        opts.engine,
+        _sampler_code(),
+    ]
+    return _cached(cache, "samples", key, compute, refresh)
+
+
+def score(model: GenreModel, loaded, sequences: Sequence[np.ndarray], data_key: str, cache, opts, refresh=False):
+    """Mean NLL per event of ``sequences`` under a model (cached per model and data)."""
+    from composer.evaluate import sequences_nll
+
+    def compute() -> dict:
+        total, count = sequences_nll(loaded(), list(sequences), opts.device)
+        return {"nll": total / count if count else float("nan"), "events": count}
+
+    return _cached(cache, "nll", [model.key, data_key, opts.device], compute, refresh)
+
+
+def fidelity_matrix(
+    rows: dict[str, list[np.ndarray]],
+    row_keys: dict[str, str],
+    models: dict[str, GenreModel],
+    cache: Path | None,
+    opts: ReportOptions,
+    refresh: bool = False,
+) -> dict:
+    """rows: data genre -> sequences; columns: every model. Cell = mean NLL per event."""
+    from composer.model import load_model
+
+    loaded_models: dict[str, object] = {}
+    cols = list(models)
+    nll = [[0.0] * len(cols) for _ in rows]
+    counts = [[0] * len(cols) for _ in rows]
+    for j, genre in enumerate(cols):
+
+        def loaded(genre=genre):
+            if genre not in loaded_models:
+                loaded_models[genre] = load_model(models[genre].directory, opts.device)[0]
+            return loaded_models[genre]
+
+        for i, row in enumerate(rows):
+            cell = score(models[genre], loaded, rows[row], row_keys[row], cache, opts, refresh)
+            nll[i][j], counts[i][j] = cell["nll"], cell["events"]
+        loaded_models.pop(genre, None)
+    return matrix_summary(list(rows), cols, nll, counts)
+
+
+def matrix_summary(rows: list[str], cols: list[str], nll: list[list[float]], counts: list[list[int]]) -> dict:
+    row_min = [int(np.nanargmin(r)) for r in nll]
+    diagonal = [cols[m] == rows[i] if rows[i] in cols else None for i, m in enumerate(row_min)]
+    judged = [d for d in diagonal if d is not None]
+    return {
+        "rows": rows,
+        "cols": cols,
+        "nll": nll,
+        "events": counts,
+        "row_min": row_min,
+        "diagonal_wins": diagonal,
+        "diagonal_wins_all": bool(judged) and all(judged),
+    }
+
+
+def format_matrix(matrix: dict, title: str) -> str:
+    """A text table: rows = data genre, columns = model; * marks the row minimum."""
+    cols = matrix["cols"]
+    width = max(10, *(len(c) + 2 for c in cols))
+    corner = "data \\ model"
+    lines = [title, f"{corner:<14}" + "".join(f"{c:>{width}}" for c in cols) + f"{'diagonal':>10}"]
+    for i, row in enumerate(matrix["rows"]):
+        cells = "".join(
+            f"{(f'{v:.3f}' + ('*' if j == matrix['row_min'][i] else ' ')):>{width}}"
+            for j, v in enumerate(matrix["nll"][i])
+        )
+        win = matrix["diagonal_wins"][i]
+        lines.append(f"{row:<14}{cells}{('wins' if win else 'loses') if win is not None else '-':>10}")
+    verdict = "yes" if matrix["diagonal_wins_all"] else "no"
+    lines.append(f"diagonal wins in every row: {verdict}   (* row minimum; nats per event)")
+    return "\n".join(lines)
+
+
+def format_overlaps(features: dict[str, dict]) -> str:
+    lines = [
+        "overlap area, samples vs held-out (1 = same distribution)",
+        f"{'genre':<12}" + "".join(f"{f:>11}" for f in FEATURES),
+    ]
+    for genre, feats in features.items():
+        lines.append(f"{genre:<12}" + "".join(f"{feats[f]['overlap']:>11.3f}" for f in FEATURES))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the whole report
+
+
+def _model_info(model: GenreModel, cache_dir: Path) -> dict:
+    card = model.card
+    validation = card.get("validation", {})
+    from composer.data import genre_cache_dir
+
+    index_file = genre_cache_dir(cache_dir, model.genre) / "index.json"
+    index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    held = [f for f in index.get("files", []) if f["split"] == "validation"]
+    # The fingerprint names cache files by path, so a cache prepared elsewhere differs; the same
+    # number of pieces and events is the same split for this purpose.
+    same_split = bool(validation.get("split")) and validation.get("split") == index.get("fingerprint")
+    same_split = same_split or (
+        validation.get("pieces") == len(held) and validation.get("events") == sum(f["events"] for f in held)
+    )
+    training = card.get("training", {})
+    return {
+        "genre": model.genre,
+        "version": model.version,
+        "key": model.key,
+        "description": card.get("description", ""),
+        "date": card.get("date", ""),
+        "parameters": card.get("parameters"),
+        "config": card.get("config", {}),
+        "validation_nll": card.get("validation_nll"),
+        "validation_pieces": validation.get("pieces"),
+        "validation_events": validation.get("events"),
+        "split_matches_cache": same_split,
+        "init_from": training.get("init_from", ""),
+        "steps": training.get("step"),
+    }
+
+
+def compute_fidelity(
+    models_dir: Path, cache_dir: Path, opts: ReportOptions, genres: Sequence[str] | None = None, refresh=False
+) -> dict:
+    """Both fidelity matrices over ``genres`` (default: every genre with a current model)."""
+    opts.validate()
+    cache = cache_dir / "report"
+    genres = list(genres or genres_with_models(models_dir))
+    if not genres:
+        raise FileNotFoundError(f"no genre in {models_dir} has a current model")
+    models = {g: GenreModel.current(g, models_dir) for g in genres}
+    heldout = {g: heldout_sequences(cache_dir, g, opts.pieces, opts.events) for g in genres}
+    heldout_keys = {g: f"heldout:{g}:{split_fingerprint(cache_dir, g)}:{opts.pieces}:{opts.events}" for g in genres}
+    sampled = {g: generate_samples(models[g], opts, cache, refresh) for g in genres}
+    samples = {g: sampled[g]["tokens"] for g in genres}
+    sample_seqs = {g: [_with_bos(t) for t in samples[g]] for g in genres}
+    sample_keys = {g: "samples:" + _digest(samples[g]) for g in genres}
+    log.info("scoring held-out pieces with every model")
+    real = fidelity_matrix(heldout, heldout_keys, models, cache, opts, refresh)
+    log.info("scoring samples with every model")
+    generated = fidelity_matrix(sample_seqs, sample_keys, models, cache, opts, refresh)
+    return {
+        "genres": genres,
+        "models": models,
+        "heldout": heldout,
+        "samples": samples,
+        "engines": {g: sampled[g]["engine"] for g in genres},
+        "matrices": {"heldout": real, "samples": generated},
+    }
+
+
+def compute_report(
+    models_dir: Path,
+    cache_dir: Path,
+    opts: ReportOptions | None = None,
+    genres: Sequence[str] | None = None,
+    refresh: bool = False,
+) -> dict:
+    """Every figure of the report as a plain dict (JSON-ready); cached under ``cache_dir/report``.
+
+    ``genres`` picks the models the curves, baselines, histograms and piano rolls are about;
+    the fidelity matrices always span every genre that has a current model.
+    """
+    opts = opts or ReportOptions()
+    opts.validate()
+    cache = cache_dir / "report"
+    everyone = genres_with_models(models_dir)
+    chosen = list(genres or everyone)
+    unknown = [g for g in chosen if g not in everyone]
+    if unknown:
+        raise FileNotFoundError(f"no current model for {', '.join(unknown)} in {models_dir}")
+    models = {g: GenreModel.current(g, models_dir) for g in everyone}
+    key = [
+        {g: m.key for g, m in models.items()},
+        {g: split_fingerprint(cache_dir, g) for g in everyone},
+        chosen,
+        asdict(opts),
+        _sampler_code(),
+    ]
+
+    def compute() -> dict:
+        fid = compute_fidelity(models_dir, cache_dir, opts, everyone, refresh)
+        report: dict = {
+            "format": REPORT_FORMAT,
+            "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "options": asdict(opts),
+            "genres": chosen,
+            "fidelity_genres": everyone,
+            "models": {g: _model_info(models[g], cache_dir) for g in chosen},
+            "curves": {g: learning_curves(models[g].directory) for g in chosen},
+            "baseline": {},
+            "fidelity": fid["matrices"],
+            "sample_engines": fid["engines"],
+            "features": {},
+            "rolls": {},
+        }
+        real_idx = fid["matrices"]["heldout"]
+        for g in chosen:
+            base = baseline_figures(cache_dir, g, opts.baseline_orders, fid["heldout"][g], cache, refresh)
+            i, j = real_idx["rows"].index(g), real_idx["cols"].index(g)
+            base["model_subset"] = real_idx["nll"][i][j]
+            base["model_whole"] = models[g].card.get("validation_nll")
+            report["baseline"][g] = base
+            real_pieces = []
+            for seq in fid["heldout"][g]:
+                body = seq[1:]
+                real_pieces.append((events.decode(body), events.duration_steps(body) / events.STEPS_PER_SECOND))
+            from composer.sample import piece_notes
+
+            gen_pieces = [
+                (piece_notes(np.asarray(t)), events.duration_steps(t) / events.STEPS_PER_SECOND)
+                for t in fid["samples"][g]
+            ]
+            report["features"][g] = compare_features(set_features(real_pieces), set_features(gen_pieces))
+            report["rolls"][g] = [
+                {"seed": opts.seed + k, "tokens": fid["samples"][g][k]} for k in range(min(opts.rolls, opts.samples))
+            ]
+        return report
+
+    return _cached(cache, "report", [REPORT_FORMAT, key], compute, refresh)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _png_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor=fig.get_facecolor())
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, facecolor="white")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def curve_figure(genre: str, stages: list[dict], baseline: dict | None, final_nll: float | None) -> str | None:
+    stages = [s for s in stages if s["train"] or s["val"]]
+    if not stages:
+        return None
+    fig = _figure(5.2 * len(stages) + 0.6, 3.4)
+    axes = fig.subplots(1, len(stages), squeeze=False)[0]
+    for ax, stage in zip(axes, stages):
+        if stage["train"]:
+            ax.plot(*zip(*stage["train"]), color="#7a9aa8", lw=1.2, label="training loss (crops)")
+        if stage["val"]:
+            ax.plot(*zip(*stage["val"]), color="#c0392b", marker="o", ms=3, lw=1.4, label="validation NLL")
+        last = stage is stages[-1]
+        if last and baseline:
+            ax.axhline(
+                baseline["best_whole"],
+                color="#555",
+                ls="--",
+                lw=1,
+                label=f"{baseline['best_order']}-gram baseline {baseline['best_whole']:.3f}",
+            )
+        if last and final_nll is not None:
+            ax.axhline(final_nll, color="#c0392b", ls=":", lw=1, label=f"published: {final_nll:.3f}")
+        if stage.get("start_from_step") is not None:
+            ax.axvline(
+                stage["start_from_step"],
+                color="#2b6cb0",
+                ls="-.",
+                lw=1,
+                label=f"fine-tune starts from step {stage['start_from_step']}",
+            )
+        name = {"pretrain": "pre-training (all genres)", "finetune": f"fine-tuning on {genre}"}.get(
+            stage["stage"], stage["stage"]
+        )
+        ax.set_title(name, fontsize=11)
+        ax.set_xlabel("step")
+        ax.set_ylabel("nats / event")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png_uri(fig)
+
+
+def baseline_figure(report: dict) -> str:
+    genres = report["genres"]
+    fig = _figure(1.9 * len(genres) + 2.5, 3.2)
+    ax = fig.add_subplot()
+    x = np.arange(len(genres))
+    model = [report["baseline"][g]["model_whole"] or np.nan for g in genres]
+    ngram = [report["baseline"][g]["best_whole"] for g in genres]
+    ax.bar(x - 0.2, model, 0.4, color="#c0392b", label="LSTM (card, whole split)")
+    ax.bar(x + 0.2, ngram, 0.4, color="#95a5a6", label="best n-gram (whole split)")
+    for xi, (m, n) in enumerate(zip(model, ngram)):
+        ax.text(xi - 0.2, m, f"{m:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.text(xi + 0.2, n, f"{n:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, genres)
+    ax.set_ylabel("validation NLL (nats / event)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return _png_uri(fig)
+
+
+def feature_figure(genre: str, feats: dict[str, dict]) -> str:
+    fig = _figure(12.5, 6.4)
+    axes = fig.subplots(2, 3).ravel()
+    for ax, name in zip(axes, FEATURES):
+        f = feats[name]
+        edges = np.asarray(f["edges"])
+        real = np.asarray(f["real"], dtype=float)
+        gen = np.asarray(f["samples"], dtype=float)
+        real = real / real.sum() if real.sum() else real
+        gen = gen / gen.sum() if gen.sum() else gen
+        used = np.nonzero((real + gen) > 0)[0]
+        lo, hi = (used[0], used[-1] + 1) if len(used) else (0, len(real))
+        ax.stairs(real[lo:hi], edges[lo : hi + 1], fill=True, color="#9fb3c8", alpha=0.85, label="held-out")
+        ax.stairs(gen[lo:hi], edges[lo : hi + 1], color="#c0392b", lw=1.5, label="samples")
+        ax.set_title(f"{name}: overlap {f['overlap']:.2f}", fontsize=11)
+        ax.set_xlabel(FEATURE_LABELS[name], fontsize=9)
+        ax.set_ylabel("share", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.25)
+    key = axes[-1]
+    key.axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    key.legend(handles, labels, loc="upper left", fontsize=10, frameon=False, title=f"{genre}")
+    lines = [f"{name:<10} {feats[name]['overlap']:.3f}" for name in FEATURES]
+    key.text(0.02, 0.55, "overlap area\n" + "\n".join(lines), family="monospace", fontsize=10, va="top")
+    fig.tight_layout()
+    return _png_uri(fig)
+
+
+def roll_uri(tokens: Sequence[int], title: str) -> str | None:
+    from composer.pianoroll import BACKGROUND, draw_pianoroll
+    from composer.sample import piece_notes
+
+    notes = piece_notes(np.asarray(tokens, dtype=np.int64))
+    if not notes:
+        return None
+    fig = draw_pianoroll(notes, title, size=(800, 450))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor=BACKGROUND)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------- the page
+
+
+@dataclass
+class _Matrix:
+    title: str
+    note: str
+    rows: list = field(default_factory=list)
+    cols: list = field(default_factory=list)
+    all_wins: bool = False
+
+
+def _matrix_view(matrix: dict, title: str, note: str) -> _Matrix:
+    view = _Matrix(title, note, cols=matrix["cols"], all_wins=matrix["diagonal_wins_all"])
+    for i, row in enumerate(matrix["rows"]):
+        cells = [
+            {
+                "value": f"{v:.3f}",
+                "min": j == matrix["row_min"][i],
+                "diag": matrix["cols"][j] == row,
+                "events": matrix["events"][i][j],
+            }
+            for j, v in enumerate(matrix["nll"][i])
+        ]
+        view.rows.append({"genre": row, "cells": cells, "wins": matrix["diagonal_wins"][i]})
+    return view
+
+
+def render_html(report: dict) -> str:
+    from jinja2 import Environment, FileSystemLoader
+
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
+    opts = report["options"]
+    genres = report["genres"]
+    curves = {
+        g: curve_figure(g, report["curves"][g], report["baseline"].get(g), report["models"][g]["validation_nll"])
+        for g in genres
+    }
+    matrices = [
+        _matrix_view(
+            report["fidelity"]["heldout"],
+            "Held-out pieces",
+            f"Validation pieces of each genre from the token cache: up to {opts['pieces']} pieces, "
+            f"the first {opts['events']:,} events of each.",
+        ),
+        _matrix_view(
+            report["fidelity"]["samples"],
+            "Samples",
+            f"{opts['samples']} samples of {opts['seconds']:g} s from each genre's model "
+            f"(seeds {opts['seed']}..{opts['seed'] + opts['samples'] - 1}, temperature {opts['temperature']:g}).",
+        ),
+    ]
+    rolls = {
+        g: [{"seed": r["seed"], "uri": roll_uri(r["tokens"], f"{g} · seed {r['seed']}")} for r in report["rolls"][g]]
+        for g in genres
+    }
+    page = env.get_template("report.html").render(
+        report=report,
+        opts=opts,
+        genres=genres,
+        models=report["models"],
+        curves=curves,
+        baseline=report["baseline"],
+        baseline_chart=baseline_figure(report),
+        matrices=matrices,
+        features=report["features"],
+        feature_names=FEATURES,
+        default_velocity=events.bin_to_velocity(events.NUM_VELOCITY_BINS // 2),
+        feature_labels=FEATURE_LABELS,
+        feature_charts={g: feature_figure(g, report["features"][g]) for g in genres},
+        rolls=rolls,
+    )
+    return page
+
+
+def write_report(report: dict, out: Path) -> Path:
+    """Render and write the page atomically."""
+    html = render_html(report)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        part.write_text(html, encoding="utf-8")
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
+    return out
