@@ -52,10 +52,13 @@ def validate(request: SampleRequest) -> None:
             raise ValueError("primer tokens must be performance events (0..387)")
 
 
-def filter_probs(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Softmax at each row's temperature, keeping each row's top-p nucleus."""
+def filter_probs(
+    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, nucleus: bool | None = None
+) -> torch.Tensor:
+    """Softmax at each row's temperature, keeping each row's top-p nucleus (when ``nucleus``:
+    whether any row has top_p < 1, known to the caller without asking the tensor)."""
     probs = torch.softmax(logits / temperature[:, None], dim=-1)
-    if bool((top_p < 1).any()):
+    if nucleus if nucleus is not None else bool((top_p < 1).any()):
         sorted_p, order = probs.sort(dim=-1, descending=True)
         before = sorted_p.cumsum(-1) - sorted_p
         sorted_p = sorted_p.masked_fill(before >= top_p[:, None], 0.0)
@@ -65,10 +68,9 @@ def filter_probs(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.T
 
 
 def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF sampling: one token per row from its own uniform number."""
+    """Inverse-CDF sampling: one token per row from its own uniform number in [0, 1)."""
     cdf = probs.double().cumsum(-1)
-    cdf = cdf / cdf[:, -1:]
-    idx = torch.searchsorted(cdf, uniforms.double()[:, None]).squeeze(-1)
+    idx = torch.searchsorted(cdf, (uniforms.double() * cdf[:, -1])[:, None]).squeeze(-1)
     return idx.clamp_(max=probs.shape[-1] - 1)
 
 
@@ -184,9 +186,6 @@ class BatchSampler:
         self._state: State | None = None
         self._logits: torch.Tensor | None = None
         dev = composer.device
-        # Never PAD or BOS; nor EOS, since the length is asked for.
-        self._ban = torch.zeros(events.VOCAB_SIZE, dtype=torch.bool, device=dev)
-        self._ban[events.NUM_EVENTS :] = True
         self._temperature = torch.empty(0, device=dev)
         self._top_p = torch.empty(0, device=dev)
 
@@ -222,7 +221,9 @@ class BatchSampler:
         if not self.streams:
             return []
         dev = self.composer.device
-        probs = filter_probs(self._logits.masked_fill(self._ban, float("-inf")), self._temperature, self._top_p)
+        # Only performance events: never PAD or BOS, nor EOS, since the length is asked for.
+        nucleus = any(s.request.top_p < 1 for s in self.streams)
+        probs = filter_probs(self._logits[:, : events.NUM_EVENTS], self._temperature, self._top_p, nucleus)
         uniforms = torch.tensor([s.uniform() for s in self.streams], dtype=torch.float64, device=dev)
         tokens = draw(probs, uniforms)
         for stream, token in zip(self.streams, tokens.tolist()):
