@@ -248,7 +248,7 @@ def _publish(source: Path, genre: str, version: str) -> Path:
     """Add a trained model as a version, its card carrying the NLL on the genre's whole validation split."""
     from composer.evaluate import validation_nll
     from composer.model import load_model
-    from composer.registry import publish
+    from composer.registry import publish, record_training
 
     cfg = settings()
     model, card = load_model(source)
@@ -263,7 +263,9 @@ def _publish(source: Path, genre: str, version: str) -> Path:
         },
         "training_validation_nll": card.get("validation_nll"),
     }
-    return publish(source, genre, version, card_updates=updates)
+    target = publish(source, genre, version, card_updates=updates)
+    record_training(target, source.parent, card.get("training", {}).get("init_from", ""))
+    return target
 
 
 def _split_fingerprint(genre: str) -> str:

@@ -6,6 +6,7 @@ were current before, newest last, so a promotion can be rolled back.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from composer.config import settings
@@ -77,6 +78,26 @@ def publish(
     model, model_card = load_model(source)
     save_model(model, target, {**model_card, **(card_updates or {}), "genre": genre, "version": version}, half=True)
     return target
+
+
+TRAINING_DIR = "training"
+
+
+def record_training(target: Path, run_dir: Path, init_from: str = "") -> None:
+    """Keep a version's learning curves beside it: its own run as ``finetune-*`` (``pretrain-*``
+    when it started from scratch), and the curves of the model it was fine-tuned from, that
+    model's own fine-tune renamed ``<its version>-finetune-*``, so the lineage reads in order."""
+    out = target / TRAINING_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    parent = Path(init_from) / TRAINING_DIR if init_from else None
+    if parent is not None and parent.is_dir():
+        for f in sorted(parent.iterdir()):
+            name = f.name if f.name.startswith("pre") or f.name.startswith("v") else f"{parent.parent.name}-{f.name}"
+            shutil.copyfile(f, out / name)
+    stage = "finetune" if init_from else "pretrain"
+    for name, kept in (("metrics.jsonl", f"{stage}-metrics.jsonl"), ("curve.png", f"{stage}-curve.png")):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / kept)
 
 
 def rollback(genre: str, models_dir: Path | None = None) -> str:

@@ -252,3 +252,26 @@ def test_data_parallel_ranks_stay_in_sync(project):
     assert run.returncode == 0, run.stderr[-3000:]
     sync = [m for m in metrics(project, "ddp") if "ranks_in_sync" in m]
     assert sync == [{"step": 4, "ranks": 2, "ranks_in_sync": True, "time": sync[0]["time"]}]
+
+
+def test_a_published_version_keeps_its_lineage_of_learning_curves(tmp_path):
+    from composer.registry import record_training
+
+    parent = tmp_path / "models" / "folk" / "v1"
+    (parent / "training").mkdir(parents=True)
+    (parent / "training" / "pretrain-metrics.jsonl").write_text('{"step": 1}\n')
+    (parent / "training" / "finetune-metrics.jsonl").write_text('{"step": 2}\n')
+    run = tmp_path / "runs" / "ft-v2"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 3}\n')
+    target = tmp_path / "models" / "folk" / "v2"
+    record_training(target, run, str(parent))
+    kept = {f.name: f.read_text() for f in (target / "training").iterdir()}
+    assert kept == {
+        "pretrain-metrics.jsonl": '{"step": 1}\n',
+        "v1-finetune-metrics.jsonl": '{"step": 2}\n',
+        "finetune-metrics.jsonl": '{"step": 3}\n',
+    }
+    scratch = tmp_path / "models" / "folk" / "v0"
+    record_training(scratch, run)
+    assert [f.name for f in (scratch / "training").iterdir()] == ["pretrain-metrics.jsonl"]
