@@ -141,7 +141,13 @@ class Composer:
 
 
 class Stream:
-    """One piece being sampled: its request, its tokens so far, its own random numbers."""
+    """One piece being sampled: its request, its tokens so far, its own random numbers.
+
+    ``ban`` holds the events the encoding never has next, which sampling skips: anything
+    but a velocity until one is stated (an encoded piece states one before its first note;
+    a model that rarely saw a piece open would otherwise play at a default loudness or
+    spend seconds in silence), and a note-off of a key that is not sounding.
+    """
 
     UNIFORM_BLOCK = 256
 
@@ -155,6 +161,24 @@ class Stream:
         self._rng = np.random.default_rng(int(request.seed))
         self._uniforms = np.empty(0)
         self._pos = 0
+        self.ban = np.zeros(events.NUM_EVENTS, dtype=bool)
+        self.ban[: events.VELOCITY] = True  # no velocity yet, nothing sounding
+        self._sounding = np.zeros(events.NUM_PITCHES, dtype=np.int32)
+        for token in request.primer if request.primer is not None else ():
+            self._follow(int(token))
+
+    def _follow(self, token: int) -> None:
+        if token < events.NOTE_OFF:
+            self._sounding[token] += 1
+            self.ban[events.NOTE_OFF + token] = False
+        elif token < events.TIME_SHIFT:
+            pitch = token - events.NOTE_OFF
+            if self._sounding[pitch]:
+                self._sounding[pitch] -= 1
+            self.ban[token] = not self._sounding[pitch]
+        elif token >= events.VELOCITY:
+            self.ban[events.NOTE_ON : events.NOTE_OFF] = False
+            self.ban[events.TIME_SHIFT : events.VELOCITY] = False
 
     def uniform(self) -> float:
         if self._pos >= len(self._uniforms):
@@ -167,6 +191,8 @@ class Stream:
         self.tokens.append(token)
         if events.TIME_SHIFT <= token < events.VELOCITY:
             self.elapsed_steps += token - events.TIME_SHIFT + 1
+        else:
+            self._follow(token)
         self.done = self.elapsed_steps >= self.target_steps or len(self.tokens) >= self.max_events
 
     def result(self) -> np.ndarray:
@@ -223,7 +249,9 @@ class BatchSampler:
         dev = self.composer.device
         # Only performance events: never PAD or BOS, nor EOS, since the length is asked for.
         nucleus = any(s.request.top_p < 1 for s in self.streams)
-        probs = filter_probs(self._logits[:, : events.NUM_EVENTS], self._temperature, self._top_p, nucleus)
+        ban = torch.from_numpy(np.stack([s.ban for s in self.streams])).to(dev)
+        logits = self._logits[:, : events.NUM_EVENTS].masked_fill(ban, float("-inf"))
+        probs = filter_probs(logits, self._temperature, self._top_p, nucleus)
         uniforms = torch.tensor([s.uniform() for s in self.streams], dtype=torch.float64, device=dev)
         tokens = draw(probs, uniforms)
         for stream, token in zip(self.streams, tokens.tolist()):

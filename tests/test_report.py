@@ -34,7 +34,7 @@ from tests.test_data import corpus  # noqa: F401  (the real-MIDI corpus fixture)
 from tests.test_web_browser import CHROMIUM, browser, shots  # noqa: F401  (Debian's chromium via Playwright)
 
 GENRES = ("folk", "pop")
-OPTIONS = ReportOptions(pieces=2, events=200, samples=2, seconds=4.0, baseline_orders=(2, 3), rolls=1)
+OPTIONS = ReportOptions(pieces=2, events=200, samples=2, seconds=8.0, baseline_orders=(2, 3), rolls=1)
 CLI_OPTIONS = [
     "--pieces",
     "2",
@@ -43,7 +43,7 @@ CLI_OPTIONS = [
     "--samples",
     "2",
     "--seconds",
-    "4",
+    "8",
     "--baseline-orders",
     "2,3",
     "--rolls",

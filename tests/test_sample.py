@@ -97,11 +97,12 @@ def test_streams_can_join_a_running_batch(composer: Composer):
 
     alone = composer.generate([SampleRequest(3, seed=21)])[0]
     batch = BatchSampler(composer)
-    first = batch.add(SampleRequest(6, seed=20))
-    for _ in range(25):
-        batch.step()
-    late = batch.add(SampleRequest(3, seed=21))
+    first = batch.add(SampleRequest(60, seed=20))
     finished = []
+    for _ in range(25):
+        finished += batch.step()
+    assert not finished
+    late = batch.add(SampleRequest(3, seed=21))
     while batch.active:
         finished += batch.step()
     assert set(map(id, finished)) == {id(first), id(late)}
