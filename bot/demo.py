@@ -44,6 +44,10 @@ class DemoError(Exception):
     """The demo cannot start or a part of it stopped; the message says which and where its log is."""
 
 
+class NoReply(DemoError):
+    """The bot did not answer in time (it may have chosen silence, e.g. past a limit)."""
+
+
 class Stopping(Exception):
     """Ctrl-C or SIGTERM arrived while the demo was waiting."""
 
@@ -108,9 +112,12 @@ class Demo:
             if not port_is_free(port):
                 raise DemoError(f"port {port} for {what} is in use: stop what uses it or pass {option}")
         self.say(f"starting a local Mastodon server on http://127.0.0.1:{self.mastodon_port} ...")
-        self.mastodon = MockMastodon(
-            self.data_dir / "mastodon", DEMO_ACCOUNTS, port=self.mastodon_port, persistent=True
-        ).start()
+        server_dir = self.data_dir / "mastodon"
+        self.mastodon = MockMastodon(server_dir, DEMO_ACCOUNTS, port=self.mastodon_port, persistent=True)
+        try:
+            self.mastodon.start()
+        except (RuntimeError, TimeoutError) as exc:
+            raise DemoError(f"the Mastodon server did not start ({exc}); see {server_dir / 'mock.log'}") from None
         self.run_to_end("migrate", "db", "upgrade")
         self.say(f"starting the archive web on {self.archive_url} ...")
         self.spawn("web", "web", "--host", "127.0.0.1", "--port", str(self.web_port))
@@ -134,8 +141,11 @@ class Demo:
 
     def run_to_end(self, name: str, *args: str) -> None:
         log = self.data_dir / f"{name}.log"
-        with open(log, "ab") as out:
-            done = subprocess.run(self.bot_command(*args), env=self.env(), stdout=out, stderr=subprocess.STDOUT)
+        with open(log, "ab") as out:  # its own session: a Ctrl-C is the demo's to handle
+            done = subprocess.run(
+                self.bot_command(*args), env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.check()
         if done.returncode != 0:
             raise DemoError(f"`bot {' '.join(args)}` failed; see {log}:\n{Child(name, None, log).tail()}")  # type: ignore[arg-type]
 
@@ -155,6 +165,8 @@ class Demo:
         """Raise if the user asked to stop or one of the processes died."""
         if self.stopping.is_set():
             raise Stopping
+        if self.mastodon is not None and not self.mastodon.running:
+            raise DemoError(f"the Mastodon server stopped; see {self.data_dir / 'mastodon' / 'mock.log'}")
         for child in self.children:
             if child.process.poll() is not None:
                 raise DemoError(
@@ -195,7 +207,7 @@ class Demo:
                 if reply["account"]["acct"] == BOT and str(reply["in_reply_to_id"]) == str(status["id"]):
                     return reply
             time.sleep(0.5)
-        raise DemoError(f"no reply within {timeout:g} s; see {self.data_dir / 'bot.log'}")
+        raise NoReply(f"no reply within {timeout:g} s; see {self.data_dir / 'bot.log'}")
 
     def thread_url(self, status: dict[str, Any]) -> str:
         assert self.mastodon is not None
@@ -266,15 +278,16 @@ def read_requests(stream: IO[str], demo: Demo, stop: threading.Event) -> None:
         text = line.strip()
         if not text:
             continue
-        if not text.startswith(f"@{BOT}"):
+        if not re.match(rf"@{BOT}\b", text):
             text = f"@{BOT} {text}"
         try:
             demo.ask(YOU, text)
         except Stopping:
             return
-        except DemoError as exc:
+        except NoReply as exc:  # e.g. past the per-account limit the bot stays silent, as it should
+            demo.say(f"{exc}; the demo goes on")
+        except DemoError as exc:  # a part of the demo died: the main loop reports it and stops
             demo.say(f"error: {exc}")
-            stop.set()
             return
         except Exception as exc:  # a refused post (e.g. too long) must not end the demo
             demo.say(f"could not post that: {exc}")
@@ -295,7 +308,7 @@ def run(
     def on_signal(signum: int, _frame: object) -> None:
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         demo.start()
         demo.ask(LISTENER, SAMPLE_REQUEST)

@@ -90,6 +90,7 @@ class MockMastodon:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.process = None
                 raise RuntimeError(f"mastodon_mock exited: {(self.workdir / 'mock.log').read_text()[-2000:]}")
             try:
                 if httpx.get(f"{self.base_url}/api/v1/instance", timeout=1).status_code == 200:
@@ -97,7 +98,12 @@ class MockMastodon:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError("mastodon_mock did not start")
+        self.stop()  # never leave a half-started server holding the port
+        raise TimeoutError("mastodon_mock did not start within 30 s")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
         if self.process is not None:

@@ -6,6 +6,7 @@ A genre may have a manifest and no model yet (not trained), or a model and no ma
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ from composer.registry import CURRENT_FILE, card, current_version, list_versions
 
 GENRE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 """Genre names index directories, so nothing that could walk out of them is accepted."""
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,12 @@ def genre_catalog(models_dir: Path, genres_dir: Path) -> list[GenreInfo]:
         description = license_ = ""
         aliases: list[str] = []
         if (genres_dir / f"{name}.toml").is_file():
-            spec = load_genre(name, genres_dir)
-            description, license_, aliases = spec.description, spec.license, list(spec.aliases)
+            try:
+                spec = load_genre(name, genres_dir)
+            except ValueError as exc:  # one broken manifest must not take every genre off the list
+                log.warning("genre %s: %s", name, exc)
+            else:
+                description, license_, aliases = spec.description, spec.license, list(spec.aliases)
         infos.append(
             GenreInfo(name, version, list_versions(name, models_dir), model_card, description, license_, aliases)
         )

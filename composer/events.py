@@ -134,7 +134,8 @@ def decode(tokens: Iterable[int], max_note_steps: int | None = None, restrike: b
             if restrike:
                 while open_notes[pitch]:
                     start, order, vel = open_notes[pitch].popleft()
-                    found.append((start, pitch, order, vel, max(step, start + 1)))
+                    if start < step:  # struck twice at one instant: one note
+                        found.append((start, pitch, order, vel, step))
             open_notes[pitch].append((step, onsets, velocity))
             onsets += 1
         elif NOTE_OFF <= token < TIME_SHIFT:

@@ -85,15 +85,19 @@ TRAINING_DIR = "training"
 
 def record_training(target: Path, run_dir: Path, init_from: str = "") -> None:
     """Keep a version's learning curves beside it: its own run as ``finetune-*`` (``pretrain-*``
-    when it started from scratch), and the curves of the model it was fine-tuned from, that
-    model's own fine-tune renamed ``<its version>-finetune-*``, so the lineage reads in order."""
+    when it started from scratch), after the curves of the model it was fine-tuned from, whose
+    own fine-tune is renamed ``<genre>-<version>-finetune-*`` (earlier ancestors keep their
+    names), so the whole lineage is there and reads in order."""
     out = target / TRAINING_DIR
     out.mkdir(parents=True, exist_ok=True)
-    parent = Path(init_from) / TRAINING_DIR if init_from else None
-    if parent is not None and parent.is_dir():
-        for f in sorted(parent.iterdir()):
-            name = f.name if f.name.startswith("pre") or f.name.startswith("v") else f"{parent.parent.name}-{f.name}"
-            shutil.copyfile(f, out / name)
+    parent = Path(init_from) if init_from else None
+    if parent is not None and (parent / TRAINING_DIR).is_dir():
+        prefix = f"{parent.parent.name}-{parent.name}-"
+        for f in sorted((parent / TRAINING_DIR).iterdir()):
+            own = f.name.startswith(("finetune-", "training-", "metrics", "curve"))
+            name = prefix + f.name if own else f.name
+            if not (out / name).exists():
+                shutil.copyfile(f, out / name)
     stage = "finetune" if init_from else "pretrain"
     for name, kept in (("metrics.jsonl", f"{stage}-metrics.jsonl"), ("curve.png", f"{stage}-curve.png")):
         if (run_dir / name).is_file():

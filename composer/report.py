@@ -288,8 +288,8 @@ def learning_curves(directory: Path) -> list[dict]:
     """The training runs recorded with a model: ``training/<stage>-metrics.jsonl``, pre-training first."""
     folder = directory / "training"
     files = sorted(folder.glob("*metrics.jsonl")) if folder.is_dir() else []
-    # pre-training, then earlier versions' fine-tunes (``v1-finetune-...``), then this version's
-    files.sort(key=lambda p: (0 if p.name.startswith("pre") else 1 if re.match(r"v\d", p.name) else 2, p.name))
+    # pre-training, then the fine-tunes of the models it descends from (``folk-v1-finetune-...``), then its own
+    files.sort(key=lambda p: (0 if p.name.startswith("pre") else 2 if p.name.startswith("finetune") else 1, p.name))
     init_from = _init_from(directory)
     stages = []
     for path in files:

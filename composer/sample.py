@@ -62,15 +62,18 @@ def filter_probs(
         sorted_p, order = probs.sort(dim=-1, descending=True)
         before = sorted_p.cumsum(-1) - sorted_p
         sorted_p = sorted_p.masked_fill(before >= top_p[:, None], 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        probs = probs / probs.sum(-1, keepdim=True)
+        nucleus_p = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        nucleus_p = nucleus_p / nucleus_p.sum(-1, keepdim=True)
+        # Rows without a nucleus keep the plain softmax, exactly as they would in a batch of their own.
+        probs = torch.where((top_p < 1)[:, None], nucleus_p, probs)
     return probs
 
 
 def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF sampling: one token per row from its own uniform number in [0, 1)."""
     cdf = probs.double().cumsum(-1)
-    idx = torch.searchsorted(cdf, (uniforms.double() * cdf[:, -1])[:, None]).squeeze(-1)
+    # side="right": a uniform of exactly 0 must not land on a leading token of probability 0
+    idx = torch.searchsorted(cdf, (uniforms.double() * cdf[:, -1])[:, None], side="right").squeeze(-1)
     return idx.clamp_(max=probs.shape[-1] - 1)
 
 
@@ -105,7 +108,7 @@ class Composer:
         self.model = model.to(self.device).eval()
         self.card = card or {}
         if engine == "auto":
-            engine = "int8" if quantization_available() else "fused"
+            engine = "int8" if self.device.type == "cpu" and quantization_available() else "fused"
             engine = "half" if self.device.type == "cuda" else engine
         self.engine = engine
         weights = {"fused": "fp32", "fp16": "fp16", "int8": "int8", "int8w": "int8w", "half": "half"}.get(engine)
@@ -163,19 +166,18 @@ class Stream:
         self._pos = 0
         self.ban = np.zeros(events.NUM_EVENTS, dtype=bool)
         self.ban[: events.VELOCITY] = True  # no velocity yet, nothing sounding
-        self._sounding = np.zeros(events.NUM_PITCHES, dtype=np.int32)
+        self._primer_velocity: int | None = None
         for token in request.primer if request.primer is not None else ():
             self._follow(int(token))
+            if int(token) >= events.VELOCITY:
+                self._primer_velocity = int(token)
 
     def _follow(self, token: int) -> None:
+        # A key is sounding or not: a second strike ends the first (decode's restrike).
         if token < events.NOTE_OFF:
-            self._sounding[token] += 1
             self.ban[events.NOTE_OFF + token] = False
         elif token < events.TIME_SHIFT:
-            pitch = token - events.NOTE_OFF
-            if self._sounding[pitch]:
-                self._sounding[pitch] -= 1
-            self.ban[token] = not self._sounding[pitch]
+            self.ban[token] = True
         elif token >= events.VELOCITY:
             self.ban[events.NOTE_ON : events.NOTE_OFF] = False
             self.ban[events.TIME_SHIFT : events.VELOCITY] = False
@@ -196,7 +198,10 @@ class Stream:
         self.done = self.elapsed_steps >= self.target_steps or len(self.tokens) >= self.max_events
 
     def result(self) -> np.ndarray:
-        return np.asarray(self.tokens, dtype=events.TOKEN_DTYPE)
+        """The sampled tokens; a continuation starts by re-stating its primer's loudness, since
+        the encoding states a velocity only when it changes and the primer is not returned."""
+        tokens = self.tokens if self._primer_velocity is None else [self._primer_velocity, *self.tokens]
+        return np.asarray(tokens, dtype=events.TOKEN_DTYPE)
 
 
 class BatchSampler:

@@ -155,3 +155,8 @@ def test_restrike_ends_a_sounding_key_before_striking_it_again():
     assert [(n.start, n.end) for n in fifo] == [(0.0, 0.02), (0.01, 3.02)]
     piano = events.decode(tokens, restrike=True)
     assert [(n.start, n.end) for n in piano] == [(0.0, 0.01), (0.01, 0.02)]
+
+
+def test_restrike_at_the_same_instant_is_one_note():
+    tokens = [events.VELOCITY + 20, 60, 60, events.TIME_SHIFT + 49, events.NOTE_OFF + 60]
+    assert [(n.start, n.end) for n in events.decode(tokens, restrike=True)] == [(0.0, 0.5)]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from composer import events
-from composer.sample import Composer, SampleRequest, draw, filter_probs, primer_tokens
+from composer.sample import Composer, SampleRequest, draw, filter_probs, piece_notes, primer_tokens
 
 
 @pytest.fixture
@@ -107,3 +107,34 @@ def test_streams_can_join_a_running_batch(composer: Composer):
         finished += batch.step()
     assert set(map(id, finished)) == {id(first), id(late)}
     assert late.result().tolist() == alone.tolist()
+
+
+def test_a_continuation_keeps_its_primers_loudness(composer: Composer):
+    primer = np.array([events.VELOCITY + 22, 60, events.TIME_SHIFT + 49, events.NOTE_OFF + 60], dtype=np.int64)
+    tokens = composer.generate([SampleRequest(3, seed=s, primer=primer) for s in range(4)])
+    for piece in tokens:
+        assert piece[0] == events.VELOCITY + 22
+        notes = piece_notes(piece)
+        before_any_change = [n for n in notes if not any(t >= events.VELOCITY for t in piece[1:])]
+        assert all(n.velocity == events.bin_to_velocity(23) for n in before_any_change)
+
+
+def test_a_row_without_nucleus_samples_the_same_beside_rows_with_one(composer: Composer):
+    alone = composer.generate([SampleRequest(6, seed=9)])[0]
+    mixed = composer.generate([SampleRequest(6, seed=9), SampleRequest(6, seed=10, top_p=0.5)])[0]
+    assert alone.tolist() == mixed.tolist()
+    logits = torch.randn(2, 388)
+    both = filter_probs(logits, torch.ones(2), torch.tensor([1.0, 0.5]))
+    assert torch.equal(both[0], torch.softmax(logits[0], -1))
+
+
+def test_sampling_never_releases_a_key_that_is_not_sounding(composer: Composer):
+    for piece in composer.generate([SampleRequest(8, seed=s) for s in range(4)]):
+        sounding: set[int] = set()
+        assert piece[0] >= events.VELOCITY  # a velocity is stated before anything else
+        for t in piece.tolist():
+            if t < events.NOTE_OFF:
+                sounding.add(t)
+            elif t < events.TIME_SHIFT:
+                assert t - events.NOTE_OFF in sounding
+                sounding.discard(t - events.NOTE_OFF)

@@ -269,7 +269,7 @@ def test_a_published_version_keeps_its_lineage_of_learning_curves(tmp_path):
     kept = {f.name: f.read_text() for f in (target / "training").iterdir()}
     assert kept == {
         "pretrain-metrics.jsonl": '{"step": 1}\n',
-        "v1-finetune-metrics.jsonl": '{"step": 2}\n',
+        "folk-v1-finetune-metrics.jsonl": '{"step": 2}\n',
         "finetune-metrics.jsonl": '{"step": 3}\n',
     }
     scratch = tmp_path / "models" / "folk" / "v0"
