@@ -524,7 +524,7 @@ def promote(
 ) -> None:
     """Make a version current, if its validation NLL is not worse than the current one's."""
     from composer.evaluate import validation_nll
-    from composer.model import load_model
+    from composer.model import load_model, read_card
     from composer.registry import NoModelError, current_version, model_dir, set_current
 
     cfg = settings()
@@ -538,10 +538,14 @@ def promote(
         return
     if current and not force:
         try:
-            scores = {
-                v: validation_nll(load_model(model_dir(genre, v))[0], cfg.cache_dir, genre).nll_per_event
-                for v in (current, version)
-            }
+            split = _split_fingerprint(genre)
+            scores = {}
+            for v in (current, version):
+                card = read_card(model_dir(genre, v))
+                if split and card.get("validation", {}).get("split") == split and "validation_nll" in card:
+                    scores[v] = card["validation_nll"]  # measured at publication on this very split
+                else:
+                    scores[v] = validation_nll(load_model(model_dir(genre, v))[0], cfg.cache_dir, genre).nll_per_event
         except FileNotFoundError as exc:
             fail(f"{exc} (needed to compare the two versions on the same validation data; or use --force)")
         typer.echo(f"{genre}: validation NLL {current} {scores[current]:.4f}, {version} {scores[version]:.4f}")
