@@ -27,3 +27,12 @@ finetune classical 3e-4 &
 finetune pop 3e-4 &
 finetune folk 5e-4 &
 wait
+
+# v2 (session 2) continued each v1 with opening crops, one CPU thread each, e.g.:
+#   composer train --genre classical --run-name cont-v2 --init-from data/models/classical/v1 --steps 2600 \
+#     --batch-size 32 --seq-len 512 --lr 6e-4 --warmup-steps 50 --eval-every 200 --val-max-sequences 30 \
+#     --threads 1 --start-fraction 0.1 --publish v2
+#   composer train --genre folk --run-name ft-v2 --init-from data/models/folk/v1 --steps 500 --lr 3e-4 \
+#     --warmup-steps 20 --eval-every 50 --patience 4 --threads 1 --start-fraction 0.1 --publish v2   # pop alike
+#   composer promote --genre G --version v2
+# chorale v1: --init-from data/models/classical/v1 --steps 900 --lr 5e-4 --dropout 0.2 --max-minutes 35 --publish v1
