@@ -243,7 +243,7 @@ class Demo:
             [
                 "",
                 f"archive:            {self.archive_url}/   (every piece, feeds, /api/v1/docs)",
-                f"Mastodon server:    {base}/_ui/   (sign in with the access token {YOU}_token)",
+                f"Mastodon server:    {base}/_ui/   (tab 'Mock Login', pick an account, to read the threads)",
                 f"logs:               {self.data_dir}/{{bot,web,migrate}}.log",
                 "",
                 f"Mention the bot yourself: type a request below (it is posted as @{YOU}), or from a shell:",
