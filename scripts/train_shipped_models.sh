@@ -36,3 +36,4 @@ wait
 #     --warmup-steps 20 --eval-every 50 --patience 4 --threads 1 --start-fraction 0.1 --publish v2   # pop alike
 #   composer promote --genre G --version v2
 # chorale v1: --init-from data/models/classical/v1 --steps 900 --lr 5e-4 --dropout 0.2 --max-minutes 35 --publish v1
+# chorale v2: --init-from data/models/chorale/v1 --steps 500 --lr 3e-4 --dropout 0.2 --start-fraction 0.1 --publish v2
