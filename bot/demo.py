@@ -60,11 +60,15 @@ class Child:
     process: subprocess.Popen
     log: Path
 
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+    def tail(self) -> str:
+        return log_tail(self.log)
+
+
+def log_tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 @dataclass
@@ -147,7 +151,7 @@ class Demo:
             )
         self.check()
         if done.returncode != 0:
-            raise DemoError(f"`bot {' '.join(args)}` failed; see {log}:\n{Child(name, None, log).tail()}")  # type: ignore[arg-type]
+            raise DemoError(f"`bot {' '.join(args)}` failed; see {log}:\n{log_tail(log)}")
 
     def wait_http(self, url: str, name: str, timeout: float = 60.0, ok_only: bool = False) -> None:
         deadline = time.monotonic() + timeout

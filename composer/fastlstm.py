@@ -49,6 +49,8 @@ class _Linear:
                 warnings.simplefilter("ignore", UserWarning)
                 qweight = torch.quantize_per_channel(weight, scales.double(), zero, 0, torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+            self.anchor = torch.zeros(1, weight.shape[1])  # see __call__
+            self.anchor[0, :2] = torch.tensor([-1.0, 1.0])
         elif weights == "fp16":
             self.packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
         elif weights == "half":
@@ -62,20 +64,13 @@ class _Linear:
         else:
             self.weight_t = weight.t().contiguous()
             self.bias = bias
-        self._anchor: torch.Tensor | None = None
-
-    def anchor(self, width: int) -> torch.Tensor:
-        if self._anchor is None:
-            self._anchor = torch.zeros(1, width)
-            self._anchor[0, 0], self._anchor[0, 1] = -1.0, 1.0
-        return self._anchor
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.weights == "int8":
             # fbgemm quantizes the input with one scale from its min and max. Every input here is an
             # LSTM output, within [-1, 1]: an anchor row holding -1 and 1 pins that scale to the same
             # value whatever the batch, so each row's integer product, and its result, is its own.
-            anchored = torch.cat([x, self.anchor(x.shape[1])])
+            anchored = torch.cat([x, self.anchor])
             return torch.ops.quantized.linear_dynamic(anchored, self.packed)[:-1]
         if self.weights == "fp16":
             return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
