@@ -26,6 +26,24 @@ from tests.web_helpers import ADMIN_TOKEN, live_server, visible_everywhere, web_
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+def mock_worker(server, url: str, media_dir, models, sessions, **overrides) -> Worker:
+    """A worker answering on ``server`` with 3-second pieces, filing into ``url`` and ``media_dir``."""
+    settings = load_settings(
+        mastodon_api_base_url=server.base_url,
+        mastodon_access_token="band_token",
+        database_url=url,
+        media_dir=media_dir,
+        archive_base_url="https://band.example",
+        bot_default_seconds=3,
+        bot_min_seconds=2,
+        bot_max_seconds=4,
+        **overrides,
+    )
+    platform = MastodonPlatform.from_settings(settings)
+    platform.poll_interval = 0.05
+    return Worker(settings, platform, LocalComposerClient(models_dir=models), sessions)
+
+
 @pytest.fixture(scope="module")
 def filed(tmp_path_factory):
     """Three mentions (public with hostile text, unlisted, direct) answered by the worker; yields env and job rows."""
@@ -44,19 +62,7 @@ def filed(tmp_path_factory):
             v: str(server.client(u).status_post(texts[v], visibility=v)["id"])
             for v, u in zip(texts, ("alice", "bob", "carol"))
         }
-        settings = load_settings(
-            mastodon_api_base_url=server.base_url,
-            mastodon_access_token="band_token",
-            database_url=url,
-            media_dir=workdir / "media",
-            archive_base_url="https://band.example",
-            bot_default_seconds=3,
-            bot_min_seconds=2,
-            bot_max_seconds=4,
-        )
-        platform = MastodonPlatform.from_settings(settings)
-        platform.poll_interval = 0.05
-        report = Worker(settings, platform, LocalComposerClient(models_dir=models), sessions).tick()
+        report = mock_worker(server, url, workdir / "media", models, sessions).tick()
         assert report.replied == 3, report
     with sessions() as session:
         jobs = {j.visibility: j for j in session.scalars(select(MentionRequest))}
@@ -178,20 +184,8 @@ def test_a_piece_is_public_only_once_the_reply_carrying_it_is_posted(tmp_path, m
 
     with mock_mastodon(tmp_path / "mock") as server:
         server.client("alice").status_post("@band folk, 3 seconds", visibility="public")
-        settings = load_settings(
-            mastodon_api_base_url=server.base_url,
-            mastodon_access_token="band_token",
-            database_url=url,
-            media_dir=tmp_path / "media",
-            archive_base_url="https://band.example",
-            bot_default_seconds=3,
-            bot_min_seconds=2,
-            bot_max_seconds=4,
-            bot_retry_base_seconds=0,
-        )
-        platform = MastodonPlatform.from_settings(settings)
-        platform.poll_interval = 0.05
-        worker = Worker(settings, platform, LocalComposerClient(models_dir=models), sessions)
+        worker = mock_worker(server, url, tmp_path / "media", models, sessions, bot_retry_base_seconds=0)
+        platform = worker.platform
 
         def down(*args, **kwargs):
             raise TransientError("the server is down")
