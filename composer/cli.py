@@ -175,6 +175,10 @@ def train(
     eval_every: int = typer.Option(500, help="Steps between validation NLL evaluations."),
     checkpoint_every: int = typer.Option(100, help="Steps between resumable checkpoints."),
     val_max_sequences: int = typer.Option(0, help="Validate on this many pieces (0: all)."),
+    train_eval_pieces: int = typer.Option(
+        16, help="Also score this many training pieces at each evaluation, to show overfitting (0: off)."
+    ),
+    transpose: int = typer.Option(3, min=0, max=12, help="Augment by transposing crops up to this many semitones."),
     patience: int = typer.Option(0, help="Stop after this many evaluations without improvement (0: never)."),
     max_minutes: float = typer.Option(0.0, help="Stop cleanly after this many minutes (0: no limit)."),
     init_from: str = typer.Option("", help="Start from this model directory (fine-tuning)."),
@@ -219,6 +223,8 @@ def train(
         eval_every=eval_every,
         checkpoint_every=checkpoint_every,
         val_max_sequences=val_max_sequences,
+        train_eval_sequences=train_eval_pieces,
+        transpose=transpose,
         patience=patience,
         max_minutes=max_minutes,
         seed=seed,
@@ -271,6 +277,36 @@ def _publish(source: Path, genre: str, version: str) -> Path:
 def _split_fingerprint(genre: str) -> str:
     index = settings().cache_dir / "genres" / genre / "index.json"
     return json.loads(index.read_text()).get("fingerprint", "") if index.is_file() else ""
+
+
+@app.command()
+def study(
+    genre: str = typer.Option(..., "--genre", "-g"),
+    name: str = typer.Option(..., help="The study's folder under data/studies/ (lower-case, dashes)."),
+    runs: str = typer.Option(..., help="Comma-separated run names under runs/<genre>/, in the order to show them."),
+    question: str = typer.Option(
+        "What keeps a small corpus from overfitting?", help="What the study asks, shown in the report."
+    ),
+) -> None:
+    """Keep finished runs' curves side by side as a study (shown by `composer report`)."""
+    from composer.study import collect_study
+
+    cfg = settings()
+    run_dirs = [cfg.runs_dir / genre / r.strip() for r in runs.split(",") if r.strip()]
+    missing = [str(d) for d in run_dirs if not d.is_dir()]
+    if missing:
+        fail(f"no such run: {', '.join(missing)}")
+    try:
+        result = collect_study(run_dirs, cfg.studies_dir / name, genre, question)
+    except ValueError as exc:
+        fail(str(exc))
+    for run in result["runs"]:
+        gap = "–" if run["final_gap"] is None else f"{run['final_gap']:+.3f}"
+        typer.echo(
+            f"{run['run']:<40} best {run['best_val']:.4f} @ {run['best_step']:>5}  "
+            f"end {run['final_val']:.4f}  gap {gap}  ({run['label']})"
+        )
+    typer.echo(f"wrote {cfg.studies_dir / name}")
 
 
 @app.command("eval")
@@ -464,7 +500,9 @@ def report(
     cfg = settings()
     opts = _report_options(pieces, events_per_piece, samples, seconds, seed, baseline_orders, rolls, device, threads)
     try:
-        data = compute_report(cfg.models_dir, cfg.cache_dir, opts, None if all_genres else genre, refresh)
+        data = compute_report(
+            cfg.models_dir, cfg.cache_dir, opts, None if all_genres else genre, refresh, studies_dir=cfg.studies_dir
+        )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     typer.echo(format_matrix(data["fidelity"]["heldout"], "held-out pieces: mean NLL per event"))

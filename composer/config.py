@@ -24,6 +24,8 @@ class ComposerSettings(BaseSettings):
     """Genre manifests (one TOML file per genre)."""
     models_dir: Path = PROJECT_ROOT / "data" / "models"
     """Trained models: ``<genre>/<version>/`` with a ``CURRENT`` file per genre."""
+    studies_dir: Path = PROJECT_ROOT / "data" / "studies"
+    """Training studies kept with the project (``composer study``), drawn in the model report."""
     cache_dir: Path = PROJECT_ROOT / ".cache"
     """Encoded token arrays made by ``composer prepare``."""
     runs_dir: Path = PROJECT_ROOT / "runs"

@@ -12,7 +12,9 @@
 * histograms of pitch, velocity, inter-onset interval, note density and polyphony in the
   samples against the same held-out excerpts, with the overlapping area of the two
   normalized histograms (sum of min(p, q); a simpler stand-in for Yang & Lerch 2018's KDE);
-* piano rolls of a few samples.
+* piano rolls of a few samples;
+* the training studies kept under ``data/studies/`` (``composer study``): several runs of
+  one genre with their validation and training-piece NLL, read fresh on every render.
 
 ``render_html`` turns that plain dict into the page (Jinja2, images as base64 data URIs,
 inline CSS, no scripts, nothing fetched from elsewhere).
@@ -37,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from composer import events
+from composer.study import load_studies
 
 log = logging.getLogger(__name__)
 
@@ -543,6 +546,7 @@ def compute_report(
     opts: ReportOptions | None = None,
     genres: Sequence[str] | None = None,
     refresh: bool = False,
+    studies_dir: Path | None = None,
 ) -> dict:
     """Every figure of the report as a plain dict (JSON-ready); cached under ``cache_dir/report``.
 
@@ -605,7 +609,10 @@ def compute_report(
             ]
         return report
 
-    return _cached(cache, "report", [REPORT_FORMAT, key], compute, refresh)
+    report = _cached(cache, "report", [REPORT_FORMAT, key], compute, refresh)
+    # Studies are small files read as they are now, not part of the cached measurements.
+    report["studies"] = load_studies(studies_dir) if studies_dir is not None else []
+    return report
 
 
 # ---------------------------------------------------------------- figures
@@ -664,6 +671,33 @@ def curve_figure(genre: str, stages: list[dict], baseline: dict | None, final_nl
         ax.set_ylabel("nats / event")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png_uri(fig)
+
+
+STUDY_COLORS = ("#c0392b", "#2b6cb0", "#27ae60", "#8e44ad", "#d68910", "#16a085", "#7f8c8d")
+
+
+def study_figure(study: dict) -> str | None:
+    """Validation NLL (solid) and training-piece NLL (dashed) of every run; a star at each run's best."""
+    runs = [r for r in study["runs"] if r["val"]]
+    if not runs:
+        return None
+    fig = _figure(11, 4.6)
+    ax = fig.add_subplot()
+    for run, color in zip(runs, STUDY_COLORS * 3):
+        ax.plot(*zip(*run["val"]), color=color, lw=1.6, marker="o", ms=2.5, label=f"{run['label']}: validation")
+        if run["train"]:
+            ax.plot(*zip(*run["train"]), color=color, lw=1.1, ls="--", label="  training pieces")
+        ax.plot([run["best_step"]], [run["best_val"]], marker="*", ms=12, color=color, mec="black", mew=0.6)
+    values = [v for run in runs for _, v in run["val"] + run["train"]]
+    lo, hi = min(values), sorted(values)[int(0.97 * (len(values) - 1))]
+    ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))  # the first evaluations of a fresh model go off the top
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats / event")
+    ax.set_title(study.get("question") or study["name"], fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return _png_uri(fig)
 
@@ -801,6 +835,7 @@ def render_html(report: dict) -> str:
         feature_labels=FEATURE_LABELS,
         feature_charts={g: feature_figure(g, report["features"][g]) for g in genres},
         rolls=rolls,
+        studies=[{**st, "figure": study_figure(st)} for st in report.get("studies", [])],
     )
     return page
 

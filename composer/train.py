@@ -55,6 +55,9 @@ class TrainConfig:
     eval_every: int = 500
     val_max_sequences: int = 0
     """Score only this many validation pieces during training (0: all of them)."""
+    train_eval_sequences: int = 16
+    """Also score this many training pieces (untransposed, no dropout) at each evaluation:
+    the gap between their NLL and validation's is what overfitting looks like (0: off)."""
     checkpoint_every: int = 100
     patience: int = 0
     """Stop after this many evaluations without a better validation NLL (0: never)."""
@@ -157,11 +160,12 @@ def train(
             f"genre {genre.name}: both splits need pieces (train {len(train_data)}, "
             f"validation {len(val_data)}); add files or change validation_fraction"
         )
-    val_sequences = [val_data.sequence(i).astype(np.int64) for i in range(len(val_data))]
-    if cfg.val_max_sequences:
-        rng = np.random.default_rng(1234)
-        keep = sorted(rng.permutation(len(val_sequences))[: cfg.val_max_sequences])
-        val_sequences = [val_sequences[i] for i in keep]
+    val_sequences = [val_data.sequence(i).astype(np.int64) for i in _fixed_subset(len(val_data), cfg.val_max_sequences)]
+    train_sequences = (
+        [train_data.sequence(i).astype(np.int64) for i in _fixed_subset(len(train_data), cfg.train_eval_sequences)]
+        if cfg.train_eval_sequences
+        else []
+    )
     sampler = CropSampler(
         train_data, cfg.seq_len, cfg.transpose, seed=cfg.seed * 1000 + ddp.rank, start_fraction=cfg.start_fraction
     )
@@ -224,7 +228,11 @@ def train(
             save_model(model, run_dir / BEST_DIR, _card(genre, cfg, state, train_data, val_data, lineage), half=False)
         else:
             state["evals_since_best"] += 1
-        _log(metrics, {"step": state["step"], "val_nll": nll, "val_events": count, "best": improved})
+        record = {"step": state["step"], "val_nll": nll, "val_events": count, "best": improved}
+        if train_sequences:
+            train_total, train_count = sequences_nll(model, train_sequences, device)
+            record.update(train_nll=train_total / max(train_count, 1), train_events=train_count)
+        _log(metrics, record)
         bar.set_postfix(val=f"{nll:.3f}", best=f"{state['best_nll']:.3f}")
 
     try:
@@ -293,6 +301,13 @@ def train(
     if ddp.main:
         plot_curve(run_dir)
     return {**state, "run_dir": str(run_dir), "finished": state["step"] >= cfg.steps}
+
+
+def _fixed_subset(count: int, limit: int) -> list[int]:
+    """Indices of the same ``limit`` of ``count`` pieces on every run and resume (all when ``limit`` is 0)."""
+    if not limit or limit >= count:
+        return list(range(count))
+    return sorted(int(i) for i in np.random.default_rng(1234).permutation(count)[:limit])
 
 
 def _with_dropout(model: PerformanceRNN, dropout: float) -> PerformanceRNN:
@@ -376,11 +391,14 @@ def plot_curve(run_dir: Path) -> Path | None:
     records = read_metrics(run_dir)
     train_pts = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
     val_pts = [(r["step"], r["val_nll"]) for r in records if "val_nll" in r]
+    train_eval_pts = [(r["step"], r["train_nll"]) for r in records if "train_nll" in r]
     if not train_pts and not val_pts:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train_pts:
         ax.plot(*zip(*train_pts), label="training loss (crops)", color="#8aa", linewidth=1)
+    if train_eval_pts:
+        ax.plot(*zip(*train_eval_pts), label="training NLL (whole pieces)", color="#36c", linestyle="--", marker=".")
     if val_pts:
         ax.plot(*zip(*val_pts), label="validation NLL (whole pieces)", color="#c33", marker="o", markersize=3)
     ax.set_xlabel("step")

@@ -29,6 +29,7 @@ from composer.report import (
     overlap_area,
     piece_features,
 )
+from composer.study import collect_study
 from tests.conftest import needs_corpora, tiny_model
 from tests.test_data import corpus  # noqa: F401  (the real-MIDI corpus fixture)
 from tests.test_web_browser import CHROMIUM, browser, shots  # noqa: F401  (Debian's chromium via Playwright)
@@ -122,10 +123,22 @@ def project(corpus: Path, tmp_path: Path) -> dict[str, str]:  # noqa: F811
     card = json.loads((models / "folk" / "v1" / "card.json").read_text())
     card["training"] = {"init_from": "runs/classical/base/best", "step": 100}
     (models / "folk" / "v1" / "card.json").write_text(json.dumps(card))
+    studies = tmp_path / "studies"
+    for run, (dropout, rise) in {"plain": (0.0, 0.3), "guarded": (0.3, 0.0)}.items():
+        run_dir = tmp_path / "runs" / "folk" / run
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps({"transpose": 0, "model": {"dropout": dropout}}))
+        lines = [
+            {"step": s, "val_nll": 3.0 - 0.01 * min(s, 50) + rise * max(0, s - 50) / 50, "train_nll": 3 - s / 50}
+            for s in range(10, 110, 10)
+        ]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    collect_study(sorted((tmp_path / "runs" / "folk").iterdir()), studies / "folk-test", "folk", "Does dropout help?")
     return {
         **os.environ,
         "COMPOSER_MODELS_DIR": str(models),
         "COMPOSER_CACHE_DIR": str(cache),
+        "COMPOSER_STUDIES_DIR": str(studies),
         "OMP_NUM_THREADS": "1",
     }
 
@@ -174,10 +187,12 @@ def test_report_command_writes_a_self_contained_page(project, tmp_path: Path):
     assert "overlap area" in done.stdout
     html = out.read_text()
     images = check_self_contained(html)
-    # The curves of folk (pop has none stored), the baseline chart, histograms for both, one piano roll each.
-    assert len(images) == 1 + 1 + 2 + 2 and "No training metrics are stored with this model" in html
-    for section in ('id="curves"', 'id="baseline"', 'id="fidelity"', 'id="histograms"', 'id="rolls"'):
+    # The curves of folk (pop has none stored), the study, the baseline chart, histograms for both, one roll each.
+    assert len(images) == 1 + 1 + 1 + 2 + 2 and "No training metrics are stored with this model" in html
+    for section in ('id="curves"', 'id="studies"', 'id="baseline"', 'id="fidelity"', 'id="histograms"', 'id="rolls"'):
         assert section in html
+    assert "Does dropout help?" in html and "from scratch, no transposition, dropout 0.3" in html
+    assert "+0.300" in html  # the plain run's rise after its best validation NLL
     assert html.count('<table class="fidelity">') == 2
     assert "Overlap area" in html and "min(p<sub>i</sub>, q<sub>i</sub>)" in html
 
@@ -200,7 +215,7 @@ def test_report_command_writes_a_self_contained_page(project, tmp_path: Path):
     assert again.returncode == 0, again.stderr
     assert time.perf_counter() - started < first + 5
     folk_html = (tmp_path / "folk.html").read_text()
-    assert len(check_self_contained(folk_html)) == 1 + 1 + 1 + 1 and 'id="curve-pop"' not in folk_html
+    assert len(check_self_contained(folk_html)) == 1 + 1 + 1 + 1 + 1 and 'id="curve-pop"' not in folk_html
 
     fid = composer(project, "fidelity", "--json", *CLI_OPTIONS[:8])
     assert fid.returncode == 0, fid.stderr
@@ -223,7 +238,7 @@ def test_report_renders_in_chromium(project, tmp_path: Path, browser, shots):  #
     page.goto(out.as_uri())
     page.wait_for_load_state("load")
     sizes = page.locator("img").evaluate_all("imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-    assert len(sizes) == 6 and all(ok and w > 0 and h > 0 for ok, w, h in sizes), sizes
+    assert len(sizes) == 7 and all(ok and w > 0 and h > 0 for ok, w, h in sizes), sizes
     assert not [u for u in fetched if not u.startswith(("file:", "data:"))], fetched
     assert page.locator("table.fidelity").count() == 2
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
@@ -237,5 +252,5 @@ def test_report_renders_in_chromium(project, tmp_path: Path, browser, shots):  #
     page = nojs.new_page()
     page.goto(out.as_uri())
     assert page.locator("h1").inner_text() == "Composer model report"
-    assert page.locator("img").count() == 6
+    assert page.locator("img").count() == 7
     nojs.close()

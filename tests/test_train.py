@@ -275,3 +275,32 @@ def test_a_published_version_keeps_its_lineage_of_learning_curves(tmp_path):
     scratch = tmp_path / "models" / "folk" / "v0"
     record_training(scratch, run)
     assert [f.name for f in (scratch / "training").iterdir()] == ["pretrain-metrics.jsonl"]
+
+
+def test_training_pieces_are_scored_beside_validation_and_a_study_keeps_the_runs(project, tmp_path):
+    env = {**project, "COMPOSER_STUDIES_DIR": str(tmp_path / "studies")}
+    for run, extra in (("plain", ["--transpose", "0"]), ("dropout", ["--dropout", "0.3"])):
+        done = composer(
+            env, "train", "--genre", "tunes", "--run-name", f"study-{run}", "--steps", "4", "--eval-every", "2",
+            "--train-eval-pieces", "3", *extra, *TINY,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    evals = [m for m in metrics(env, "study-plain") if "val_nll" in m]
+    assert [m["step"] for m in evals] == [2, 4]
+    assert all(0 < m["train_nll"] < 7 and m["train_events"] > 0 for m in evals)
+
+    done = composer(env, "study", "--genre", "tunes", "--name", "tiny-study", "--runs", "study-plain,study-dropout")
+    assert done.returncode == 0, done.stderr
+    study = json.loads((tmp_path / "studies" / "tiny-study" / "study.json").read_text())
+    plain, dropout = study["runs"]
+    assert plain["label"] == "from scratch, no transposition, no dropout"
+    assert dropout["label"] == "from scratch, transpose ±3, dropout 0.3"
+    assert plain["best_val"] == min(m["val_nll"] for m in evals)
+    assert plain["final_gap"] == pytest.approx(evals[-1]["val_nll"] - evals[-1]["train_nll"])
+    assert (tmp_path / "studies" / "tiny-study" / "study-dropout" / "metrics.jsonl").is_file()
+    assert "study-plain" in done.stdout and "best" in done.stdout
+
+    missing = composer(env, "study", "--genre", "tunes", "--name", "x", "--runs", "study-plain,nope")
+    assert missing.returncode == 2 and "no such run" in missing.stderr
+    bad_name = composer(env, "study", "--genre", "tunes", "--name", "Bad Name", "--runs", "study-plain")
+    assert bad_name.returncode == 2 and "lower-case" in bad_name.stderr
