@@ -59,6 +59,26 @@ def _asap_groups(source: Path) -> dict[str, str]:
         return {row["midi_performance"]: row["folder"] for row in csv.DictReader(fh)}
 
 
+def _work_groups(source: Path, files: list[Path]) -> dict[str, str]:
+    """File path -> the path that stands for its work: ``bwv190.7-inst.mid`` goes with
+    ``bwv190.7.mid``, so two encodings of one piece never sit on both sides of the split.
+
+    A work's files are those whose names agree up to the first ``-``; it is keyed by its
+    plain file when there is one, else by its first variant, so a corpus without variants
+    splits exactly as ``file`` does.
+    """
+    works: dict[str, list[str]] = {}
+    for path in files:
+        rel = path.relative_to(source).as_posix()
+        folder, _, name = rel.rpartition("/")
+        works.setdefault(f"{folder}/{Path(name).stem.split('-')[0]}", []).append(rel)
+    out = {}
+    for members in works.values():
+        lead = min(members, key=lambda rel: ("-" in rel.rpartition("/")[2], rel))
+        out.update({rel: lead for rel in members})
+    return out
+
+
 def _maestro_splits(source: Path) -> dict[str, str]:
     """MAESTRO's midi_filename -> its own split (train / validation / test)."""
     found = sorted(source.glob("maestro-v*.csv"))
@@ -85,7 +105,9 @@ def assign_splits(genre: Genre, data_root: Path, source_dirs: list[Path] | None 
             raise FileNotFoundError(f"genre {genre.name}: source folder {source} does not exist")
         asap = _asap_groups(source) if genre.split == "asap" else {}
         maestro = _maestro_splits(source) if genre.split == "maestro" else {}
-        for path in find_midi_files(source):
+        files = find_midi_files(source)
+        works = _work_groups(source, files) if genre.split == "work" else {}
+        for path in files:
             rel = path.relative_to(source).as_posix()
             if genre.split == "maestro":
                 official = maestro.get(rel)
@@ -95,7 +117,7 @@ def assign_splits(genre: Genre, data_root: Path, source_dirs: list[Path] | None 
                 split = "train" if official == "train" else "validation"
                 out.append((path, f"{source_name}/{rel}", split))
                 continue
-            piece = asap.get(rel) or (str(Path(rel).parent) if genre.split == "asap" else rel)
+            piece = asap.get(rel) or works.get(rel) or (str(Path(rel).parent) if genre.split == "asap" else rel)
             piece = f"{source_name}/{piece}"
             split = "validation" if _stable_fraction(piece) < genre.validation_fraction else "train"
             out.append((path, piece, split))

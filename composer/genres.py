@@ -7,7 +7,7 @@ A genre is a small TOML file in ``data/genres/``; adding one needs no code::
     sources = ["music21:bach"]            # folders under the data root, or music21:<name>
     license = "..."
     attribution = "..."
-    split = "file"                        # file, asap or maestro (see composer.data)
+    split = "work"                        # file, work, asap or maestro (see composer.data)
     validation_fraction = 0.1
     aliases = ["bach", "chorales"]        # optional: words people use for it (the bot reads them)
 
@@ -37,7 +37,7 @@ from typing import Any
 
 from composer.config import settings
 
-SPLITS = ("asap", "maestro", "file")
+SPLITS = ("asap", "maestro", "file", "work")
 MUSIC21_PREFIX = "music21:"
 TEMPO_MODES = ("missing", "override")
 PEDAL_MODES = ("none", "bar")

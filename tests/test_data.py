@@ -90,6 +90,26 @@ def test_split_is_by_piece_for_asap_metadata(tmp_path: Path):
     assert all(len(splits) == 1 for splits in by_piece.values()), "a piece straddles train and validation"
 
 
+def test_work_split_keeps_variant_encodings_of_a_piece_together(tmp_path: Path):
+    source = tmp_path / "scores"
+    names = ["bwv1.6", "bwv1.6-inst", "bwv2.6-a", "bwv2.6-b", "bwv3.6", "bwv3.60", "sub/bwv1.6-lpz"]
+    names += [f"x{i}" for i in range(40)]
+    for name in names:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        make_midi(source / f"{name}.mid", [{"notes": [(60, 80, 0, 1)]}])
+    spec = Genre("c", "", ("scores",), "CC", split="work", validation_fraction=0.5)
+    work = {Path(p).relative_to(source).as_posix(): (piece, split) for p, piece, split in assign_splits(spec, tmp_path)}
+    assert work["bwv1.6-inst.mid"] == work["bwv1.6.mid"] and work["bwv1.6.mid"][0] == "scores/bwv1.6.mid"
+    assert work["bwv2.6-b.mid"] == work["bwv2.6-a.mid"] and work["bwv2.6-a.mid"][0] == "scores/bwv2.6-a.mid"
+    assert work["bwv3.60.mid"][0] != work["bwv3.6.mid"][0]  # another number, another piece
+    assert work["sub/bwv1.6-lpz.mid"][0] == "scores/sub/bwv1.6-lpz.mid"  # works are per folder
+    # Files without variants split exactly as split = "file" splits them.
+    by_file = {Path(p).relative_to(source).as_posix(): split for p, _, split in assign_splits(
+        Genre("c", "", ("scores",), "CC", split="file", validation_fraction=0.5), tmp_path)}  # fmt: skip
+    assert all(work[f"x{i}.mid"][1] == by_file[f"x{i}.mid"] for i in range(40))
+    assert {s for _, s in work.values()} == {"train", "validation"}
+
+
 def test_maestro_split_follows_its_csv(tmp_path: Path):
     source = tmp_path / "maestro"
     (source / "2004").mkdir(parents=True)
