@@ -377,3 +377,26 @@ def test_keyset_paging_visits_pieces_with_equal_timestamps_exactly_once(tied):
         assert api_walk(client, limit) == expected, limit
     folk = [i for i in expected if next(p for p in pieces if p.id == i).genre == "folk"]
     assert walk(client, "genre=folk") == folk and api_walk(client, 4, genre="folk") == folk
+
+
+def test_health_and_readiness(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from bot.config import load_settings
+    from bot.migrate import upgrade
+    from bot.web import create_app
+
+    db = tmp_path / "bot.sqlite3"
+    settings = load_settings(require_platform=False, database_url=f"sqlite:///{db}", media_dir=tmp_path / "media")
+    upgrade(settings.resolved_database_url, "head")
+    with TestClient(create_app(settings, genre_catalog=list)) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").status_code == 200
+    # A database server that does not answer (nothing listens on port 1): not ready, but alive.
+    gone = load_settings(
+        require_platform=False, database_url="postgresql+psycopg://postgres@127.0.0.1:1/test", media_dir=tmp_path
+    )
+    with TestClient(create_app(gone, genre_catalog=list)) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["status"] == "database unavailable"

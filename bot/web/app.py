@@ -14,6 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.config import BotSettings
@@ -51,6 +53,21 @@ def create_app(settings: BotSettings, genre_catalog: Callable[[], list[Any]] | N
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for router in (api.router, admin.router, media.router, pages.router):
         app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers (no database, so a database outage restarts nothing)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        """Readiness: the database answers a query; 503 while it does not."""
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            return JSONResponse({"status": "database unavailable", "error": type(exc).__name__}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable) -> Response:
