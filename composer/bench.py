@@ -33,6 +33,45 @@ def events_per_second(composer: Composer, batch: int, steps: int, seed: int = 0)
     return batch * steps / (time.perf_counter() - started)
 
 
+def products_us_per_step(composer: Composer, steps: int = 400) -> float | None:
+    """Microseconds one stream's step spends in its weight products alone (the four
+    matrix-vector products, as the step calls them, in the same order): what a step
+    would cost if everything around them were free. None for engines without them."""
+    fused = composer.fused
+    if fused is None:
+        return None
+    linears = [*fused.cells, fused.head]
+    widths = [fused.hidden] + [2 * fused.hidden] * (len(fused.cells) - 1) + [fused.hidden]
+    inputs = [torch.rand(1, w, device=composer.device) * 2 - 1 for w in widths]
+
+    def one_step() -> None:
+        for linear, x in zip(linears, inputs):
+            linear(x)
+
+    with torch.inference_mode():
+        for _ in range(10):
+            one_step()
+        if composer.device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(steps):
+            one_step()
+        if composer.device.type == "cuda":
+            torch.cuda.synchronize()
+    return (time.perf_counter() - started) / steps * 1e6
+
+
+def weight_bytes(composer: Composer) -> int | None:
+    """Bytes of matrix weights one step reads (the first layer's input table is a row lookup)."""
+    fused = composer.fused
+    if fused is None:
+        return None
+    per_value = {"fp32": 4, "fp16": 2, "half": 2, "int8": 1, "int8w": 1}[fused.weights]
+    h = fused.hidden
+    rows, vocab = 4 * h, composer.model.head.out_features
+    return per_value * (rows * h + (fused.layers - 1) * rows * 2 * h + vocab * h)
+
+
 def piece_seconds(directory: Path, device: torch.device, seconds: float = 30.0, seed: int = 1) -> tuple[float, int]:
     """Wall time to load the model and compose one piece of ``seconds``; and its event count."""
     started = time.perf_counter()
@@ -56,6 +95,13 @@ def run_bench(directory: Path, device: torch.device, steps: int = 400, batch_siz
     result["single_events_per_s"] = events_per_second(fast, 1, steps)
     result["naive_single_events_per_s"] = events_per_second(naive, 1, max(50, steps // 4))
     result["speedup_vs_naive"] = result["single_events_per_s"] / result["naive_single_events_per_s"]
+    # Where a single stream's time goes: the weight products alone bound what any overhead cut can reach.
+    products = products_us_per_step(fast, steps)
+    if products is not None:
+        result["weight_mb_per_event"] = weight_bytes(fast) / 1e6
+        result["products_us_per_event"] = products
+        result["step_us_per_event"] = 1e6 / result["single_events_per_s"]
+        result["speedup_vs_naive_if_only_products"] = 1e6 / products / result["naive_single_events_per_s"]
     result["batch64_events_per_s"] = events_per_second(fast, 64, max(50, steps // 4))
     if device.type == "cpu":
         for engine in ("fp16", "int8w", "fused"):
