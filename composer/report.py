@@ -679,25 +679,35 @@ STUDY_COLORS = ("#c0392b", "#2b6cb0", "#27ae60", "#8e44ad", "#d68910", "#16a085"
 
 
 def study_figure(study: dict) -> str | None:
-    """Validation NLL (solid) and training-piece NLL (dashed) of every run; a star at each run's best."""
+    """Validation NLL (solid) and training-piece NLL (dashed) of every run; a star at each run's best.
+
+    Runs far behind the best (a fresh model beside fine-tuned ones) would flatten the others'
+    curves, so the close ones get a second panel of their own."""
     runs = [r for r in study["runs"] if r["val"]]
     if not runs:
         return None
-    fig = _figure(11, 4.6)
-    ax = fig.add_subplot()
-    for run, color in zip(runs, STUDY_COLORS * 3):
-        ax.plot(*zip(*run["val"]), color=color, lw=1.6, marker="o", ms=2.5, label=f"{run['label']}: validation")
-        if run["train"]:
-            ax.plot(*zip(*run["train"]), color=color, lw=1.1, ls="--", label="  training pieces")
-        ax.plot([run["best_step"]], [run["best_val"]], marker="*", ms=12, color=color, mec="black", mew=0.6)
-    values = [v for run in runs for _, v in run["val"] + run["train"]]
-    lo, hi = min(values), sorted(values)[int(0.97 * (len(values) - 1))]
-    ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))  # the first evaluations of a fresh model go off the top
-    ax.set_xlabel("step")
-    ax.set_ylabel("nats / event")
-    ax.set_title(study.get("question") or study["name"], fontsize=11)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    colors = {r["run"]: c for r, c in zip(runs, STUDY_COLORS * 3)}
+    best = min(r["best_val"] for r in runs)
+    close = [r for r in runs if r["best_val"] <= 1.5 * best]
+    panels = [("all runs", runs)] + ([("the runs within 50 % of the best", close)] if len(close) < len(runs) else [])
+    fig = _figure(7.5 * len(panels) + 3.5, 4.6)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, shown) in zip(axes, panels):
+        for run in shown:
+            color = colors[run["run"]]
+            ax.plot(*zip(*run["val"]), color=color, lw=1.6, marker="o", ms=2.5, label=f"{run['label']}: validation")
+            if run["train"]:
+                ax.plot(*zip(*run["train"]), color=color, lw=1.1, ls="--", label="  training pieces")
+            ax.plot([run["best_step"]], [run["best_val"]], marker="*", ms=12, color=color, mec="black", mew=0.6)
+        values = sorted(v for run in shown for _, v in run["val"] + run["train"])
+        lo, hi = values[0], values[int(0.97 * (len(values) - 1))]  # a fresh model's first evaluations go off the top
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+        ax.set_xlabel("step")
+        ax.set_ylabel("nats / event")
+        ax.set_title(title if len(panels) > 1 else (study.get("question") or study["name"]), fontsize=11)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[-1].legend(handles, labels, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return _png_uri(fig)
 
