@@ -53,11 +53,18 @@ def validate(request: SampleRequest) -> None:
 
 
 def filter_probs(
-    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, nucleus: bool | None = None
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_p: torch.Tensor,
+    nucleus: bool | None = None,
+    ban: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Softmax at each row's temperature, keeping each row's top-p nucleus (when ``nucleus``:
-    whether any row has top_p < 1, known to the caller without asking the tensor)."""
+    """Softmax at each row's temperature, without the events ``ban`` rules out (see
+    ``follow_grammar``), keeping each row's top-p nucleus (when ``nucleus``: whether any row
+    has top_p < 1, known to the caller without asking the tensor)."""
     probs = torch.softmax(logits / temperature[:, None], dim=-1)
+    if ban is not None:
+        probs = follow_grammar(probs, ban)
     if nucleus if nucleus is not None else bool((top_p < 1).any()):
         sorted_p, order = probs.sort(dim=-1, descending=True)
         before = sorted_p.cumsum(-1) - sorted_p
@@ -67,6 +74,26 @@ def filter_probs(
         # Rows without a nucleus keep the plain softmax, exactly as they would in a batch of their own.
         probs = torch.where((top_p < 1)[:, None], nucleus_p, probs)
     return probs
+
+
+def follow_grammar(probs: torch.Tensor, ban: torch.Tensor) -> torch.Tensor:
+    """``probs`` without the banned events, renormalized; a release keeps its probability.
+
+    A model that has lost track of which keys are down puts some of its note-off
+    probability on keys that are not sounding. That mass is the model's wish to end a note
+    now: it goes to the sounding keys' note-offs (in their proportions), not to every other
+    event. Spread over everything instead, it left about a third of the notes in classical
+    samples without a release (held to the 5 s cap: mean duration 1.09 s against 0.36 s in
+    real performances, polyphony 16.9 against 3.1); kept, durations match (0.34 s).
+    """
+    off = slice(events.NOTE_OFF, events.TIME_SHIFT)
+    release = probs[:, off].sum(-1, keepdim=True)
+    probs = probs.masked_fill(ban, 0.0)
+    sounding = probs[:, off].sum(-1, keepdim=True)
+    # Rows with no key sounding (nothing can be released) renormalize as a plain mask does.
+    scale = torch.where(sounding > 0, release / sounding.clamp_min(torch.finfo(probs.dtype).tiny), 1.0)
+    probs = torch.cat([probs[:, : off.start], probs[:, off] * scale, probs[:, off.stop :]], dim=-1)
+    return probs / probs.sum(-1, keepdim=True)
 
 
 def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -149,7 +176,8 @@ class Stream:
     ``ban`` holds the events the encoding never has next, which sampling skips: anything
     but a velocity until one is stated (an encoded piece states one before its first note;
     a model that rarely saw a piece open would otherwise play at a default loudness or
-    spend seconds in silence), and a note-off of a key that is not sounding.
+    spend seconds in silence), and a note-off of a key that is not sounding. A key struck
+    twice without a release (two voices in unison: the encoding keeps both) takes two.
     """
 
     UNIFORM_BLOCK = 256
@@ -166,6 +194,7 @@ class Stream:
         self._pos = 0
         self.ban = np.zeros(events.NUM_EVENTS, dtype=bool)
         self.ban[: events.VELOCITY] = True  # no velocity yet, nothing sounding
+        self.strikes = np.zeros(events.NUM_PITCHES, dtype=np.int32)  # unreleased note-ons per key
         self._primer_velocity: int | None = None
         for token in request.primer if request.primer is not None else ():
             self._follow(int(token))
@@ -173,11 +202,13 @@ class Stream:
                 self._primer_velocity = int(token)
 
     def _follow(self, token: int) -> None:
-        # A key is sounding or not: a second strike ends the first (decode's restrike).
         if token < events.NOTE_OFF:
+            self.strikes[token] += 1
             self.ban[events.NOTE_OFF + token] = False
         elif token < events.TIME_SHIFT:
-            self.ban[token] = True
+            key = token - events.NOTE_OFF
+            self.strikes[key] = max(0, self.strikes[key] - 1)  # a primer may release what it never struck
+            self.ban[token] = self.strikes[key] == 0
         elif token >= events.VELOCITY:
             self.ban[events.NOTE_ON : events.NOTE_OFF] = False
             self.ban[events.TIME_SHIFT : events.VELOCITY] = False
@@ -255,8 +286,7 @@ class BatchSampler:
         # Only performance events: never PAD or BOS, nor EOS, since the length is asked for.
         nucleus = any(s.request.top_p < 1 for s in self.streams)
         ban = torch.from_numpy(np.stack([s.ban for s in self.streams])).to(dev)
-        logits = self._logits[:, : events.NUM_EVENTS].masked_fill(ban, float("-inf"))
-        probs = filter_probs(logits, self._temperature, self._top_p, nucleus)
+        probs = filter_probs(self._logits[:, : events.NUM_EVENTS], self._temperature, self._top_p, nucleus, ban)
         uniforms = torch.tensor([s.uniform() for s in self.streams], dtype=torch.float64, device=dev)
         tokens = draw(probs, uniforms)
         for stream, token in zip(self.streams, tokens.tolist()):

@@ -9,7 +9,16 @@ import pytest
 import torch
 
 from composer import events
-from composer.sample import Composer, SampleRequest, draw, filter_probs, piece_notes, primer_tokens
+from composer.sample import (
+    Composer,
+    SampleRequest,
+    Stream,
+    draw,
+    filter_probs,
+    follow_grammar,
+    piece_notes,
+    primer_tokens,
+)
 
 
 @pytest.fixture
@@ -130,11 +139,37 @@ def test_a_row_without_nucleus_samples_the_same_beside_rows_with_one(composer: C
 
 def test_sampling_never_releases_a_key_that_is_not_sounding(composer: Composer):
     for piece in composer.generate([SampleRequest(8, seed=s) for s in range(4)]):
-        sounding: set[int] = set()
+        strikes = np.zeros(128, dtype=int)  # unreleased note-ons per key: a unison takes two releases
         assert piece[0] >= events.VELOCITY  # a velocity is stated before anything else
         for t in piece.tolist():
             if t < events.NOTE_OFF:
-                sounding.add(t)
+                strikes[t] += 1
             elif t < events.TIME_SHIFT:
-                assert t - events.NOTE_OFF in sounding
-                sounding.discard(t - events.NOTE_OFF)
+                assert strikes[t - events.NOTE_OFF] > 0
+                strikes[t - events.NOTE_OFF] -= 1
+
+
+def test_a_release_keeps_its_probability_when_its_key_is_not_sounding():
+    probs = torch.zeros(2, events.NUM_EVENTS, dtype=torch.float64)
+    # 30 % on releases: a third on key 60 (sounding), two thirds on key 62 (not sounding)
+    probs[:, events.NOTE_OFF + 60], probs[:, events.NOTE_OFF + 62] = 0.1, 0.2
+    probs[:, events.NOTE_ON + 64], probs[:, events.TIME_SHIFT + 9] = 0.3, 0.4
+    ban = torch.zeros(2, events.NUM_EVENTS, dtype=torch.bool)
+    ban[:, events.NOTE_OFF : events.TIME_SHIFT] = True
+    ban[0, events.NOTE_OFF + 60] = False  # row 0: key 60 sounding; row 1: nothing sounding
+    out = follow_grammar(probs, ban)
+    assert out[0, events.NOTE_OFF + 60].item() == pytest.approx(0.3)  # the whole release mass
+    assert out[0, events.NOTE_ON + 64].item() == pytest.approx(0.3) and out[0, events.NOTE_OFF + 62] == 0
+    # Nothing to release: a plain mask, renormalized over what is left.
+    assert out[1, events.NOTE_ON + 64].item() == pytest.approx(0.3 / 0.7)
+    assert out[1, events.NOTE_OFF : events.TIME_SHIFT].sum() == 0
+    assert torch.allclose(out.sum(-1), torch.ones(2, dtype=torch.float64))
+
+
+def test_a_unison_takes_two_releases():
+    stream = Stream(SampleRequest(5, seed=0))
+    for token in (events.VELOCITY + 20, 60, 60, events.NOTE_OFF + 60):
+        stream.accept(token)
+    assert not stream.ban[events.NOTE_OFF + 60]  # one strike still sounds
+    stream.accept(events.NOTE_OFF + 60)
+    assert stream.ban[events.NOTE_OFF + 60]
