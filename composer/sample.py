@@ -92,7 +92,7 @@ def follow_grammar(probs: torch.Tensor, ban: torch.Tensor) -> torch.Tensor:
     sounding = probs[:, off].sum(-1, keepdim=True)
     # Rows with no key sounding (nothing can be released) renormalize as a plain mask does.
     scale = torch.where(sounding > 0, release / sounding.clamp_min(torch.finfo(probs.dtype).tiny), 1.0)
-    probs = torch.cat([probs[:, : off.start], probs[:, off] * scale, probs[:, off.stop :]], dim=-1)
+    probs[:, off] *= scale  # in place: ``probs`` is masked_fill's new tensor
     return probs / probs.sum(-1, keepdim=True)
 
 
