@@ -206,7 +206,8 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # A server that stops answering fails a connection attempt in seconds, not the OS's minutes.
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

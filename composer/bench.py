@@ -35,8 +35,9 @@ def events_per_second(composer: Composer, batch: int, steps: int, seed: int = 0)
 
 def products_us_per_step(composer: Composer, steps: int = 400) -> float | None:
     """Microseconds one stream's step spends in its weight products alone (the four
-    matrix-vector products, as the step calls them, in the same order): what a step
-    would cost if everything around them were free. None for engines without them."""
+    matrix-vector products on one row, in the step's order): what a step would cost if
+    everything around them were free. None for engines without them. (The CPU ``fused``
+    engine steps a lone stream as two rows; its figure here is for one.)"""
     fused = composer.fused
     if fused is None:
         return None

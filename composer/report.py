@@ -611,7 +611,8 @@ def compute_report(
 
     report = _cached(cache, "report", [REPORT_FORMAT, key], compute, refresh)
     # Studies are small files read as they are now, not part of the cached measurements.
-    report["studies"] = load_studies(studies_dir) if studies_dir is not None else []
+    studies = load_studies(studies_dir) if studies_dir is not None else []
+    report["studies"] = [st for st in studies if st.get("genre") in chosen]
     return report
 
 
@@ -686,7 +687,7 @@ def study_figure(study: dict) -> str | None:
     runs = [r for r in study["runs"] if r["val"]]
     if not runs:
         return None
-    colors = {r["run"]: c for r, c in zip(runs, STUDY_COLORS * 3)}
+    colors = {r["run"]: STUDY_COLORS[i % len(STUDY_COLORS)] for i, r in enumerate(runs)}
     best = min(r["best_val"] for r in runs)
     close = [r for r in runs if r["best_val"] <= 1.5 * best]
     panels = [("all runs", runs)] + ([("the runs within 50 % of the best", close)] if len(close) < len(runs) else [])

@@ -11,13 +11,14 @@ what overfitting looks like. The model report draws every stored study.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from composer.train import METRICS_FILE, read_metrics
+from composer.train import METRICS_FILE, TrainConfig, read_metrics
 
 STUDY_FILE = "study.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -48,16 +49,22 @@ def describe(config: dict) -> str:
     """A run's guards against overfitting, in words, from its ``config.json``."""
     init = config.get("init_from") or ""
     parts = [f"from {Path(init).parent.name}/{Path(init).name}" if init else "from scratch"]
-    transpose = int(config.get("transpose", 0))
+    transpose = int(config.get("transpose", TrainConfig.transpose))
     parts.append(f"transpose ±{transpose}" if transpose else "no transposition")
     dropout = float(config.get("model", {}).get("dropout", 0.0))
     parts.append(f"dropout {dropout:g}" if dropout else "no dropout")
     return ", ".join(parts)
 
 
+def evaluations(records: list[dict]) -> list[dict]:
+    """The evaluation records in step order, one per step (a run resumed from an earlier
+    checkpoint logs some steps again: the last word counts), without non-finite NLLs."""
+    by_step = {r["step"]: r for r in records if "val_nll" in r and math.isfinite(r["val_nll"])}
+    return [by_step[step] for step in sorted(by_step)]
+
+
 def summarize(run_dir: Path) -> RunSummary:
-    records = read_metrics(run_dir)
-    evals = [r for r in records if "val_nll" in r]
+    evals = evaluations(read_metrics(run_dir))
     if not evals:
         raise ValueError(f"{run_dir}: no validation NLL logged yet")
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
@@ -78,6 +85,8 @@ def collect_study(run_dirs: list[Path], out_dir: Path, genre: str, question: str
     """Copy the runs' metrics and configs into ``out_dir`` and write its ``study.json``."""
     if not _NAME.match(out_dir.name):
         raise ValueError(f"study name {out_dir.name!r}: use lower-case letters, digits and dashes")
+    if not run_dirs:
+        raise ValueError("a study needs at least one run")
     summaries = [summarize(d) for d in run_dirs]  # every run is checked before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     for run_dir in run_dirs:
@@ -103,8 +112,8 @@ def load_studies(studies_dir: Path) -> list[dict]:
     for path in sorted(studies_dir.glob(f"*/{STUDY_FILE}")) if studies_dir.is_dir() else []:
         study = json.loads(path.read_text())
         for run in study["runs"]:
-            records = read_metrics(path.parent / run["run"])
-            run["val"] = [[r["step"], r["val_nll"]] for r in records if "val_nll" in r]
-            run["train"] = [[r["step"], r["train_nll"]] for r in records if "train_nll" in r]
+            evals = evaluations(read_metrics(path.parent / run["run"]))
+            run["val"] = [[r["step"], r["val_nll"]] for r in evals]
+            run["train"] = [[r["step"], r["train_nll"]] for r in evals if math.isfinite(r.get("train_nll", math.nan))]
         studies.append(study)
     return studies

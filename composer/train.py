@@ -198,7 +198,7 @@ def train(
         sampler.rng = np.random.default_rng(state["step"] * 7919 + cfg.seed * 1000 + ddp.rank)
         if ddp.main:
             log.info("resumed %s at step %d (best NLL %.4f)", run_dir, state["step"], state["best_nll"])
-    elif ddp.main:
+    if ddp.main:  # the settings of the latest start: a resume may change steps, dropout or transposition
         (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     net = model

@@ -27,15 +27,16 @@ def test_bench_prints_the_target_figures_as_its_last_json_line(tmp_path: Path):
         assert result[key] > 0, key
     assert result["device"] == "cpu" and result["threads"] == 1
     assert result["speedup_vs_naive"] == result["single_events_per_s"] / result["naive_single_events_per_s"]
-    # The products-only figure is part of a step: a step can't beat it (generous: timings jitter).
-    assert 0 < result["products_us_per_event"] < 2 * result["step_us_per_event"]
-    assert result["speedup_vs_naive_if_only_products"] > 0
+    assert result["products_us_per_event"] > 0 and result["step_us_per_event"] > 0
+    assert result["speedup_vs_naive_if_only_products"] == (
+        1e6 / result["products_us_per_event"] / result["naive_single_events_per_s"]
+    )
 
 
 def test_weight_bytes_count_every_matrix_a_step_reads(tmp_path: Path):
     model, card = load_model(tiny_model(tmp_path / "m", hidden=64, layers=3))
     h, vocab = 64, model.head.out_features
-    int8 = Composer(model, card, engine="int8")
+    int8 = Composer(model, card, engine="int8w")  # int8 weights, with or without fbgemm
     # layer 0: recurrent weights only (its input is a table row); deeper layers: [input, hidden]; the head
     assert weight_bytes(int8) == 4 * h * h + 2 * (4 * h * 2 * h) + vocab * h
     assert weight_bytes(Composer(model, card, engine="fused")) == 4 * weight_bytes(int8)

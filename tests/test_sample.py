@@ -150,20 +150,34 @@ def test_sampling_never_releases_a_key_that_is_not_sounding(composer: Composer):
 
 
 def test_a_release_keeps_its_probability_when_its_key_is_not_sounding():
-    probs = torch.zeros(2, events.NUM_EVENTS, dtype=torch.float64)
+    probs = torch.full((2, events.NUM_EVENTS), 1e-12, dtype=torch.float64)
     # 30 % on releases: a third on key 60 (sounding), two thirds on key 62 (not sounding)
     probs[:, events.NOTE_OFF + 60], probs[:, events.NOTE_OFF + 62] = 0.1, 0.2
     probs[:, events.NOTE_ON + 64], probs[:, events.TIME_SHIFT + 9] = 0.3, 0.4
     ban = torch.zeros(2, events.NUM_EVENTS, dtype=torch.bool)
     ban[:, events.NOTE_OFF : events.TIME_SHIFT] = True
     ban[0, events.NOTE_OFF + 60] = False  # row 0: key 60 sounding; row 1: nothing sounding
-    out = follow_grammar(probs, ban)
+    out = torch.softmax(follow_grammar(probs.log(), ban), -1)
     assert out[0, events.NOTE_OFF + 60].item() == pytest.approx(0.3)  # the whole release mass
     assert out[0, events.NOTE_ON + 64].item() == pytest.approx(0.3) and out[0, events.NOTE_OFF + 62] == 0
     # Nothing to release: a plain mask, renormalized over what is left.
     assert out[1, events.NOTE_ON + 64].item() == pytest.approx(0.3 / 0.7)
     assert out[1, events.NOTE_OFF : events.TIME_SHIFT].sum() == 0
-    assert torch.allclose(out.sum(-1), torch.ones(2, dtype=torch.float64))
+
+
+def test_a_confident_model_at_a_low_temperature_still_samples_an_allowed_event():
+    logits = torch.zeros(2, events.NUM_EVENTS)
+    logits[:, events.TIME_SHIFT + 5] = 3.0  # what the model wants most, banned in row 0 (no velocity yet)
+    logits[1, events.NOTE_OFF + 62] = 6.0  # a release of a key that is not sounding (row 1)
+    ban = torch.zeros(2, events.NUM_EVENTS, dtype=torch.bool)
+    ban[0, : events.VELOCITY] = True
+    ban[1, events.NOTE_OFF : events.TIME_SHIFT] = True
+    ban[1, events.NOTE_OFF + 60] = False
+    probs = filter_probs(logits, torch.tensor([0.02, 0.02]), torch.ones(2), ban=ban)
+    assert not probs.isnan().any()
+    tokens = draw(probs, torch.tensor([0.5, 0.5])).tolist()
+    assert events.VELOCITY <= tokens[0] < events.NUM_EVENTS
+    assert tokens[1] == events.NOTE_OFF + 60  # the wish to release goes to the key that sounds
 
 
 def test_a_unison_takes_two_releases():

@@ -55,7 +55,7 @@ def create_app(settings: BotSettings, genre_catalog: Callable[[], list[Any]] | N
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # async: never queued behind pages waiting on the database
         """Liveness: the process answers (no database, so a database outage restarts nothing)."""
         return {"status": "ok"}
 
