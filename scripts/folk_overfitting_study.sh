@@ -12,13 +12,18 @@ common=(--genre folk --steps 400 --batch-size 32 --seq-len 512 --warmup-steps 30
   --train-eval-pieces 16 --threads 1 --quiet)
 pretrained=data/models/classical/v2   # pre-trained on classical, pop and folk (folk's validation tunes kept out)
 
+# A fresh model for the same 400 steps, to show what pre-training buys; then the pre-trained
+# model fine-tuned with and without each guard.
 $composer train "${common[@]}" --run-name study-scratch-plain --lr 1e-3 --dropout 0 --transpose 0
-$composer train "${common[@]}" --run-name study-scratch-transpose --lr 1e-3 --dropout 0 --transpose 3
-$composer train "${common[@]}" --run-name study-scratch-transpose-dropout --lr 1e-3 --dropout 0.3 --transpose 3
-$composer train "${common[@]}" --run-name study-pretrained-transpose --lr 5e-4 --dropout 0 --transpose 3 \
-  --init-from "$pretrained"
-$composer train "${common[@]}" --run-name study-pretrained-transpose-dropout --lr 5e-4 --dropout 0.3 --transpose 3 \
-  --init-from "$pretrained"
+finetune() {
+  local run=$1
+  shift
+  $composer train "${common[@]}" --run-name "$run" --lr 5e-4 --init-from "$pretrained" "$@"
+}
+finetune study-pretrained-plain --dropout 0 --transpose 0
+finetune study-pretrained-transpose --dropout 0 --transpose 3
+finetune study-pretrained-dropout --dropout 0.3 --transpose 0
+finetune study-pretrained-transpose-dropout --dropout 0.3 --transpose 3
 
-$composer study --genre folk --name folk-small-corpus --runs study-scratch-plain,study-scratch-transpose,\
-study-scratch-transpose-dropout,study-pretrained-transpose,study-pretrained-transpose-dropout
+$composer study --genre folk --name folk-small-corpus --runs study-scratch-plain,study-pretrained-plain,\
+study-pretrained-transpose,study-pretrained-dropout,study-pretrained-transpose-dropout
