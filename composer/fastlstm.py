@@ -12,9 +12,9 @@ The matrices can be held three ways (``weights=``):
   weights, half the bytes per step, and every row is computed alone (batch-invariant).
 - ``int8``: fbgemm int8 weights (per output channel) and int8 activations, a quarter of
   the bytes: the fastest here, alone and in batches. fbgemm picks the activations' scale
-  from the batch's range; every input is an LSTM output in [-1, 1], so an anchor row
-  holding -1 and 1 makes that scale a constant, and a row's integer products are its own:
-  batch-invariant too.
+  from the whole input's range; every input is an LSTM output in [-1, 1], so two anchor
+  columns holding -1 and 1 (against zero weights) make that scale a constant, and a row's
+  integer products are its own: batch-invariant too.
 - ``half``: float16 weights and matrix products (tensor cores on a GPU, where this is
   the default), gates and state in float32. On a CPU it works but is slow; cuBLAS may
   pick another kernel for another batch size, so on a GPU a replayed seed is only
@@ -43,14 +43,14 @@ class _Linear:
         self.weights = weights
         weight, bias = weight.float().contiguous(), bias.float().contiguous()
         if weights == "int8":
+            weight = torch.cat([weight, torch.zeros(weight.shape[0], 2)], dim=1)  # the anchor columns' (see __call__)
             scales = weight.abs().amax(dim=1).clamp_min(1e-8) / 127.0
             zero = torch.zeros(weight.shape[0], dtype=torch.long)
             with warnings.catch_warnings():  # qint8 tensor creation is marked deprecated, still the fbgemm path
                 warnings.simplefilter("ignore", UserWarning)
                 qweight = torch.quantize_per_channel(weight, scales.double(), zero, 0, torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
-            self.anchor = torch.zeros(1, weight.shape[1])  # see __call__
-            self.anchor[0, :2] = torch.tensor([-1.0, 1.0])
+            self.anchor = torch.tensor([[-1.0, 1.0]])
         elif weights == "fp16":
             self.packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
         elif weights == "half":
@@ -65,13 +65,16 @@ class _Linear:
             self.weight_t = weight.t().contiguous()
             self.bias = bias
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *parts: torch.Tensor) -> torch.Tensor:
+        """The product of the row-wise concatenation of ``parts``."""
         if self.weights == "int8":
             # fbgemm quantizes the input with one scale from its min and max. Every input here is an
-            # LSTM output, within [-1, 1]: an anchor row holding -1 and 1 pins that scale to the same
-            # value whatever the batch, so each row's integer product, and its result, is its own.
-            anchored = torch.cat([x, self.anchor])
-            return torch.ops.quantized.linear_dynamic(anchored, self.packed)[:-1]
+            # LSTM output, within [-1, 1]: anchor columns holding -1 and 1 in every row pin that scale,
+            # whatever the batch, so each row's integer product, and its result, is its own. Their
+            # weights are zero, so they add nothing to the product.
+            x = torch.cat([*parts, self.anchor.expand(parts[0].shape[0], 2)], dim=1)
+            return torch.ops.quantized.linear_dynamic(x, self.packed)
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         if self.weights == "fp16":
             return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
         if self.weights == "half":
@@ -142,7 +145,7 @@ class FusedLSTM:
             elif layer == 0:
                 gates = self.input_table[tokens] + cell(hs[0])
             else:
-                gates = cell(torch.cat([x, hs[layer]], dim=1))
+                gates = cell(x, hs[layer])
             ifo = torch.sigmoid(gates[:, : 3 * self.hidden])
             g = torch.tanh(gates[:, 3 * self.hidden :])
             i, f, o = ifo.chunk(3, dim=1)
