@@ -77,6 +77,9 @@ def filter_probs(
     return probs
 
 
+RELEASE_SHIFT_LIMIT = 745.0  # nats: where float64's exp reaches 0
+
+
 def follow_grammar(logits: torch.Tensor, ban: torch.Tensor) -> torch.Tensor:
     """``logits`` with the banned events at -inf, where a release keeps its probability.
 
@@ -94,11 +97,11 @@ def follow_grammar(logits: torch.Tensor, ban: torch.Tensor) -> torch.Tensor:
     weights = torch.exp(releases - releases.amax(-1, keepdim=True))
     every = weights.sum(-1, keepdim=True)  # >= 1
     sounding = weights.masked_fill(ban[:, off], 0.0).sum(-1, keepdim=True)
-    # Rows with no key sounding (nothing can be released) are a plain mask; so are rows whose
-    # sounding keys' releases all round to 0 even so.
-    shift = torch.where(sounding > 0, every.log() - sounding.log(), 0.0).to(logits.dtype)
+    # With no key sounding every release is banned and stays at -inf, whatever the shift; one
+    # whose sounding releases round to 0 gets the largest finite shift instead of an infinite one.
+    shift = (every.log() - sounding.log()).clamp_(max=RELEASE_SHIFT_LIMIT)
     logits = logits.masked_fill(ban, float("-inf"))
-    logits[:, off] += shift  # in place on masked_fill's new tensor
+    logits[:, off] += shift  # in place on masked_fill's new tensor (float64 into float32)
     return logits
 
 
