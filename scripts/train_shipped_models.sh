@@ -37,3 +37,7 @@ wait
 #   composer promote --genre G --version v2
 # chorale v1: --init-from data/models/classical/v1 --steps 900 --lr 5e-4 --dropout 0.2 --max-minutes 35 --publish v1
 # chorale v2: --init-from data/models/chorale/v1 --steps 500 --lr 3e-4 --dropout 0.2 --start-fraction 0.1 --publish v2
+# folk v3 (session 3): --init-from data/models/folk/v2 --steps 400 --lr 2e-4 --warmup-steps 20 --eval-every 50
+#   --patience 4 --transpose 0 --start-fraction 0.1 --publish v3   (see data/studies/folk-small-corpus)
+# classical v3 (session 3): --init-from data/models/classical/v2 --steps 3200 --lr 5e-4 --warmup-steps 50
+#   --eval-every 200 --val-max-sequences 30 --start-fraction 0.1 --publish v3
