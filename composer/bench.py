@@ -8,6 +8,7 @@ after N steps) keep every engine doing the same amount of work.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,16 +22,22 @@ def events_per_second(composer: Composer, batch: int, steps: int, seed: int = 0)
     sampler = BatchSampler(composer)
     for i in range(batch):
         sampler.add(SampleRequest(seconds=600, seed=seed + i))
-    for _ in range(3):  # warm-up: allocator, caches, lazy kernels
-        sampler.step()
-    if composer.device.type == "cuda":
+    return batch / seconds_per_call(sampler.step, steps, composer.device, warmup=3)
+
+
+def seconds_per_call(fn: Callable[[], object], calls: int, device: torch.device, warmup: int) -> float:
+    """Mean wall time of ``fn`` over ``calls`` calls, after ``warmup`` calls (allocator, caches,
+    lazy kernels); on CUDA the queued work is waited for on both ends."""
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    for _ in range(steps):
-        sampler.step()
-    if composer.device.type == "cuda":
+    for _ in range(calls):
+        fn()
+    if device.type == "cuda":
         torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - started)
+    return (time.perf_counter() - started) / calls
 
 
 def products_us_per_step(composer: Composer, steps: int = 400) -> float | None:
@@ -50,16 +57,7 @@ def products_us_per_step(composer: Composer, steps: int = 400) -> float | None:
             linear(x)
 
     with torch.inference_mode():
-        for _ in range(10):
-            one_step()
-        if composer.device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        for _ in range(steps):
-            one_step()
-        if composer.device.type == "cuda":
-            torch.cuda.synchronize()
-    return (time.perf_counter() - started) / steps * 1e6
+        return seconds_per_call(one_step, steps, composer.device, warmup=10) * 1e6
 
 
 def weight_bytes(composer: Composer) -> int | None:

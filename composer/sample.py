@@ -93,7 +93,7 @@ def follow_grammar(logits: torch.Tensor, ban: torch.Tensor) -> torch.Tensor:
     round to probability 0 after a softmax over everything, still samples from them.
     """
     off = slice(events.NOTE_OFF, events.TIME_SHIFT)
-    releases = logits[:, off].double()  # float64: release weights down to 700 nats below the likeliest
+    releases = logits[:, off].double()  # float64: release weights down to RELEASE_SHIFT_LIMIT nats below the likeliest
     weights = torch.exp(releases - releases.amax(-1, keepdim=True))
     every = weights.sum(-1, keepdim=True)  # >= 1
     sounding = weights.masked_fill(ban[:, off], 0.0).sum(-1, keepdim=True)
