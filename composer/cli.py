@@ -275,8 +275,13 @@ def _publish(source: Path, genre: str, version: str) -> Path:
 
 
 def _split_fingerprint(genre: str) -> str:
-    index = settings().cache_dir / "genres" / genre / "index.json"
-    return json.loads(index.read_text()).get("fingerprint", "") if index.is_file() else ""
+    """The prepared split's fingerprint, or "" when the genre is not prepared here."""
+    from composer.data import split_fingerprint
+
+    try:
+        return split_fingerprint(settings().cache_dir, genre)
+    except FileNotFoundError:
+        return ""
 
 
 @app.command()

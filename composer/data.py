@@ -206,6 +206,14 @@ def genre_cache_dir(cache_dir: Path, genre: str) -> Path:
     return cache_dir / "genres" / genre
 
 
+def split_fingerprint(cache_dir: Path, genre: str) -> str:
+    """The prepared split's fingerprint (model cards record the one they were measured on)."""
+    index = genre_cache_dir(cache_dir, genre) / "index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{index} is missing: run `composer prepare --genre {genre}` first")
+    return json.loads(index.read_text()).get("fingerprint", "")
+
+
 def prepare_genre(
     genre: Genre,
     data_root: Path,

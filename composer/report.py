@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from composer import events
+from composer.data import split_fingerprint
 from composer.study import load_studies
 
 log = logging.getLogger(__name__)
@@ -216,15 +217,6 @@ def _sampler_code() -> str:
     """The sampling code's own fingerprint: samples are only reused while it is unchanged."""
     here = Path(__file__).parent
     return _digest([(here / name).read_text() for name in ("sample.py", "fastlstm.py", "events.py")])
-
-
-def split_fingerprint(cache_dir: Path, genre: str) -> str:
-    from composer.data import genre_cache_dir
-
-    index = genre_cache_dir(cache_dir, genre) / "index.json"
-    if not index.is_file():
-        raise FileNotFoundError(f"{index} is missing: run `composer prepare --genre {genre}` first")
-    return json.loads(index.read_text()).get("fingerprint", "")
 
 
 # ---------------------------------------------------------------- models and data
