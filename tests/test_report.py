@@ -16,10 +16,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from composer import events
-from composer.data import prepare_genre
-from composer.genres import Genre
-from composer.report import (
+from composer.codec import events
+from composer.corpus.data import prepare_genre
+from composer.corpus.genres import Genre
+from composer.report.report import (
     FEATURES,
     ReportOptions,
     compute_report,
@@ -29,7 +29,7 @@ from composer.report import (
     overlap_area,
     piece_features,
 )
-from composer.study import collect_study
+from composer.training.study import collect_study
 from tests.conftest import needs_corpora, tiny_model
 from tests.test_data import corpus  # noqa: F401  (the real-MIDI corpus fixture)
 from tests.test_web_browser import CHROMIUM, browser, shots  # noqa: F401  (Debian's chromium via Playwright)

@@ -4,7 +4,7 @@
 
 * the learning curves stored with each model (``training/*metrics.jsonl``: the fine-tune
   and, when recorded, the pre-training run it started from);
-* validation NLL against an interpolated Witten-Bell n-gram (``composer.baseline``) fitted
+* validation NLL against an interpolated Witten-Bell n-gram (``composer.training.baseline``) fitted
   exactly as ``composer baseline`` fits it (all training sequences, every order asked for);
 * the genre-fidelity matrices: mean NLL per event of every genre's held-out pieces (capped
   to N pieces x M events) and of every model's samples (K seeds x S seconds), scored by
@@ -38,27 +38,24 @@ from pathlib import Path
 
 import numpy as np
 
-from composer import events
-from composer.data import split_fingerprint
-from composer.study import load_studies
+from composer.codec import events
+from composer.corpus.data import split_fingerprint
+from composer.report.measures import (  # noqa: F401  (re-exported for the callers of composer.report.report)
+    FEATURE_LABELS,
+    FEATURES,
+    compare_features,
+    feature_edges,
+    histogram,
+    overlap_area,
+    piece_features,
+    set_features,
+)
+from composer.training.study import load_studies
 
 log = logging.getLogger(__name__)
 
 REPORT_FORMAT = 2  # bump when the report's own figures (features, bins) change: the report cache key
 CELL_FORMAT = 1  # bump when baselines, samples or NLL cells are measured differently: their cache keys
-FEATURES = ("pitch", "velocity", "ioi", "density", "polyphony")
-FEATURE_LABELS = {
-    "pitch": "pitch (MIDI note)",
-    "velocity": "velocity",
-    "ioi": "inter-onset interval (s)",
-    "density": "note density (onsets/s, 5 s windows)",
-    "polyphony": "polyphony (sounding notes, every 50 ms)",
-}
-DENSITY_WINDOW_S = 5.0
-POLYPHONY_STEP_S = 0.05
-IOI_MAX_S = 1.0
-DENSITY_MAX = 40
-POLYPHONY_MAX = 48
 
 
 @dataclass(frozen=True)
@@ -86,98 +83,6 @@ class ReportOptions:
             raise ValueError(f"seconds must be in (0, 600], got {self.seconds:g}")
         if not self.baseline_orders or min(self.baseline_orders) < 1 or max(self.baseline_orders) > 7:
             raise ValueError("baseline orders must lie in 1..7")
-
-
-# ---------------------------------------------------------------- overlap of distributions
-
-
-def overlap_area(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarray) -> float:
-    """Overlapping area of two histograms over the same bins: sum of min(p, q) once each sums to 1.
-
-    1 for identical distributions, 0 for disjoint ones, symmetric; NaN when either is empty.
-    """
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
-    if p.shape != q.shape or p.ndim != 1:
-        raise ValueError(f"histograms must be 1-D and of one shape, got {p.shape} and {q.shape}")
-    if (p < 0).any() or (q < 0).any() or not (np.isfinite(p).all() and np.isfinite(q).all()):
-        raise ValueError("histograms must be finite and not negative")
-    sp, sq = p.sum(), q.sum()
-    if sp <= 0 or sq <= 0:
-        return float("nan")
-    return float(min(1.0, np.minimum(p / sp, q / sq).sum()))
-
-
-# ---------------------------------------------------------------- musical features
-
-
-def piece_features(notes: Sequence[events.Note], duration: float) -> dict[str, np.ndarray]:
-    """Per-note, per-onset, per-window and per-instant values of one piece."""
-    if not notes:
-        return {name: np.zeros(0) for name in FEATURES}
-    starts = np.array([n.start for n in notes])
-    ends = np.array([n.end for n in notes])
-    onsets = np.unique(np.round(starts, 2))
-    if duration <= 0:
-        duration = float(ends.max())
-    windows = int(duration // DENSITY_WINDOW_S)
-    if windows:
-        density = np.histogram(starts, bins=np.arange(windows + 1) * DENSITY_WINDOW_S)[0] / DENSITY_WINDOW_S
-    else:
-        density = np.array([len(notes) / max(duration, 0.01)])
-    grid = np.arange(0.0, duration, POLYPHONY_STEP_S)
-    sounding = np.searchsorted(np.sort(starts), grid, side="right") - np.searchsorted(np.sort(ends), grid, side="right")
-    return {
-        "pitch": np.array([n.pitch for n in notes], dtype=np.float64),
-        "velocity": np.array([n.velocity for n in notes], dtype=np.float64),
-        "ioi": np.diff(onsets),
-        "density": density.astype(np.float64),
-        "polyphony": sounding.astype(np.float64),
-    }
-
-
-def feature_edges(name: str) -> np.ndarray:
-    """Fixed bins per feature, so histograms of any two sets line up (the last bin takes the overflow)."""
-    if name == "pitch":
-        return np.arange(129) - 0.5
-    if name == "velocity":
-        lows = [events.bin_to_velocity(b) for b in range(1, events.NUM_VELOCITY_BINS + 1)]
-        return np.array([0.5, *[v - 0.5 for v in lows[1:]], 127.5])
-    if name == "ioi":
-        return np.linspace(0.0, IOI_MAX_S, 51)
-    if name == "density":
-        return np.arange(DENSITY_MAX + 1, dtype=np.float64)
-    if name == "polyphony":
-        return np.arange(POLYPHONY_MAX + 2) - 0.5
-    raise KeyError(name)
-
-
-def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    clipped = np.clip(values, edges[0], np.nextafter(edges[-1], -np.inf))
-    return np.histogram(clipped, bins=edges)[0]
-
-
-def set_features(pieces: Sequence[tuple[Sequence[events.Note], float]]) -> dict[str, np.ndarray]:
-    parts = [piece_features(notes, duration) for notes, duration in pieces]
-    return {name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0) for name in FEATURES}
-
-
-def compare_features(real: dict[str, np.ndarray], generated: dict[str, np.ndarray]) -> dict[str, dict]:
-    out = {}
-    for name in FEATURES:
-        edges = feature_edges(name)
-        h_real, h_gen = histogram(real[name], edges), histogram(generated[name], edges)
-        out[name] = {
-            "edges": edges.tolist(),
-            "real": h_real.tolist(),
-            "samples": h_gen.tolist(),
-            "overlap": overlap_area(h_real, h_gen),
-            "n_real": int(h_real.sum()),
-            "n_samples": int(h_gen.sum()),
-            "mean_real": float(real[name].mean()) if len(real[name]) else float("nan"),
-            "mean_samples": float(generated[name].mean()) if len(generated[name]) else float("nan"),
-        }
-    return out
 
 
 # ---------------------------------------------------------------- caching
@@ -215,8 +120,9 @@ def _file_sha1(path: Path) -> str:
 
 def _sampler_code() -> str:
     """The sampling code's own fingerprint: samples are only reused while it is unchanged."""
-    here = Path(__file__).parent
-    return _digest([(here / name).read_text() for name in ("sample.py", "fastlstm.py", "events.py")])
+    package = Path(__file__).parents[1]
+    sources = ("sampling/sample.py", "nn/fastlstm.py", "codec/events.py")
+    return _digest([(package / name).read_text() for name in sources])
 
 
 # ---------------------------------------------------------------- models and data
@@ -232,8 +138,8 @@ class GenreModel:
 
     @classmethod
     def current(cls, genre: str, models_dir: Path) -> GenreModel:
-        from composer.model import WEIGHTS_FILE, read_card
-        from composer.registry import model_dir
+        from composer.models.registry import model_dir
+        from composer.nn.model import WEIGHTS_FILE, read_card
 
         directory = model_dir(genre, None, models_dir)
         card = read_card(directory)
@@ -242,7 +148,7 @@ class GenreModel:
 
 
 def genres_with_models(models_dir: Path) -> list[str]:
-    from composer.registry import NoModelError, model_dir
+    from composer.models.registry import NoModelError, model_dir
 
     found = []
     if models_dir.is_dir():
@@ -257,7 +163,7 @@ def genres_with_models(models_dir: Path) -> list[str]:
 
 def heldout_sequences(cache_dir: Path, genre: str, pieces: int, max_events: int) -> list[np.ndarray]:
     """BOS + the first ``max_events`` events of ``pieces`` validation pieces spread evenly over the split."""
-    from composer.data import TokenBundle
+    from composer.corpus.data import TokenBundle
 
     bundle = TokenBundle.load(cache_dir, genre, "validation")
     if len(bundle) == 0:
@@ -327,8 +233,8 @@ def baseline_figures(
     cache_dir: Path, genre: str, orders: Sequence[int], subset: Sequence[np.ndarray], cache: Path | None, refresh=False
 ) -> dict:
     """n-gram NLL (nats/event) on the genre's whole validation split and on the fidelity subset, per order."""
-    from composer.baseline import NGramModel
-    from composer.data import TokenBundle
+    from composer.corpus.data import TokenBundle
+    from composer.training.baseline import NGramModel
 
     orders = sorted(set(orders))
     subset_key = _digest([s.tolist() for s in subset])
@@ -363,7 +269,7 @@ def baseline_figures(
 
 def generate_samples(model: GenreModel, opts: ReportOptions, cache: Path | None, refresh=False) -> dict:
     """``{"tokens": [...], "engine": ...}``: ``opts.samples`` pieces from the model, seeds ``opts.seed + i``."""
-    from composer.sample import Composer, SampleRequest
+    from composer.sampling.sample import Composer, SampleRequest
 
     def compute() -> dict:
         log.info("%s: sampling %d x %g s", model.genre, opts.samples, opts.seconds)
@@ -386,7 +292,7 @@ def generate_samples(model: GenreModel, opts: ReportOptions, cache: Path | None,
 
 def score(model: GenreModel, loaded, sequences: Sequence[np.ndarray], data_key: str, cache, opts, refresh=False):
     """Mean NLL per event of ``sequences`` under a model (cached per model and data)."""
-    from composer.evaluate import sequences_nll
+    from composer.training.evaluate import sequences_nll
 
     def compute() -> dict:
         total, count = sequences_nll(loaded(), list(sequences), opts.device)
@@ -404,7 +310,7 @@ def fidelity_matrix(
     refresh: bool = False,
 ) -> dict:
     """rows: data genre -> sequences; columns: every model. Cell = mean NLL per event."""
-    from composer.model import load_model
+    from composer.nn.model import load_model
 
     loaded_models: dict[str, object] = {}
     cols = list(models)
@@ -473,7 +379,7 @@ def format_overlaps(features: dict[str, dict]) -> str:
 def _model_info(model: GenreModel, cache_dir: Path) -> dict:
     card = model.card
     validation = card.get("validation", {})
-    from composer.data import genre_cache_dir
+    from composer.corpus.data import genre_cache_dir
 
     index_file = genre_cache_dir(cache_dir, model.genre) / "index.json"
     index = json.loads(index_file.read_text()) if index_file.is_file() else {}
@@ -589,7 +495,7 @@ def compute_report(
             for seq in fid["heldout"][g]:
                 body = seq[1:]
                 real_pieces.append((events.decode(body), events.duration_steps(body) / events.STEPS_PER_SECOND))
-            from composer.sample import piece_notes
+            from composer.sampling.sample import piece_notes
 
             gen_pieces = [
                 (piece_notes(np.asarray(t)), events.duration_steps(t) / events.STEPS_PER_SECOND)
@@ -755,8 +661,8 @@ def feature_figure(genre: str, feats: dict[str, dict]) -> str:
 
 
 def roll_uri(tokens: Sequence[int], title: str) -> str | None:
-    from composer.pianoroll import BACKGROUND, draw_pianoroll
-    from composer.sample import piece_notes
+    from composer.audio.pianoroll import BACKGROUND, draw_pianoroll
+    from composer.sampling.sample import piece_notes
 
     notes = piece_notes(np.asarray(tokens, dtype=np.int64))
     if not notes:
