@@ -19,16 +19,10 @@ from hypothesis import strategies as st
 from composer.codec import events
 from composer.corpus.data import prepare_genre
 from composer.corpus.genres import Genre
-from composer.report.report import (
-    FEATURES,
-    ReportOptions,
-    compute_report,
-    feature_edges,
-    histogram,
-    matrix_summary,
-    overlap_area,
-    piece_features,
-)
+from composer.report.cache import cached
+from composer.report.compute import ReportOptions, compute_report, genres_with_models, matrix_summary
+from composer.report.measures import FEATURES, feature_edges, histogram, overlap_area, piece_features
+from composer.serving.catalog import served_genres
 from composer.training.study import collect_study
 from tests.conftest import needs_corpora, tiny_model
 from tests.test_data import corpus  # noqa: F401  (the real-MIDI corpus fixture)
@@ -93,6 +87,43 @@ def test_features_of_a_hand_made_piece():
 def test_matrix_marks_row_minimum_and_diagonal():
     m = matrix_summary(["a", "b"], ["a", "b"], [[1.0, 2.0], [0.5, 0.9]], [[1, 1], [1, 1]])
     assert m["row_min"] == [0, 0] and m["diagonal_wins"] == [True, False] and not m["diagonal_wins_all"]
+
+
+# ---------------------------------------------------------------- the model list and the cache
+
+
+def test_genres_with_models_leave_out_a_current_that_names_a_missing_version(tmp_path: Path):
+    models = tmp_path / "models"
+    tiny_model(models / "folk" / "v1")
+    (models / "folk" / "CURRENT").write_text("v1\n")
+    tiny_model(models / "jazz" / "v1", genre="jazz")  # trained, never made current
+    (models / "broken").mkdir()
+    (models / "broken" / "CURRENT").write_text("v9\n")  # names a version that is not there
+    (models / "README").write_text("not a genre")
+    assert genres_with_models(models) == ["folk"]
+    assert served_genres(models) == ["broken", "folk"]  # the catalog's list is looser: why the report keeps its own
+    assert genres_with_models(tmp_path / "nowhere") == []
+
+
+def test_cached_results_are_plain_json_kept_per_key(tmp_path: Path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"values": (1, 2), "nll": 2.5}
+
+    first = cached(tmp_path, "nll", ["folk/v1", "data"], compute)
+    assert first == {"values": [1, 2], "nll": 2.5} and len(calls) == 1  # tuples come back as lists, as when read
+    assert cached(tmp_path, "nll", ["folk/v1", "data"], compute) == first and len(calls) == 1
+    (path,) = tmp_path.glob("nll-*.json")
+    cached(tmp_path, "nll", ["folk/v1", "other data"], compute)
+    assert len(calls) == 2 and len(list(tmp_path.glob("nll-*.json"))) == 2
+    cached(tmp_path, "nll", ["folk/v1", "data"], compute, refresh=True)
+    assert len(calls) == 3
+    path.write_text("{broken")
+    assert cached(tmp_path, "nll", ["folk/v1", "data"], compute) == first and len(calls) == 4
+    assert json.loads(path.read_text()) == first and not list(tmp_path.glob(".*.part"))
+    assert cached(None, "nll", ["x"], compute) == first and len(calls) == 5  # no cache: always computed
 
 
 # ---------------------------------------------------------------- a whole report with tiny models
