@@ -1,4 +1,9 @@
-"""The ``composer`` command line: encode, decode, prepare, train, eval, sample."""
+"""The ``composer`` command line: encode, decode, prepare, train, eval, sample.
+
+Each command parses its options, calls the library and prints; the rules live in the
+library (versions: composer.models.registry). A refusal is one line on stderr and exit
+code 2.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +45,18 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="More loggi
     _setup_logging(verbose)
 
 
+def _find_model(genre: str, version: str = "", directory: Path | None = None) -> Path:
+    """The model a command uses: ``directory`` when given, else the genre's version (default: the current one)."""
+    from composer.corpus.genres import UnknownGenreError, load_genre
+    from composer.models.registry import NoModelError, model_dir
+
+    try:
+        load_genre(genre)
+        return directory or model_dir(genre, version or None)
+    except (UnknownGenreError, NoModelError) as exc:
+        fail(str(exc))
+
+
 @app.command()
 def encode(
     midi_file: Path = typer.Argument(..., help="A .mid/.midi file."),
@@ -48,8 +65,8 @@ def encode(
     """Encode a MIDI file into Performance RNN event tokens (a .npy int16 array)."""
     import numpy as np
 
-    from composer import events
-    from composer.midi import MidiError, load_notes
+    from composer.codec import events
+    from composer.codec.midi import MidiError, load_notes
 
     try:
         notes = load_notes(midi_file)
@@ -68,8 +85,8 @@ def decode(
     """Decode event tokens (.npy) back into a MIDI file."""
     import numpy as np
 
-    from composer import events
-    from composer.midi import save_notes
+    from composer.codec import events
+    from composer.codec.midi import save_notes
 
     if not token_file.is_file():
         fail(f"{token_file}: no such file")
@@ -92,8 +109,8 @@ def roundtrip(
     limit: int = typer.Option(0, help="Check at most this many files per folder, spread evenly (0: all)."),
 ) -> None:
     """Check the codec on real files: share of notes whose pitch, onset and velocity bin survive."""
-    from composer import events
-    from composer.midi import MidiError, find_midi_files, load_notes
+    from composer.codec import events
+    from composer.codec.midi import MidiError, find_midi_files, load_notes
 
     typer.echo(f"{'folder':<28} {'files':>6} {'notes':>11} {'kept':>11} {'share':>8}")
     for folder in folders:
@@ -122,8 +139,8 @@ def prepare(
     workers: int = typer.Option(0, help="Encoding processes (default: one per core)."),
 ) -> None:
     """Encode the genres' corpora into the token cache and print a summary table."""
-    from composer.data import prepare_genre
-    from composer.genres import UnknownGenreError, list_genres, load_genre
+    from composer.corpus.data import prepare_genre
+    from composer.corpus.genres import UnknownGenreError, list_genres, load_genre
 
     cfg = settings()
     names = genre or list_genres()
@@ -198,10 +215,11 @@ def train(
 
     import torch
 
-    from composer.genres import UnknownGenreError, load_genre
-    from composer.model import ModelConfig
-    from composer.train import BEST_DIR, TrainConfig
-    from composer.train import train as run_training
+    from composer.corpus.genres import UnknownGenreError, load_genre
+    from composer.models.registry import RegistryError, check_new_version, publish_run
+    from composer.nn.model import ModelConfig
+    from composer.training.train import BEST_DIR, TrainConfig
+    from composer.training.train import train as run_training
 
     if threads:
         torch.set_num_threads(threads)
@@ -210,7 +228,9 @@ def train(
         spec = load_genre(genre)
         for g in filter(None, pretrain_on.split(",")):
             load_genre(g)
-    except UnknownGenreError as exc:
+        if publish:
+            check_new_version(genre, publish)  # refused now, not after the training
+    except (UnknownGenreError, RegistryError) as exc:
         fail(str(exc))
     run_dir = cfg.runs_dir / genre / (run or datetime.now().strftime("%Y%m%d-%H%M%S"))
     tc = TrainConfig(
@@ -242,46 +262,11 @@ def train(
         return
     typer.echo(json.dumps({k: summary[k] for k in ("step", "best_nll", "best_step", "run_dir", "finished")}))
     if publish:
-        from composer.registry import current_version, set_current
-
-        target = _publish(run_dir / BEST_DIR, genre, publish)
-        if current_version(genre) is None:
-            set_current(genre, publish)
+        try:
+            target = publish_run(run_dir / BEST_DIR, genre, publish, cfg.cache_dir)
+        except (RegistryError, FileNotFoundError) as exc:
+            fail(str(exc))
         typer.echo(f"published {target}")
-
-
-def _publish(source: Path, genre: str, version: str) -> Path:
-    """Add a trained model as a version, its card carrying the NLL on the genre's whole validation split."""
-    from composer.evaluate import validation_nll
-    from composer.model import load_model
-    from composer.registry import publish, record_training
-
-    cfg = settings()
-    model, card = load_model(source)
-    result = validation_nll(model, cfg.cache_dir, genre)
-    updates = {
-        "validation_nll": result.nll_per_event,
-        "validation": {
-            "genre": genre,
-            "pieces": result.files,
-            "events": result.events,
-            "split": _split_fingerprint(genre),
-        },
-        "training_validation_nll": card.get("validation_nll"),
-    }
-    target = publish(source, genre, version, card_updates=updates)
-    record_training(target, source.parent, card.get("training", {}).get("init_from", ""))
-    return target
-
-
-def _split_fingerprint(genre: str) -> str:
-    """The prepared split's fingerprint, or "" when the genre is not prepared here."""
-    from composer.data import split_fingerprint
-
-    try:
-        return split_fingerprint(settings().cache_dir, genre)
-    except FileNotFoundError:
-        return ""
 
 
 @app.command()
@@ -294,7 +279,7 @@ def study(
     ),
 ) -> None:
     """Keep finished runs' curves side by side as a study (shown by `composer report`)."""
-    from composer.study import collect_study
+    from composer.training.study import collect_study
 
     cfg = settings()
     run_dirs = [cfg.runs_dir / genre / r.strip() for r in runs.split(",") if r.strip()]
@@ -327,37 +312,23 @@ def evaluate(
 ) -> None:
     """Mean negative log-likelihood (nats per event) of a model on MIDI files."""
     from composer.config import pick_device
-    from composer.evaluate import evaluate_files, validation_nll
-    from composer.genres import UnknownGenreError, load_genre
-    from composer.model import load_model
-    from composer.registry import NoModelError
-    from composer.registry import model_dir as find_model
+    from composer.nn.model import load_model
+    from composer.training.evaluate import evaluate_model
 
     cfg = settings()
     dev = pick_device(device or cfg.device)
-    try:
-        load_genre(genre)
-        directory = model_dir or find_model(genre, version or None)
-    except (UnknownGenreError, NoModelError) as exc:
-        fail(str(exc))
+    directory = _find_model(genre, version, model_dir)
     model, card = load_model(directory, dev)
-    if data is None:
-        try:
-            res = validation_nll(model, cfg.cache_dir, genre, dev)
-        except FileNotFoundError as exc:
-            fail(str(exc))
-        result = {"nll_per_event": res.nll_per_event, "files": res.files, "events": res.events}
-    else:
-        if not data.exists():
-            fail(f"{data}: no such file or folder")
-        res = evaluate_files(model, data, dev, on_skip=lambda p, why: typer.echo(f"skipped {why}", err=True))
-        if res.files == 0:
-            fail(f"{data}: no readable MIDI files")
-        result = {"nll_per_event": res.nll_per_event, "files": res.files, "events": res.events}
+    try:
+        res = evaluate_model(
+            model, cfg.cache_dir, genre, data, dev, on_skip=lambda p, why: typer.echo(f"skipped {why}", err=True)
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    result = {"nll_per_event": res.nll_per_event, "files": res.files, "events": res.events}
     result.update(genre=genre, model=str(directory), version=card.get("version", ""), device=str(dev))
     if not as_json:
-        nll, n_events, n_files = result["nll_per_event"], result["events"], result["files"]
-        typer.echo(f"{genre}: {nll:.4f} nats/event over {n_events:,} events in {n_files} files")
+        typer.echo(f"{genre}: {res.nll_per_event:.4f} nats/event over {res.events:,} events in {res.files} files")
     typer.echo(json.dumps(result))
 
 
@@ -385,24 +356,17 @@ def sample(
     import random
     import time
 
-    from composer import events
+    from composer.codec import events
+    from composer.codec.midi import MidiError, load_notes, save_notes
     from composer.config import pick_device
-    from composer.genres import UnknownGenreError, load_genre
-    from composer.midi import MidiError, load_notes, save_notes
-    from composer.registry import NoModelError
-    from composer.registry import model_dir as find_model
-    from composer.sample import MAX_SECONDS, Composer, SampleRequest, piece_notes, primer_tokens
+    from composer.sampling.sample import MAX_SECONDS, Composer, SampleRequest, piece_notes, primer_tokens
 
     started = time.perf_counter()
     if not 0 < seconds <= MAX_SECONDS:
         fail(f"--seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}")
     if count < 1:
         fail("--count must be at least 1")
-    try:
-        load_genre(genre)
-        directory = model_dir or find_model(genre, version or None)
-    except (UnknownGenreError, NoModelError) as exc:
-        fail(str(exc))
+    directory = _find_model(genre, version, model_dir)
     prime = None
     if primer is not None:
         try:
@@ -441,29 +405,22 @@ def baseline(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line."),
 ) -> None:
     """NLL of an n-gram model (Witten-Bell) on the genre's validation split: the bar to beat."""
-    import numpy as np
+    from composer.training.evaluate import ngram_validation_nll
 
-    from composer.baseline import NGramModel
-    from composer.data import TokenBundle
-
-    cfg = settings()
     try:
-        train_data = TokenBundle.load(cfg.cache_dir, genre, "train")
-        val_data = TokenBundle.load(cfg.cache_dir, genre, "validation")
-    except FileNotFoundError as exc:
+        res = ngram_validation_nll(settings().cache_dir, genre, order)
+    except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    model = NGramModel(order).fit([train_data.sequence(i) for i in range(len(train_data))])
-    total, count = model.nll([val_data.sequence(i).astype(np.int64) for i in range(len(val_data))])
-    result = {"genre": genre, "order": order, "nll_per_event": total / max(count, 1), "events": count}
+    result = {"genre": genre, "order": order, "nll_per_event": res.nll_per_event, "events": res.events}
     if not as_json:
-        typer.echo(f"{genre}: {order}-gram {result['nll_per_event']:.4f} nats/event over {count:,} events")
+        typer.echo(f"{genre}: {order}-gram {res.nll_per_event:.4f} nats/event over {res.events:,} events")
     typer.echo(json.dumps(result))
 
 
 def _report_options(pieces, events_per_piece, samples, seconds, seed, orders, rolls, device, threads):
     import torch
 
-    from composer.report import ReportOptions
+    from composer.report.report import ReportOptions
 
     torch.set_num_threads(max(threads, 1))
     try:
@@ -500,7 +457,7 @@ def report(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
 ) -> None:
     """One self-contained HTML page: learning curves, n-gram baseline, genre fidelity, sample statistics."""
-    from composer.report import compute_report, format_matrix, format_overlaps, write_report
+    from composer.report.report import compute_report, format_matrix, format_overlaps, write_report
 
     cfg = settings()
     opts = _report_options(pieces, events_per_piece, samples, seconds, seed, baseline_orders, rolls, device, threads)
@@ -529,7 +486,7 @@ def fidelity(
     as_json: bool = typer.Option(False, "--json", help="Only the JSON line."),
 ) -> None:
     """Genre-fidelity matrices: NLL of every genre's held-out pieces and samples under every genre model."""
-    from composer.report import compute_fidelity, format_matrix
+    from composer.report.report import compute_fidelity, format_matrix
 
     cfg = settings()
     opts = _report_options(pieces, events_per_piece, samples, seconds, seed, "3", 0, device, threads)
@@ -546,15 +503,14 @@ def fidelity(
 @app.command()
 def versions(genre: str = typer.Option(..., "--genre", "-g")) -> None:
     """List a genre's model versions with their validation NLL; * marks the current one."""
-    from composer.model import read_card
-    from composer.registry import current_version, genre_dir, list_versions
+    from composer.models.registry import RegistryError, current_version, version_cards
 
+    try:
+        cards = version_cards(genre)
+    except RegistryError as exc:
+        fail(str(exc))
     current = current_version(genre)
-    found = list_versions(genre)
-    if not found:
-        fail(f"genre {genre!r} has no model versions")
-    for version in found:
-        card = read_card(genre_dir(genre) / version)
+    for version, card in cards.items():
         mark = "*" if version == current else " "
         typer.echo(f"{mark} {version:<24} NLL {card.get('validation_nll', float('nan')):.4f}  {card.get('date', '')}")
 
@@ -566,47 +522,36 @@ def promote(
     force: bool = typer.Option(False, help="Promote even if its validation NLL is worse."),
 ) -> None:
     """Make a version current, if its validation NLL is not worse than the current one's."""
-    from composer.evaluate import validation_nll
-    from composer.model import load_model, read_card
-    from composer.registry import NoModelError, current_version, model_dir, set_current
+    from composer.models.registry import NotBetterError, RegistryError
+    from composer.models.registry import promote as make_current
 
-    cfg = settings()
+    def show(scores: dict[str, float]) -> None:  # the current version's, then the candidate's
+        typer.echo(f"{genre}: validation NLL " + ", ".join(f"{v} {nll:.4f}" for v, nll in scores.items()))
+
     try:
-        candidate_dir = model_dir(genre, version)
-    except NoModelError as exc:
+        done = make_current(genre, version, force=force)
+    except NotBetterError as exc:
+        show(exc.scores)
+        fail(str(exc), code=1)
+    except RegistryError as exc:
         fail(str(exc))
-    current = current_version(genre)
-    if current == version:
+    if not done.changed:
         typer.echo(f"{genre}: {version} is already current")
         return
-    if current and not force:
-        try:
-            split = _split_fingerprint(genre)
-            scores = {}
-            for v in (current, version):
-                card = read_card(model_dir(genre, v))
-                if split and card.get("validation", {}).get("split") == split and "validation_nll" in card:
-                    scores[v] = card["validation_nll"]  # measured at publication on this very split
-                else:
-                    scores[v] = validation_nll(load_model(model_dir(genre, v))[0], cfg.cache_dir, genre).nll_per_event
-        except FileNotFoundError as exc:
-            fail(f"{exc} (needed to compare the two versions on the same validation data; or use --force)")
-        typer.echo(f"{genre}: validation NLL {current} {scores[current]:.4f}, {version} {scores[version]:.4f}")
-        if scores[version] > scores[current]:
-            fail(f"{version} is worse than the current {current}; not promoted (use --force to override)", code=1)
-    set_current(genre, version)
-    typer.echo(f"{genre}: {version} is now current ({candidate_dir})")
+    if done.scores:
+        show(done.scores)
+    typer.echo(f"{genre}: {version} is now current ({done.directory})")
 
 
 @app.command()
 def rollback(genre: str = typer.Option(..., "--genre", "-g")) -> None:
     """Make the previously current version current again."""
-    from composer.registry import NoModelError
-    from composer.registry import rollback as roll_back
+    from composer.models.registry import RegistryError
+    from composer.models.registry import rollback as roll_back
 
     try:
         version = roll_back(genre)
-    except NoModelError as exc:
+    except RegistryError as exc:
         fail(str(exc))
     typer.echo(f"{genre}: rolled back to {version}")
 
@@ -623,20 +568,12 @@ def bench(
     """Sampling speed: one stream, 64 streams, the plain nn.LSTM reference, a 30 s piece."""
     import torch
 
-    from composer.bench import run_bench
+    from benchmarks.sampling import run_bench
     from composer.config import pick_device
-    from composer.genres import UnknownGenreError, load_genre
-    from composer.registry import NoModelError
-    from composer.registry import model_dir as find_model
 
     if threads:
         torch.set_num_threads(threads)
-    try:
-        if model_dir is None:
-            load_genre(genre)
-        directory = model_dir or find_model(genre)
-    except (UnknownGenreError, NoModelError) as exc:
-        fail(str(exc))
+    directory = model_dir or _find_model(genre)
     result = run_bench(directory, pick_device(device or settings().device), steps)
     if not as_json:
         for key, value in result.items():
@@ -654,7 +591,7 @@ def render(
     title: str | None = typer.Option(None, help="Title on the piano roll (default: the MIDI file's name)."),
 ) -> None:
     """Render a MIDI file to audio: FluidSynth piano with a little reverb, -16 LUFS, peaks under -1 dBFS."""
-    from composer.render import RenderError, render_audio
+    from composer.audio.render import RenderError, render_audio
 
     if not midi_file.is_file():
         fail(f"{midi_file}: no such file")
@@ -677,7 +614,7 @@ def bench_render(
     import tempfile
     import time
 
-    from composer.render import RenderError, bench_piece, render_audio
+    from composer.audio.render import RenderError, bench_piece, render_audio
 
     if not 0 < seconds <= 600:
         fail(f"--seconds must be in (0, 600], got {seconds:g}")
@@ -715,8 +652,8 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn's log level."),
 ) -> None:
     """Run the composer HTTP service: docs at /docs, /healthz, /metrics; SIGHUP reloads promoted models."""
-    from composer.sample import ENGINES, MAX_SECONDS
-    from composer.service import serve as run_service
+    from composer.sampling.sample import ENGINES, MAX_SECONDS
+    from composer.serving.service import serve as run_service
 
     if max_batch < 1 or queue_limit < 0 or timeout <= 0:
         fail("--max-batch must be at least 1, --queue-limit at least 0 and --timeout positive")
@@ -752,7 +689,7 @@ def bench_service(
     device: str = typer.Option("", help="cpu, cuda, cuda:N (default: auto)."),
 ) -> None:
     """Service throughput and latency with batching on and off; the last line is JSON."""
-    from composer.bench_service import run_service_bench, table
+    from benchmarks.service import run_service_bench, table
 
     try:
         counts = [int(c) for c in clients.split(",") if c.strip()]

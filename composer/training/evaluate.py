@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from composer import events
-from composer.midi import MidiError, find_midi_files, load_notes
-from composer.model import PerformanceRNN
+from composer.codec import events
+from composer.codec.midi import MidiError, find_midi_files, load_notes
+from composer.nn.model import PerformanceRNN
 
 
 @dataclass
@@ -66,7 +66,7 @@ def sequences_nll(
 def stepwise_nll(engine, sequences: Sequence[np.ndarray]) -> tuple[float, int]:
     """Summed NLL and scored events when a sampling engine reads the sequences one step at a time.
 
-    ``engine`` is a ``composer.fastlstm.FusedLSTM`` (or anything with ``zero_state`` and
+    ``engine`` is a ``composer.nn.fastlstm.FusedLSTM`` (or anything with ``zero_state`` and
     ``step``); comparing this with ``sequences_nll`` shows what a fast path costs in accuracy.
     """
     width = max(len(s) for s in sequences)
@@ -89,7 +89,7 @@ def stepwise_nll(engine, sequences: Sequence[np.ndarray]) -> tuple[float, int]:
 
 def validation_nll(model: PerformanceRNN, cache_dir: Path, genre: str, device: torch.device | str = "cpu") -> NLLResult:
     """NLL of a model on a genre's whole validation split, as prepared in the cache."""
-    from composer.data import TokenBundle
+    from composer.corpus.data import TokenBundle
 
     bundle = TokenBundle.load(cache_dir, genre, "validation")
     sequences = [bundle.sequence(i).astype(np.int64) for i in range(len(bundle))]
@@ -125,3 +125,37 @@ def evaluate_files(
         sequences.append(with_markers(events.encode(notes)))
     total, count = sequences_nll(model, sequences, device)
     return NLLResult(total / count if count else float("nan"), count, len(sequences))
+
+
+def evaluate_model(
+    model: PerformanceRNN,
+    cache_dir: Path,
+    genre: str,
+    data: Path | None = None,
+    device: torch.device | str = "cpu",
+    on_skip=None,
+) -> NLLResult:
+    """``composer eval``: NLL on the MIDI files under ``data``, or on the genre's validation split.
+
+    Raises FileNotFoundError when ``data`` does not exist or the split is not prepared, and
+    ValueError when ``data`` holds no readable MIDI file."""
+    if data is None:
+        return validation_nll(model, cache_dir, genre, device)
+    if not data.exists():
+        raise FileNotFoundError(f"{data}: no such file or folder")
+    result = evaluate_files(model, data, device, on_skip=on_skip)
+    if result.files == 0:
+        raise ValueError(f"{data}: no readable MIDI files")
+    return result
+
+
+def ngram_validation_nll(cache_dir: Path, genre: str, order: int) -> NLLResult:
+    """The n-gram baseline: fitted on the genre's training split, scored on its validation split."""
+    from composer.corpus.data import TokenBundle
+    from composer.training.baseline import NGramModel
+
+    train_data = TokenBundle.load(cache_dir, genre, "train")
+    val_data = TokenBundle.load(cache_dir, genre, "validation")
+    model = NGramModel(order).fit([train_data.sequence(i) for i in range(len(train_data))])
+    total, count = model.nll([val_data.sequence(i).astype(np.int64) for i in range(len(val_data))])
+    return NLLResult(total / max(count, 1), count, len(val_data))
