@@ -154,7 +154,7 @@ def bench(
     models_dir: Path = typer.Option(None, help="models to compose with (default: COMPOSER_MODELS_DIR)"),
 ) -> None:
     """Load benchmark against a local mastodon_mock: p50/p95 mention-to-reply time and replies per minute."""
-    from bot.bench import run as run_bench
+    from benchmarks.bot import run as run_bench
 
     counts = tuple(int(w) for w in workers.split(",") if w.strip())
     run_bench(mentions, accounts, counts, seconds, postgres, models_dir)
@@ -186,7 +186,7 @@ def bench_web(
     database: str = typer.Option(None, help="SQLAlchemy URL (default: a fresh SQLite file in a temporary folder)"),
 ) -> None:
     """Fill an archive with ROWS pieces and time the list page and the API (p50/p95), with the queries they ran."""
-    from bot.web.bench import run as run_bench
+    from benchmarks.web import run as run_bench
 
     run_bench(rows, requests, database)
 

@@ -15,8 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from composer.config import PROJECT_ROOT
-
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = PROJECT_ROOT / "var"
 ENV_FILE_VARIABLE = "BOT_ENV_FILE"
 

@@ -174,6 +174,7 @@ class Composition(Base):
     audio_mime: Mapped[str | None] = mapped_column(String(64))
     pianoroll_path: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)  # the alt text
+    summary: Mapped[dict | None] = mapped_column(JSON)  # composer.contract.MusicSummary, as the composer sent it
     compose_seconds: Mapped[float | None] = mapped_column(Float)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # operator takedown (issue 7)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

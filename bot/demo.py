@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import httpx
 
-from bot.testing import MockMastodon
+from bot.local_mastodon import MockMastodon
 
 BOT = "band"
 LISTENER = "listener"

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
-
-from composer.events import Note
-
-AUDIO_MIME = {"mp3": "audio/mpeg", "ogg": "audio/ogg", "mp4": "video/mp4", "wav": "audio/wav"}
 
 
 class MediaStore:
@@ -46,22 +41,3 @@ class MediaStore:
 
     def read(self, relative: str) -> bytes:
         return self.path(relative).read_bytes()
-
-    def pianoroll(self, piece_id: str, notes: Sequence[Note], title: str) -> str:
-        from composer.pianoroll import render_pianoroll
-
-        relative = self.relative(piece_id, "png")
-        target = self.path(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        render_pianoroll(notes, target, title=title)
-        return relative
-
-    def render_audio(self, piece_id: str, notes: Sequence[Note], fmt: str) -> tuple[str, str]:
-        """Audio made here when the composer sent none (composer.render writes atomically)."""
-        from composer.render import render_audio
-
-        relative = self.relative(piece_id, fmt)
-        target = self.path(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        render_audio(notes, target, format=fmt)
-        return relative, AUDIO_MIME[fmt]

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from html.parser import HTMLParser
 
+from composer.contract import MAX_SEED
+
 MAX_TEXT = 5_000  # a mention is at most a few hundred characters; longer input is cut, never parsed whole
-MAX_SEED = 2**63 - 1
 
 SYNONYMS: dict[str, str] = {
     "classic": "classical",

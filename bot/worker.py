@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import String, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -55,7 +55,15 @@ from bot.platforms.base import (
     narrower_visibility,
 )
 from bot.requests import Kind, Limits, genre_aliases, parse_request, strip_html
-from composer.client import ComposerUnavailable, CompositionError, CompositionRejected
+from composer.contract import (
+    DEFAULT_TOP_P,
+    ComposerClient,
+    ComposerUnavailable,
+    CompositionError,
+    CompositionRejected,
+    MusicSummary,
+    new_seed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +71,6 @@ CRASH_VARIABLE = "BOT_CRASH_AFTER"  # test hook: SIGKILL this process right afte
 TEXT_KINDS = ("help", "limit", "sorry")
 PIECE_KINDS = ("compose", "more")
 ANSWERED_KINDS = ("compose", "more", "help", "sorry")  # what counts against the per-account limit
-DEFAULT_TOP_P = 0.95
-MAX_SEED = 2**31 - 1
 REPLY_LANGUAGE = "en"  # the replies are written in English, whatever the mention's language
 UNCUT_COLUMNS = frozenset({"mention_id", "idempotency_key"})  # cut, these would point at another status
 
@@ -85,23 +91,6 @@ def fit_columns(job: MentionRequest) -> MentionRequest:
             value = value[:length]
         setattr(job, column.key, value)
     return job
-
-
-class ComposerLike(Protocol):
-    """What the bot needs of the composer (composer.client's HTTP and local clients have it)."""
-
-    def genres(self) -> list[Any]: ...
-
-    def compose(
-        self,
-        genre: str,
-        seconds: float = ...,
-        temperature: float = ...,
-        top_p: float = ...,
-        seed: int | None = None,
-        primer_midi: bytes | None = None,
-        audio_format: str | None = None,
-    ) -> Any: ...
 
 
 @dataclass
@@ -135,7 +124,7 @@ class Worker:
         self,
         settings: BotSettings,
         platform: Platform,
-        composer: ComposerLike,
+        composer: ComposerClient,
         sessions: sessionmaker[Session],
         clock: Callable[[], datetime] = utcnow,
     ):
@@ -489,7 +478,7 @@ class Worker:
             primer, parent_id = self.media.read(parent.midi_path), parent.id
         started = time.perf_counter()
         seed_given = job.seed is not None  # the requester's seed is kept; ours may be replaced
-        seed = job.seed if seed_given else random.randint(0, MAX_SEED)
+        seed = job.seed if seed_given else new_seed()
         for attempt in range(3):
             try:
                 piece = self.composer.compose(
@@ -500,6 +489,7 @@ class Worker:
                     seed=seed,
                     primer_midi=primer,
                     audio_format=self.platform.audio_format,
+                    pianoroll=True,
                 )
                 break
             except (CompositionRejected, ComposerUnavailable):
@@ -508,10 +498,13 @@ class Worker:
                 if seed_given or attempt == 2:
                     raise
                 log.warning("mention %s: seed %s failed (%s); trying another", job.mention_id, seed, exc.message)
-                seed = random.randint(0, MAX_SEED)
+                seed = new_seed()
         elapsed = time.perf_counter() - started
+        if piece.audio is None:
+            raise CompositionError("the composer sent the piece without its audio")
         midi_path = self.media.write(piece.id, "mid", piece.midi)
-        audio_path = self.media.write(piece.id, self.platform.audio_format, piece.audio) if piece.audio else None
+        audio_path = self.media.write(piece.id, self.platform.audio_format, piece.audio)
+        pianoroll_path = self.media.write(piece.id, "png", piece.pianoroll) if piece.pianoroll else None
         composition = Composition(
             id=piece.id,
             request_id=job.id,
@@ -527,6 +520,9 @@ class Worker:
             midi_path=midi_path,
             audio_path=audio_path,
             audio_mime=piece.audio_mime,
+            pianoroll_path=pianoroll_path,
+            notes=piece.summary.notes,
+            summary=piece.summary.to_dict(),
             compose_seconds=elapsed,
             created_at=self.clock(),
         )
@@ -548,18 +544,12 @@ class Worker:
         return piece
 
     def render(self, job: MentionRequest) -> None:
-        """Alt text and piano roll from the notes; audio too if the composer did not send it."""
-        from composer.midi import load_notes
-
+        """The alt text, from the summary the composer sent with the piece (its audio and picture are filed)."""
         piece = self.composition(job)
-        notes = load_notes(self.media.read(piece.midi_path))
-        description = describe(notes, piece.genre, piece.duration)
-        pianoroll = self.media.pianoroll(piece.id, notes, f"{piece.genre} · seed {piece.seed}")
-        audio_path, mime = piece.audio_path, piece.audio_mime
-        if audio_path is None:
-            audio_path, mime = self.media.render_audio(piece.id, notes, self.platform.audio_format)
-        piece.description, piece.pianoroll_path, piece.notes = description, pianoroll, len(notes)
-        piece.audio_path, piece.audio_mime = audio_path, mime
+        if piece.summary is not None:
+            piece.description = describe(MusicSummary.from_dict(piece.summary), piece.genre, piece.duration)
+        else:  # composed by a bot version that made the description itself, and died before it did
+            piece.description = f"A {piece.genre} piano piece composed by a neural network."
         self.save(job, "rendered", _add=[piece], state=State.RENDERED, rendered_at=self.clock())
 
     def upload(self, job: MentionRequest) -> None:

@@ -1,9 +1,11 @@
 """Clients of the composer: over HTTP, or in-process; the bot uses either through one interface.
 
 ``composer_client_from_env()`` picks: HTTP when ``COMPOSER_URL`` names a running service,
-else the models are loaded in-process (the embedded default). Both check requests the
-same way and raise the same errors: CompositionRejected when the request is at fault
-(no point retrying), ComposerUnavailable when the composer is busy, down or failed.
+else the models are loaded in-process (the embedded default, ``composer.serving.local``,
+imported only then: the HTTP client needs neither torch nor any model code). Both check
+requests the same way and raise the same errors (``composer.contract``): CompositionRejected
+when the request is at fault (no point retrying), ComposerUnavailable when the composer is
+busy, down or failed.
 """
 
 from __future__ import annotations
@@ -12,67 +14,30 @@ import base64
 import logging
 import os
 import random
-import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
-from composer.catalog import GenreInfo, genre_catalog, resolve_genre
-from composer.composition import (
+from composer.contract import (
     DEFAULT_PRIMER_SECONDS,
     DEFAULT_SECONDS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
+    ComposedPiece,
+    ComposerClient,
     ComposerUnavailable,
-    Composition,
     CompositionError,
     CompositionRejected,
-    assemble,
-    check_audio_format,
+    GenreInfo,
+    MusicSummary,
     new_seed,
-    primer_from,
-    sample_request,
 )
-from composer.config import settings
-from composer.modelstore import SERVING_ENGINE, LoadedModel, current_key, load_current
-from composer.sample import MAX_SECONDS
 
-__all__ = [
-    "ComposerClient",
-    "ComposerUnavailable",
-    "Composition",
-    "CompositionError",
-    "CompositionRejected",
-    "GenreInfo",
-    "HttpComposerClient",
-    "LocalComposerClient",
-    "composer_client_from_env",
-]
+__all__ = ["ComposerClient", "HttpComposerClient", "composer_client_from_env"]
 
 log = logging.getLogger(__name__)
-
-
-class ComposerClient(Protocol):
-    def genres(self) -> list[GenreInfo]:
-        """Every genre with its current model version, versions, model card and aliases (words for it)."""
-        ...
-
-    def compose(
-        self,
-        genre: str,
-        seconds: float = DEFAULT_SECONDS,
-        temperature: float = DEFAULT_TEMPERATURE,
-        top_p: float = DEFAULT_TOP_P,
-        seed: int | None = None,
-        primer_midi: bytes | None = None,
-        audio_format: str | None = None,
-        primer_seconds: float = DEFAULT_PRIMER_SECONDS,
-    ) -> Composition:
-        """A new piece; the same seed and settings give the same piece."""
-        ...
 
 
 class HttpComposerClient:
@@ -108,8 +73,7 @@ class HttpComposerClient:
         self.close()
 
     def genres(self) -> list[GenreInfo]:
-        fields = GenreInfo.__dataclass_fields__
-        return [GenreInfo(**{k: v for k, v in g.items() if k in fields}) for g in self._request("GET", "/v1/genres")]
+        return [GenreInfo.from_dict(g) for g in self._request("GET", "/v1/genres")]
 
     def compose(
         self,
@@ -121,7 +85,8 @@ class HttpComposerClient:
         primer_midi: bytes | None = None,
         audio_format: str | None = None,
         primer_seconds: float = DEFAULT_PRIMER_SECONDS,
-    ) -> Composition:
+        pianoroll: bool = False,
+    ) -> ComposedPiece:
         body: dict[str, Any] = {
             "genre": genre,
             "seconds": seconds,
@@ -130,11 +95,12 @@ class HttpComposerClient:
             "seed": new_seed() if seed is None else seed,
             "primer_seconds": primer_seconds,
             "audio_format": audio_format,
+            "pianoroll": pianoroll,
         }
         if primer_midi is not None:
             body["primer"] = base64.b64encode(primer_midi).decode()
         out = self._request("POST", "/v1/compositions", body)
-        return Composition(
+        return ComposedPiece(
             id=out["id"],
             genre=out["genre"],
             seed=out["seed"],
@@ -142,8 +108,10 @@ class HttpComposerClient:
             events=out["events"],
             seconds=out["seconds"],
             midi=base64.b64decode(out["midi"]),
+            summary=MusicSummary.from_dict(out["summary"]),
             audio=base64.b64decode(out["audio"]) if out.get("audio") else None,
             audio_mime=out.get("audio_mime"),
+            pianoroll=base64.b64decode(out["pianoroll"]) if out.get("pianoroll") else None,
         )
 
     def _request(self, method: str, path: str, body: dict | None = None) -> Any:
@@ -184,60 +152,6 @@ def _retry_after(response: httpx.Response) -> float:
         return 0.0
 
 
-class LocalComposerClient:
-    """The composer in this process: models load on first use and reload when a new one is promoted."""
-
-    def __init__(
-        self,
-        models_dir: Path | None = None,
-        genres_dir: Path | None = None,
-        device: str | None = None,
-        engine: str = SERVING_ENGINE,
-        max_seconds: float = MAX_SECONDS,
-    ):
-        cfg = settings()
-        self.models_dir = models_dir or cfg.models_dir
-        self.genres_dir = genres_dir or cfg.genres_dir
-        self.device, self.engine = device or cfg.device, engine
-        self.max_seconds = min(max_seconds, MAX_SECONDS)
-        self._models: dict[str, LoadedModel] = {}
-        self._lock = threading.Lock()
-
-    def genres(self) -> list[GenreInfo]:
-        return genre_catalog(self.models_dir, self.genres_dir)
-
-    def compose(
-        self,
-        genre: str,
-        seconds: float = DEFAULT_SECONDS,
-        temperature: float = DEFAULT_TEMPERATURE,
-        top_p: float = DEFAULT_TOP_P,
-        seed: int | None = None,
-        primer_midi: bytes | None = None,
-        audio_format: str | None = None,
-        primer_seconds: float = DEFAULT_PRIMER_SECONDS,
-    ) -> Composition:
-        resolve_genre(genre, self.models_dir, self.genres_dir)
-        check_audio_format(audio_format)
-        primer = primer_from(primer_midi, primer_seconds)
-        seed = new_seed() if seed is None else seed
-        request = sample_request(seconds, temperature, top_p, seed, primer, self.max_seconds)
-        model = self._model(genre)
-        tokens = model.composer.generate([request])[0]
-        return assemble(genre, model.version, request, tokens, audio_format)
-
-    def _model(self, genre: str) -> LoadedModel:
-        with self._lock:
-            model = self._models.get(genre)
-            if model is None or model.key != current_key(genre, self.models_dir):
-                try:
-                    model = load_current(genre, self.models_dir, self.device, self.engine)
-                except LookupError as exc:
-                    raise CompositionRejected(str(exc), 404) from None
-                self._models[genre] = model
-            return model
-
-
 def composer_client_from_env(environ: Mapping[str, str] | None = None) -> ComposerClient:
     """HttpComposerClient when COMPOSER_URL is set (COMPOSER_TIMEOUT, COMPOSER_RETRIES tune it), else local."""
     env = os.environ if environ is None else environ
@@ -246,4 +160,6 @@ def composer_client_from_env(environ: Mapping[str, str] | None = None) -> Compos
         return HttpComposerClient(
             url, timeout=float(env.get("COMPOSER_TIMEOUT", 330)), retries=int(env.get("COMPOSER_RETRIES", 3))
         )
+    from composer.serving.local import LocalComposerClient  # loads torch and the models' code
+
     return LocalComposerClient()

@@ -4,7 +4,7 @@ For a deterministic sample of MIDI files per corpus it builds Magenta's Performa
 (``midi_file_to_note_sequence`` -> ``apply_sustain_control_changes`` -> drop drum notes ->
 ``quantize_note_sequence_absolute(100)`` -> ``Performance(num_velocity_bins=32,
 max_shift_steps=100)``), maps each event to our token id and compares it with
-``composer.events.encode(composer.midi.load_notes(path))``.
+``composer.codec.events.encode(composer.codec.midi.load_notes(path))``.
 
 note-seq is NOT a project dependency. Install it in a separate virtualenv together with
 what our codec imports, then run this script with that interpreter, e.g.:
@@ -26,8 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from composer import events as ev  # noqa: E402
-from composer.midi import find_midi_files, load_notes  # noqa: E402
+from composer.codec import events as ev  # noqa: E402
+from composer.codec.midi import find_midi_files, load_notes  # noqa: E402
 
 DEFAULT_DIRS = [Path("/work/shared/data") / name for name in ("asap", "pop909", "nottingham")]
 STEPS_PER_SECOND = 100

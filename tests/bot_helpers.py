@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.testing import MockMastodon, mock_mastodon  # noqa: F401 - re-exported for the tests
+from bot.local_mastodon import MockMastodon, mock_mastodon  # noqa: F401 - re-exported for the tests
 from tests.conftest import tiny_model
 
 PG_URL = os.environ.get("BOT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

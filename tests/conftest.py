@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from composer.config import PROJECT_ROOT
-from composer.model import ModelConfig, PerformanceRNN, save_model
+from composer.nn.model import ModelConfig, PerformanceRNN, save_model
 
 DATA_ROOT = Path(os.environ.get("COMPOSER_DATA_ROOT", PROJECT_ROOT.parent / "shared" / "data"))
 CORPORA = {"classical": "asap", "pop": "pop909", "folk": "nottingham"}

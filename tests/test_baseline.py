@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from composer import events
-from composer.baseline import NGramModel
+from composer.codec import events
+from composer.training.baseline import NGramModel
 
 
 def distribution_after(model: NGramModel, history: list[int]) -> np.ndarray:

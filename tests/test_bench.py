@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from composer.bench import weight_bytes
-from composer.model import load_model
-from composer.sample import Composer
+from benchmarks.sampling import weight_bytes
+from composer.nn.model import load_model
+from composer.sampling.sample import Composer
 from tests.conftest import tiny_model
 
 

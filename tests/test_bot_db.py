@@ -166,8 +166,8 @@ def test_the_migrations_match_the_models(database_url):
 
 def test_the_list_filters_have_composite_indexes_that_their_queries_use(database_url):
     """Genre and model-version filters page newest first on (created_at, id): migration 0003's indexes serve them."""
+    from benchmarks.web import fill
     from bot.web.archive import Filters, list_query
-    from bot.web.bench import fill
 
     upgrade(database_url)
     engine = make_engine(database_url)

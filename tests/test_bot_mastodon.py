@@ -16,7 +16,7 @@ from bot.db import Composition, Cursor, MentionRequest, State, make_engine, sess
 from bot.migrate import upgrade
 from bot.platforms.mastodon import MastodonPlatform
 from bot.worker import Worker
-from composer.client import LocalComposerClient
+from composer.serving.local import LocalComposerClient
 from tests.bot_helpers import bot_env, make_models, mock_mastodon
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -250,7 +250,7 @@ def test_long_rate_limit_defers_the_job(server, make_worker):
 
 
 def test_permanent_failure_is_recorded_and_the_requester_told_once(server, make_worker, monkeypatch):
-    from composer.client import CompositionRejected
+    from composer.contract import CompositionRejected
 
     status_id = post(server, "alice", "@band folk 2 seconds")
     worker = make_worker()
@@ -322,7 +322,7 @@ def test_bot_once_composes_through_the_composer_service(server, models, tmp_path
     """COMPOSER_URL set: the bot asks the composer service over HTTP instead of loading models."""
     import httpx
 
-    from bot.testing import free_port
+    from bot.local_mastodon import free_port
 
     server.reset()
     port = free_port()

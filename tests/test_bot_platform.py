@@ -13,11 +13,11 @@ import requests
 from requests.adapters import BaseAdapter
 
 from bot.config import load_settings
-from bot.describe import describe, estimate_key
+from bot.describe import describe
 from bot.platforms.base import ConfigurationError, Media, PermanentError, TransientError, narrower_visibility
 from bot.platforms.mastodon import MastodonPlatform
 from bot.replies import help_reply, limit_reply, piece_reply, sorry_reply
-from composer.events import Note
+from composer.codec.events import Note
 
 # As Mastodon 4.3 answers POST /api/v2/media for audio: 202, url still null.
 PROCESSING = {
@@ -189,15 +189,22 @@ def test_replies_fit_in_500_characters(acct):
     assert texts[1].endswith(link) and len(texts[1]) <= 200
 
 
-def test_alt_text_describes_the_notes():
+def test_alt_text_describes_the_composers_summary_of_the_notes():
+    from composer.audio.summary import estimate_key, summarize
+    from composer.contract import MusicSummary
+
     scale = [60, 62, 64, 65, 67, 69, 71, 72]  # C major, middle register, steady eighths
     notes = [Note(p, 64, i * 0.5, i * 0.5 + 0.45) for i, p in enumerate(scale * 4)]
-    text = describe(notes, "folk", 16.0)
+    summary = summarize(notes, 16.0)
+    assert (summary.notes, summary.lowest_pitch, summary.highest_pitch, summary.key) == (32, 60, 72, "C major")
+    text = describe(MusicSummary.from_dict(summary.to_dict()), "folk", 16.0)  # as it travels: JSON and back
     assert text.startswith("A 16-second folk piano piece")
     assert "unhurried (2.0 notes a second)" in text and "middle register (C4 to C5)" in text
     assert "moderately loud" in text and "C major" in text
     assert estimate_key([Note(p, 64, 0, 1) for p in (57, 60, 64, 69, 72, 76)])[0] == "A minor"
-    assert describe([], "pop", 5).endswith("almost silent.")
+    assert describe(summarize([], 5), "pop", 5).endswith("almost silent.")
+    unclear = MusicSummary(30, 2.0, 60, 72, 66.0, 64.0, key="C major", key_clarity=0.4)
+    assert "C major" not in describe(unclear, "folk", 15)
 
 
 def test_wait_or_raise_sleeps_through_a_short_limit_and_raises_on_a_long_one(monkeypatch):

@@ -19,7 +19,8 @@ from bot.migrate import upgrade
 from bot.platforms.base import PermanentError, TransientError
 from bot.platforms.twitter import TwitterPlatform
 from bot.worker import Worker
-from composer.client import ComposerUnavailable, CompositionError, LocalComposerClient
+from composer.contract import ComposerUnavailable, CompositionError
+from composer.serving.local import LocalComposerClient
 from tests.bot_helpers import make_models
 
 ME = {"id": "1000", "username": "band", "name": "Band"}

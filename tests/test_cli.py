@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from composer import events
-from composer.midi import load_notes
+from composer.codec import events
+from composer.codec.midi import load_notes
 from tests.conftest import DATA_ROOT, make_midi, needs_corpora, tiny_model
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from composer import events
-from composer.data import CropSampler, TokenBundle, assign_splits, prepare_genre
-from composer.genres import Genre, load_genre_file
+from composer.codec import events
+from composer.corpus.data import CropSampler, TokenBundle, assign_splits, prepare_genre
+from composer.corpus.genres import Genre, load_genre_file
 from tests.conftest import DATA_ROOT, make_midi, needs_corpora
 
 
@@ -128,7 +128,7 @@ def test_maestro_split_follows_its_csv(tmp_path: Path):
 
 def test_shipped_manifests_load():
     from composer.config import settings
-    from composer.genres import list_genres
+    from composer.corpus.genres import list_genres
 
     names = list_genres()
     assert {"classical", "pop", "folk"} <= set(names)

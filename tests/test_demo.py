@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from bot.demo import port_is_free
-from bot.testing import free_port
+from bot.local_mastodon import free_port
 
 pytestmark = pytest.mark.skipif(
     not any(Path(p).is_file() for p in ("/usr/bin/fluidsynth", "/usr/local/bin/fluidsynth")),

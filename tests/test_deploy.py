@@ -463,7 +463,7 @@ def test_k8s_storage_and_gpu():
 
 
 def test_autoscaler_uses_the_exported_queue_gauge():
-    from composer.service_metrics import ServiceMetrics
+    from composer.serving.metrics import ServiceMetrics
 
     gauges = {m.name for m in ServiceMetrics().registry.collect() if m.type == "gauge"}
     (hpa,) = [o for _, o in k8s_objects() if o["kind"] == "HorizontalPodAutoscaler"]
@@ -523,8 +523,8 @@ def test_web_probes_answer(tmp_path, clean_env):
 def test_composer_probes_answer(tmp_path, clean_env):
     from fastapi.testclient import TestClient
 
-    from composer.model import ModelConfig, PerformanceRNN, save_model
-    from composer.service import create_app
+    from composer.nn.model import ModelConfig, PerformanceRNN, save_model
+    from composer.serving.service import create_app
 
     paths = probe_paths()["composer"]
     assert {"/healthz", "/metrics"} <= paths

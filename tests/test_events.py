@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from composer import events
-from composer.events import Note, decode, describe, encode
+from composer.codec import events
+from composer.codec.events import Note, decode, describe, encode
 
 
 def names(tokens) -> list[str]:

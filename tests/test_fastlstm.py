@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from composer.fastlstm import FusedLSTM, quantization_available
-from composer.model import ModelConfig, PerformanceRNN
+from composer.nn.fastlstm import FusedLSTM, quantization_available
+from composer.nn.model import ModelConfig, PerformanceRNN
 
 needs_fbgemm = pytest.mark.skipif(not quantization_available(), reason="no fbgemm kernels on this CPU")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import mido
 import pytest
 
-from composer import events
-from composer.midi import MidiError, find_midi_files, load_notes, save_notes
+from composer.codec import events
+from composer.codec.midi import MidiError, find_midi_files, load_notes, save_notes
 from tests.conftest import DATA_ROOT, make_midi, needs_corpora
 
 

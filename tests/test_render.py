@@ -15,11 +15,8 @@ import pyloudnorm
 import pytest
 import soundfile
 
-from composer.config import PROJECT_ROOT, settings
-from composer.events import Note
-from composer.midi import load_notes, midi_bytes
-from composer.pianoroll import render_pianoroll
-from composer.render import (
+from composer.audio.pianoroll import render_pianoroll
+from composer.audio.render import (
     DEFAULT_SOUNDFONT,
     RenderError,
     _atomic,
@@ -28,6 +25,9 @@ from composer.render import (
     output_format,
     render_audio,
 )
+from composer.codec.events import Note
+from composer.codec.midi import load_notes, midi_bytes
+from composer.config import PROJECT_ROOT, settings
 from tests.conftest import make_midi
 
 PIECE_SECONDS = 3.0
@@ -184,7 +184,7 @@ def test_missing_soundfont_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.
         render_audio([Note(60, 80, 0.0, 1.0)], tmp_path / "a.wav", soundfont=tmp_path / "noise.sf2")
     assert [p.name for p in tmp_path.iterdir()] == ["noise.sf2"]
     if settings().soundfont is None:  # with no setting, the default's absence names the package
-        monkeypatch.setattr("composer.render.DEFAULT_SOUNDFONT", tmp_path / "FluidR3_GM.sf2")
+        monkeypatch.setattr("composer.audio.render.DEFAULT_SOUNDFONT", tmp_path / "FluidR3_GM.sf2")
         with pytest.raises(RenderError, match=r"apt-get install fluid-soundfont-gm"):
             find_soundfont()
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from composer import events
-from composer.sample import (
+from composer.codec import events
+from composer.sampling.sample import (
     Composer,
     SampleRequest,
     Stream,
@@ -102,7 +102,7 @@ def test_primer_tokens_take_the_end_of_a_piece():
 
 
 def test_streams_can_join_a_running_batch(composer: Composer):
-    from composer.sample import BatchSampler
+    from composer.sampling.sample import BatchSampler
 
     alone = composer.generate([SampleRequest(3, seed=21)])[0]
     batch = BatchSampler(composer)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from composer import scores
-from composer.catalog import genre_catalog
-from composer.data import prepare_genre
-from composer.genres import Genre, ScoreOptions, load_genre, load_genre_file
-from composer.midi import load_notes
+from composer.codec import scores
+from composer.codec.midi import load_notes
+from composer.corpus.data import prepare_genre
+from composer.corpus.genres import Genre, ScoreOptions, load_genre, load_genre_file
+from composer.serving.catalog import genre_catalog
 from tests.conftest import tiny_model
 
 CHORALES = ("bwv269.mxl", "bwv347.mxl", "bwv153.1.mxl")

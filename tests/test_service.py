@@ -19,17 +19,13 @@ import torch
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from composer import events
-from composer.client import (
-    ComposerUnavailable,
-    CompositionRejected,
-    HttpComposerClient,
-    LocalComposerClient,
-    composer_client_from_env,
-)
-from composer.midi import load_notes, midi_bytes, midi_duration
-from composer.registry import set_current
-from composer.service import create_app
+from composer.client import HttpComposerClient, composer_client_from_env
+from composer.codec import events
+from composer.codec.midi import load_notes, midi_bytes, midi_duration
+from composer.contract import ComposerUnavailable, CompositionRejected
+from composer.models.registry import set_current
+from composer.serving.local import LocalComposerClient
+from composer.serving.service import create_app
 from tests.conftest import tiny_model
 
 # A tiny untrained model takes about 8 events per second of music, a few thousand events a second on a CPU.
@@ -157,7 +153,7 @@ def test_a_primer_is_continued(url: str):
 
 def test_audio_is_rendered_or_clearly_unavailable(url: str):
     response = compose(url, seconds=3, seed=1, audio_format="wav")
-    if response.status_code == 501:  # composer.render or its tools are not installed here
+    if response.status_code == 501:  # composer.audio.render or its tools are not installed here
         assert "audio rendering is not available" in response.json()["detail"]
         return
     assert response.status_code == 200, response.text

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from composer import events
-from composer.evaluate import sequences_nll, stepwise_nll, with_markers
-from composer.fastlstm import FusedLSTM, quantization_available
-from composer.midi import find_midi_files, load_notes
-from composer.registry import card, current_version, model_dir
-from composer.sample import Composer, SampleRequest
+from composer.codec import events
+from composer.codec.midi import find_midi_files, load_notes
+from composer.models.registry import card, current_version, model_dir
+from composer.nn.fastlstm import FusedLSTM, quantization_available
+from composer.sampling.sample import Composer, SampleRequest
+from composer.training.evaluate import sequences_nll, stepwise_nll, with_markers
 from tests.conftest import CORPORA, DATA_ROOT, needs_corpora
 
 GENRES = ("classical", "pop", "folk", "chorale")

@@ -1,4 +1,4 @@
-"""composer.study's reading of run logs: resumed runs, diverged evaluations, labels."""
+"""composer.training.study's reading of run logs: resumed runs, diverged evaluations, labels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from composer.study import collect_study, describe, evaluations, load_studies
+from composer.training.study import collect_study, describe, evaluations, load_studies
 
 
 def test_a_resumed_run_counts_each_step_once_and_a_diverged_evaluation_not_at_all():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from composer.model import load_model
-from composer.train import TrainConfig, lr_factor
+from composer.nn.model import load_model
+from composer.training.train import TrainConfig, lr_factor
 from tests.conftest import DATA_ROOT, needs_corpora
 
 pytestmark = needs_corpora
@@ -255,7 +255,7 @@ def test_data_parallel_ranks_stay_in_sync(project):
 
 
 def test_a_published_version_keeps_its_lineage_of_learning_curves(tmp_path):
-    from composer.registry import record_training
+    from composer.models.registry import record_training
 
     parent = tmp_path / "models" / "folk" / "v1"
     (parent / "training").mkdir(parents=True)

@@ -14,12 +14,12 @@ from sqlalchemy import select
 
 from bot.config import load_settings
 from bot.db import MentionRequest, make_engine, session_factory
+from bot.local_mastodon import free_port
 from bot.migrate import upgrade
 from bot.platforms.base import PermanentError, TransientError
 from bot.platforms.mastodon import MastodonPlatform
-from bot.testing import free_port
 from bot.worker import Worker
-from composer.client import LocalComposerClient
+from composer.serving.local import LocalComposerClient
 from tests.bot_helpers import make_models, mock_mastodon
 from tests.web_helpers import ADMIN_TOKEN, live_server, visible_everywhere, web_settings
 

@@ -15,11 +15,11 @@ import uvicorn
 
 from bot.config import load_settings
 from bot.db import Composition, MentionRequest, State, make_engine, session_factory, transaction
+from bot.local_mastodon import free_port
 from bot.media import MediaStore
 from bot.migrate import upgrade
-from bot.testing import free_port
 from bot.web import create_app
-from composer.events import Note
+from composer.codec.events import Note
 
 ADMIN_TOKEN = "operator-s3cret-token"
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)  # stats look 30 days back
@@ -70,14 +70,14 @@ def genre_catalog() -> list[GenreStub]:
 
 @cache
 def sample_media(workdir: Path) -> tuple[bytes, bytes, bytes]:
-    """A real short MIDI, MP3 and piano roll, made once with the bot's media code (FluidSynth, matplotlib)."""
-    from composer.midi import midi_bytes
+    """A real short MIDI, MP3 and piano roll, made once with the composer's own code (FluidSynth, matplotlib)."""
+    from composer.audio.pianoroll import pianoroll_png
+    from composer.audio.render import render_audio
+    from composer.codec.midi import midi_bytes
 
     notes = [Note(60 + (i * 5) % 12, 80, i * 0.25, i * 0.25 + 0.4) for i in range(8)]
-    store = MediaStore(workdir)
-    audio, _ = store.render_audio("sample", notes, "mp3")
-    roll = store.pianoroll("sample", notes, "folk · seed 1")
-    return midi_bytes(notes), store.read(audio), store.read(roll)
+    audio = render_audio(notes, workdir / "sample.mp3", format="mp3").path
+    return midi_bytes(notes), Path(audio).read_bytes(), pianoroll_png(notes, "folk · seed 1")
 
 
 @dataclass

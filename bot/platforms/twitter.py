@@ -2,7 +2,7 @@
 
 X has no Idempotency-Key, so exactly-once rests on the stored reply id and on looking
 for our reply (our tweets since the mention, replying to it) before posting again.
-X takes no bare audio: the piece goes up as a video (H.264 + AAC, made by composer.render).
+X takes no bare audio: the piece goes up as a video (H.264 + AAC, made by composer.audio.render).
 Rate limits come back as x-rate-limit-reset (epoch seconds) on a 429.
 """
 

@@ -13,9 +13,9 @@ import re
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 
-from bot.media import AUDIO_MIME
 from bot.web.archive import listed_composition
 from bot.web.site import Site, site_of
+from composer.contract import AUDIO_MIME
 
 router = APIRouter()
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 
 from composer.config import pick_device
-from composer.registry import CURRENT_FILE, current_version, genre_dir
-from composer.registry import model_dir as find_model_dir
-from composer.sample import Composer
+from composer.models.registry import CURRENT_FILE, current_version, genre_dir
+from composer.models.registry import model_dir as find_model_dir
+from composer.sampling.sample import Composer
 
 SERVING_ENGINE = "auto"
 """int8 on x86 CPUs (batch-invariant, so a seed replayed alone gives the piece it gave in
-a batch), float16 products on CUDA, float32 elsewhere (see composer.fastlstm)."""
+a batch), float16 products on CUDA, float32 elsewhere (see composer.nn.fastlstm)."""
 
 
 @dataclass(frozen=True)

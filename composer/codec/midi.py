@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pretty_midi
 
-from composer.events import Note
+from composer.codec.events import Note
 
 SUSTAIN_CC = 64
 MIDI_SUFFIXES = (".mid", ".midi")

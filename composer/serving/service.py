@@ -1,7 +1,7 @@
 """The composer as an HTTP service: genres, compositions, health and metrics.
 
 Requests for one genre are sampled together by that genre's worker (continuous
-batching, see ``composer.batching``); this module only speaks HTTP: it checks requests,
+batching, see ``composer.serving.batching``); this module only speaks HTTP: it checks requests,
 hands them to the workers, waits with a time limit and shapes the answers. OpenAPI docs
 are served at ``/docs``.
 """
@@ -26,27 +26,31 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from composer.batching import Job, QueueFull, WorkerPool
-from composer.catalog import GENRE_PATTERN, genre_catalog
-from composer.composition import (
+from composer.config import ComposerSettings, settings
+from composer.contract import (
+    AUDIO_FORMATS,
     DEFAULT_PRIMER_SECONDS,
     DEFAULT_SECONDS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
+    MAX_SECONDS,
     MAX_SEED,
     MIDI_MIME,
+    PNG_MIME,
     CompositionError,
+    new_seed,
+)
+from composer.models.store import SERVING_ENGINE
+from composer.serving.batching import Job, QueueFull, WorkerPool
+from composer.serving.catalog import GENRE_PATTERN, genre_catalog
+from composer.serving.composition import (
     assemble,
     check_audio_format,
     decode_primer_midi,
-    new_seed,
     primer_from,
     sample_request,
 )
-from composer.config import ComposerSettings, settings
-from composer.modelstore import SERVING_ENGINE
-from composer.sample import MAX_SECONDS
-from composer.service_metrics import ServiceMetrics
+from composer.serving.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +90,22 @@ class CompositionIn(BaseModel):
     primer_seconds: float = Field(
         DEFAULT_PRIMER_SECONDS, gt=0, le=MAX_SECONDS, description="How much of the primer's end to continue from."
     )
-    audio_format: Literal["mp3", "ogg", "mp4", "wav"] | None = Field(
+    audio_format: Literal[AUDIO_FORMATS] | None = Field(
         None, description="Also render the piece as audio in this format (mp4: audio with the piano roll)."
     )
+    pianoroll: bool = Field(False, description="Also draw the piece's piano roll (a PNG).")
     return_tokens: bool = Field(False, description="Also return the piece's event tokens.")
+
+
+class SummaryOut(BaseModel):
+    notes: int = Field(description="Number of notes.")
+    notes_per_second: float = Field(description="Notes per second over the whole piece.")
+    lowest_pitch: int | None = Field(description="MIDI pitch of the lowest note (60 is middle C).")
+    highest_pitch: int | None = Field(description="MIDI pitch of the highest note.")
+    median_pitch: float | None = Field(description="Median MIDI pitch: the register the piece sits in.")
+    mean_velocity: float | None = Field(description="Mean MIDI velocity (1..127): how loud it is played.")
+    key: str | None = Field(description='The best-fitting key (Krumhansl-Kessler), e.g. "E♭ major".')
+    key_clarity: float | None = Field(description="How well the notes fit that key (-1..1; above 0.6: clear).")
 
 
 class CompositionOut(BaseModel):
@@ -104,6 +120,9 @@ class CompositionOut(BaseModel):
     tokens: list[int] | None = Field(None, description="The event tokens, when asked for.")
     audio: str | None = Field(None, description="The rendered audio, base64-encoded, when asked for.")
     audio_mime: str | None = Field(None, description="MIME type of the audio.")
+    pianoroll: str | None = Field(None, description="The piano roll, a base64-encoded PNG, when asked for.")
+    pianoroll_mime: str | None = Field(None, description=f"{PNG_MIME} when there is a piano roll.")
+    summary: SummaryOut = Field(description="What the piece sounds like, measured from its notes.")
 
 
 ERRORS = {
@@ -184,7 +203,7 @@ def create_app(
     """The service app; models load at startup in the workers' threads (GET /healthz says when).
 
     ``max_batch=1`` turns batching off. On a CPU every ``engine`` keeps a piece independent
-    of its batch, so a seed replays exactly (see composer.fastlstm for CUDA).
+    of its batch, so a seed replays exactly (see composer.nn.fastlstm for CUDA).
     """
     cfg = cfg or settings()
     models_dir = models_dir or cfg.models_dir
@@ -263,7 +282,7 @@ def create_app(
         try:
             sampled = await until_done_or_gone(job, http_request, request_timeout_s)
             piece = await run_in_threadpool(
-                assemble, body.genre, sampled.model_version, request, sampled.tokens, body.audio_format
+                assemble, body.genre, sampled.model_version, request, sampled.tokens, body.audio_format, body.pianoroll
             )
         except TimeoutError:
             worker.cancel(job)
@@ -289,6 +308,9 @@ def create_app(
             tokens=sampled.tokens.tolist() if body.return_tokens else None,
             audio=base64.b64encode(piece.audio).decode() if piece.audio is not None else None,
             audio_mime=piece.audio_mime,
+            pianoroll=base64.b64encode(piece.pianoroll).decode() if piece.pianoroll is not None else None,
+            pianoroll_mime=PNG_MIME if piece.pianoroll is not None else None,
+            summary=SummaryOut(**piece.summary.to_dict()),
         )
 
     @app.get("/healthz", summary="Readiness: models loaded, queue depth")

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from composer import events
+from composer.codec import events
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"

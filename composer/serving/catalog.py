@@ -8,30 +8,17 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from composer.composition import CompositionRejected
-from composer.genres import list_genres, load_genre
-from composer.registry import CURRENT_FILE, card, current_version, list_versions
+from composer.contract import CompositionRejected, GenreInfo
+from composer.corpus.genres import list_genres, load_genre
+from composer.models.registry import CURRENT_FILE, card, current_version, list_versions
 
 GENRE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 """Genre names index directories, so nothing that could walk out of them is accepted."""
 
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GenreInfo:
-    name: str
-    current_version: str | None
-    versions: list[str] = field(default_factory=list)
-    card: dict[str, Any] | None = None
-    description: str = ""
-    license: str = ""
-    aliases: list[str] = field(default_factory=list)  # words people use for the genre, from its manifest
 
 
 def _model_genres(models_dir: Path) -> list[str]:

@@ -7,7 +7,7 @@ whose many tunes become one file each). Nothing is downloaded. Roman-numeral ana
 (``.rntxt``) are not voiced scores and are left out.
 
 A score has no performance in it, so each is played by the genre's ``[scores]`` settings
-(``composer.genres.ScoreOptions``): tempo (the score's marks, or a fixed or per-piece
+(``composer.corpus.genres.ScoreOptions``): tempo (the score's marks, or a fixed or per-piece
 tempo from a range), velocity (fixed, or a per-note humanize range), optional bar-wise
 sustain pedal, and held fermatas. Repeats are written out where music21 can expand them,
 tied notes become one note, and voices in unison sound once (as on a piano). The random
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from composer.genres import ScoreOptions
+from composer.corpus.genres import ScoreOptions
 
 log = logging.getLogger(__name__)
 

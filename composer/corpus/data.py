@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from composer import events
-from composer.genres import Genre, music21_source
-from composer.midi import MidiError, find_midi_files, load_notes, midi_duration
+from composer.codec import events
+from composer.codec.midi import MidiError, find_midi_files, load_notes, midi_duration
+from composer.corpus.genres import Genre, music21_source
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def materialize_sources(
         if name is None:
             dirs.append(folder)
             continue
-        from composer.scores import materialize_music21  # music21 loads only for genres that use it
+        from composer.codec.scores import materialize_music21  # music21 loads only for genres that use it
 
         done = materialize_music21(name, cache_dir, genre.scores, workers)
         log.info("%s: %d MIDI files from %s (%d converted now)", genre.name, done.files, source, done.converted)

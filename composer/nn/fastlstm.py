@@ -6,8 +6,10 @@ becomes a lookup table (embedding x input weights + both biases, one row per tok
 each deeper layer multiplies ``[input, hidden]`` by one stacked matrix.
 
 The matrices can be held three ways (``weights=``):
-- ``fp32``: plain ``addmm``; BLAS picks another kernel for one row than for several, so
-  a lone stream is stepped as two identical rows to keep its numbers batch-invariant.
+- ``fp32``: plain ``addmm``. BLAS picks its kernel by the number of rows (one row takes
+  gemv; on AMD CPUs 17 rows or more take another GEMM kernel than 2-16 do), so on a CPU
+  the batch is stepped in blocks of exactly ``FP32_ROW_BLOCK`` rows, the last one padded:
+  every product has the same shape whatever the batch, and a row's numbers are its own.
 - ``fp16``: fbgemm's fp16-weight GEMM with float32 activations. Exact for our fp16-stored
   weights, half the bytes per step, and every row is computed alone (batch-invariant).
 - ``int8``: fbgemm int8 weights (per output channel) and int8 activations, a quarter of
@@ -30,10 +32,11 @@ import warnings
 
 import torch
 
-from composer.model import PerformanceRNN
+from composer.nn.model import PerformanceRNN
 
 State = tuple[torch.Tensor, torch.Tensor]  # h and c, each (layers, batch, hidden), as nn.LSTM keeps them
 WEIGHTS = ("fp32", "fp16", "int8", "int8w", "half")
+FP32_ROW_BLOCK = 16
 
 
 class _Linear:
@@ -108,8 +111,8 @@ class FusedLSTM:
         self.hidden = lstm.hidden_size
         self.layers = lstm.num_layers
         self.weights = weights
-        # One row alone takes BLAS's gemv path, whose last bits differ from a batch's.
-        self.pad_single = weights == "fp32" and device.type == "cpu"
+        # BLAS's kernel, and so a row's last bits, depend on the row count: fixed-size blocks on a CPU.
+        self.row_block = FP32_ROW_BLOCK if weights == "fp32" and device.type == "cpu" else 0
         # nn.LSTM stacks its gates i, f, g, o; held as i, f, o, g, one sigmoid covers three of them.
         h = self.hidden
         order = torch.cat([torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)])
@@ -133,11 +136,26 @@ class FusedLSTM:
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """tokens (batch,) -> logits (batch, vocab) and the new state."""
-        if self.pad_single and tokens.shape[0] == 1:
-            h, c = state
-            logits, (h2, c2) = self._step(tokens.repeat(2), (h.repeat(1, 2, 1), c.repeat(1, 2, 1)))
-            return logits[:1], (h2[:, :1], c2[:, :1])
-        return self._step(tokens, state)
+        if not self.row_block:
+            return self._step(tokens, state)
+        h, c = state
+        block, logits, hs, cs = self.row_block, [], [], []
+        for start in range(0, tokens.shape[0], block):
+            rows = slice(start, start + block)
+            t_, h_, c_ = tokens[rows], h[:, rows], c[:, rows]
+            n = t_.shape[0]
+            if n < block:  # padded with copies of its first row, dropped again below
+                pad = block - n
+                t_ = torch.cat([t_, t_[:1].expand(pad)])
+                h_ = torch.cat([h_, h_[:, :1].expand(-1, pad, -1)], dim=1)
+                c_ = torch.cat([c_, c_[:, :1].expand(-1, pad, -1)], dim=1)
+            out, (h2, c2) = self._step(t_, (h_, c_))
+            logits.append(out[:n])
+            hs.append(h2[:, :n])
+            cs.append(c2[:, :n])
+        if len(logits) == 1:
+            return logits[0], (hs[0], cs[0])
+        return torch.cat(logits), (torch.cat(hs, dim=1), torch.cat(cs, dim=1))
 
     def _step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         hs, cs = state

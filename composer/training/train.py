@@ -24,12 +24,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from composer import events
+from composer.codec import events
 from composer.config import pick_device
-from composer.data import CropSampler, TokenBundle
-from composer.evaluate import sequences_nll
-from composer.genres import Genre
-from composer.model import ModelConfig, PerformanceRNN, load_model, save_model
+from composer.corpus.data import CropSampler, TokenBundle
+from composer.training.evaluate import sequences_nll
+from composer.corpus.genres import Genre
+from composer.nn.model import ModelConfig, PerformanceRNN, load_model, save_model
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def _with_dropout(model: PerformanceRNN, dropout: float) -> PerformanceRNN:
 
 
 def data_specs(genre: Genre, cfg: TrainConfig) -> list[Genre]:
-    from composer.genres import load_genre
+    from composer.corpus.genres import load_genre
 
     return [genre if g == genre.name else load_genre(g) for g in (cfg.data_genres or (genre.name,))]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from composer.events import Note
+from composer.codec.events import Note
 
 SAMPLE_RATE = 44_100
 CHANNELS = 2
@@ -113,7 +113,7 @@ def output_format(out_path: Path, format: str | None = None) -> str:
 
 def load_piece(source: str | Path | bytes | Sequence[Note]) -> list[Note]:
     """Notes from a MIDI path, MIDI bytes or a list of notes; RenderError when there is nothing to play."""
-    from composer.midi import MidiError, load_notes
+    from composer.codec.midi import MidiError, load_notes
 
     if isinstance(source, str | Path | bytes):
         try:
@@ -134,7 +134,7 @@ def synthesize(notes: Sequence[Note], soundfont: Path, workdir: Path) -> np.ndar
     """FluidSynth's float render of the notes, (samples, 2), tail included."""
     import pretty_midi
 
-    from composer.midi import notes_to_midi
+    from composer.codec.midi import notes_to_midi
 
     fluidsynth = require_tool("fluidsynth")
     midi = notes_to_midi(notes)
@@ -345,7 +345,7 @@ def render_audio(
     ``pianoroll`` also writes the piano roll as a PNG there (MP4 shows it in any case);
     ``title`` goes on the piano roll. Raises RenderError with a one-line message.
     """
-    from composer.pianoroll import render_pianoroll
+    from composer.audio.pianoroll import render_pianoroll
 
     out_path = Path(out_path)
     fmt = output_format(out_path, format)
@@ -387,7 +387,7 @@ def bench_piece(seconds: float, data_root: Path | None = None) -> tuple[list[Not
     """A piano piece of ``seconds`` for benchmarks: the densest opening among the first few
     ASAP (else Nottingham) files under ``data_root`` long enough, else a synthetic one.
     """
-    from composer.midi import MidiError, find_midi_files, load_notes
+    from composer.codec.midi import MidiError, find_midi_files, load_notes
 
     folders = [Path(data_root) / corpus for corpus in ("asap", "nottingham")] if data_root else []
     for folder in filter(Path.is_dir, folders):

@@ -8,69 +8,28 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
 import tempfile
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from composer import events
-from composer.midi import MidiError, load_notes, midi_bytes
-from composer.sample import MAX_SECONDS, SampleRequest, piece_notes, primer_tokens, validate
+from composer.audio.summary import summarize
+from composer.codec import events
+from composer.codec.midi import MidiError, load_notes, midi_bytes
+from composer.contract import (
+    AUDIO_FORMATS,
+    AUDIO_MIME,
+    MAX_SECONDS,
+    MAX_SEED,
+    ComposedPiece,
+    CompositionError,
+    CompositionRejected,
+)
+from composer.sampling.sample import SampleRequest, piece_notes, primer_tokens, validate
 
-AUDIO_FORMATS = ("mp3", "ogg", "mp4", "wav")
-AUDIO_MIME = {"mp3": "audio/mpeg", "ogg": "audio/ogg", "mp4": "video/mp4", "wav": "audio/wav"}
-MIDI_MIME = "audio/midi"
-DEFAULT_SECONDS = 30.0
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_TOP_P = 0.95  # a nucleus trims the rare wild events an untempered sample lets through
-DEFAULT_PRIMER_SECONDS = 10.0
-MAX_SEED = 2**63 - 1
 MAX_PRIMER_EVENTS = 20_000  # priming reads the whole primer in one pass; this bounds that pass
-
-
-class CompositionError(Exception):
-    """A composition that could not be made; ``status`` is the HTTP status that says why."""
-
-    status = 500
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        if status is not None:
-            self.status = status
-
-
-class CompositionRejected(CompositionError):
-    """The request itself is at fault (4xx, or 501 for audio this server cannot render): do not retry."""
-
-    status = 422
-
-
-class ComposerUnavailable(CompositionError):
-    """The composer is busy, down or failed (5xx, connection errors): trying later may work."""
-
-    status = 503
-
-
-@dataclass(frozen=True)
-class Composition:
-    id: str
-    genre: str
-    seed: int
-    model_version: str
-    events: int
-    seconds: float
-    midi: bytes
-    audio: bytes | None = None
-    audio_mime: str | None = None
-
-
-def new_seed() -> int:
-    return secrets.randbelow(2**31)
 
 
 def decode_primer_midi(primer: str) -> bytes:
@@ -134,7 +93,7 @@ def check_audio_format(audio_format: str | None) -> None:
     if audio_format not in AUDIO_FORMATS:
         raise CompositionRejected(f"audio_format must be one of {', '.join(AUDIO_FORMATS)}, got {audio_format!r}")
     try:
-        from composer import render
+        from composer.audio import render
     except ImportError as exc:
         raise CompositionRejected(f"audio rendering is not available here ({exc})", 501) from None
     try:
@@ -147,9 +106,9 @@ def check_audio_format(audio_format: str | None) -> None:
 
 
 def render_audio(notes: Sequence[events.Note], audio_format: str) -> tuple[bytes, str]:
-    """The piece rendered by composer.render, as bytes and a MIME type."""
-    from composer.render import RenderError
-    from composer.render import render_audio as render_file
+    """The piece rendered by composer.audio.render, as bytes and a MIME type."""
+    from composer.audio.render import RenderError
+    from composer.audio.render import render_audio as render_file
 
     with tempfile.TemporaryDirectory(prefix="composer-audio-") as tmp:
         try:
@@ -161,20 +120,37 @@ def render_audio(notes: Sequence[events.Note], audio_format: str) -> tuple[bytes
         return Path(result.path).read_bytes(), AUDIO_MIME[audio_format]
 
 
+def pianoroll_png(notes: Sequence[events.Note], title: str) -> bytes:
+    """The piece's piano roll (composer.audio.pianoroll); 501 where matplotlib is missing."""
+    try:
+        from composer.audio.pianoroll import pianoroll_png as draw
+    except ImportError as exc:
+        raise CompositionRejected(f"piano rolls are not available here ({exc})", 501) from None
+    return draw(notes, title=title)
+
+
 def assemble(
-    genre: str, model_version: str, request: SampleRequest, tokens: np.ndarray, audio_format: str | None = None
-) -> Composition:
-    """Sampled tokens to the finished piece: MIDI, and audio when asked."""
+    genre: str,
+    model_version: str,
+    request: SampleRequest,
+    tokens: np.ndarray,
+    audio_format: str | None = None,
+    pianoroll: bool = False,
+) -> ComposedPiece:
+    """Sampled tokens to the finished piece: MIDI and a summary, and audio and a piano roll when asked."""
     notes = piece_notes(tokens)
+    seconds = events.duration_steps(tokens) / events.STEPS_PER_SECOND
     audio, mime = render_audio(notes, audio_format) if audio_format else (None, None)
-    return Composition(
+    return ComposedPiece(
         id=str(uuid.uuid4()),
         genre=genre,
         seed=int(request.seed),
         model_version=model_version,
         events=len(tokens),
-        seconds=events.duration_steps(tokens) / events.STEPS_PER_SECOND,
+        seconds=seconds,
         midi=midi_bytes(notes),
+        summary=summarize(notes, seconds),
         audio=audio,
         audio_mime=mime,
+        pianoroll=pianoroll_png(notes, f"{genre} · seed {request.seed}") if pianoroll else None,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from composer import events
+from composer.codec import events
 
 BITS = 9  # VOCAB_SIZE = 391 < 512
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from composer.catalog import resolve_genre, served_genres
-from composer.composition import ComposerUnavailable, CompositionRejected
-from composer.modelstore import SERVING_ENGINE, LoadedModel, current_key, load_current
-from composer.sample import BatchSampler, SampleRequest, Stream
-from composer.service_metrics import ServiceMetrics
+from composer.contract import ComposerUnavailable, CompositionRejected
+from composer.models.store import SERVING_ENGINE, LoadedModel, current_key, load_current
+from composer.sampling.sample import BatchSampler, SampleRequest, Stream
+from composer.serving.catalog import resolve_genre, served_genres
+from composer.serving.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ order, so our token streams agree with note_seq's event for event:
     356-387  VELOCITY bin 1..32, bin = (velocity - 1) // 4 + 1
 
 Special tokens used only by the model (padding, start, end of piece) come after them.
-This module knows nothing of MIDI files; ``composer.midi`` turns files into ``Note``s.
+This module knows nothing of MIDI files; ``composer.codec.midi`` turns files into ``Note``s.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from sqlalchemy.engine import Engine
 
 from bot.config import load_settings
 from bot.db import Composition, MentionRequest, make_engine
+from bot.local_mastodon import free_port
 from bot.migrate import upgrade
-from bot.testing import free_port
 from bot.web.app import create_app
 
 GENRES = ("classical", "folk", "pop")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from composer.model import load_model
-from composer.sample import BatchSampler, Composer, SampleRequest
+from composer.nn.model import load_model
+from composer.sampling.sample import BatchSampler, Composer, SampleRequest
 
 
 def events_per_second(composer: Composer, batch: int, steps: int, seed: int = 0) -> float:

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import create_engine, select
 
 from bot.db import MentionRequest, make_engine, session_factory
+from bot.local_mastodon import mock_mastodon
 from bot.migrate import upgrade
-from bot.testing import mock_mastodon
 
 GENRE_WORDS = ("folk", "a jig", "classical", "something classic", "pop", "k-pop")
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from composer import events
+from composer.codec import events
 from composer.config import settings
-from composer.fastlstm import FusedLSTM, State, quantization_available
-from composer.model import PerformanceRNN, load_model
+from composer.contract import MAX_SECONDS
+from composer.nn.fastlstm import FusedLSTM, State, quantization_available
+from composer.nn.model import PerformanceRNN, load_model
 
-MAX_SECONDS = 600.0
 # Magenta's generator ends any note after 5 s: a model that forgets a note-off would
 # otherwise leave it droning to the end of the piece.
 MAX_NOTE_SECONDS = 5.0
@@ -119,7 +119,7 @@ ENGINES = ("auto", "fp16", "int8", "int8w", "half", "fused", "naive")
 class Composer:
     """A loaded genre model that samples pieces; reuse it, loading is the slow part.
 
-    ``engine`` picks how each step runs (see ``composer.fastlstm``): ``fused`` (float32),
+    ``engine`` picks how each step runs (see ``composer.nn.fastlstm``): ``fused`` (float32),
     ``fp16`` (fbgemm fp16 weights, x86 CPUs), ``int8`` (fbgemm int8, x86 CPUs, the fastest),
     ``int8w`` (int8 weights, bf16 activations), ``naive`` (``nn.LSTM`` one step at a time,
     the reference), ``half`` (float16 products, for GPUs), or ``auto``: int8 on a CPU that

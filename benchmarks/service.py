@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from composer.config import settings
-from composer.model import ModelConfig, PerformanceRNN, save_model
-from composer.registry import current_version, set_current
+from composer.models.registry import current_version, set_current
+from composer.nn.model import ModelConfig, PerformanceRNN, save_model
 
 
 def pick_model(genre: str, scratch: Path) -> tuple[Path, str]:

@@ -7,6 +7,7 @@ worker threads and never opens a window. The layout scales with the requested si
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 
-from composer.events import Note
+from composer.codec.events import Note
 
 BASE_WIDTH_IN = 12.8  # the figure's layout is designed at 1280x720 px, 100 dpi
 BACKGROUND = "#14161c"
@@ -96,15 +97,21 @@ def draw_pianoroll(notes: Sequence[Note], title: str | None = None, size: tuple[
     return fig
 
 
+def pianoroll_png(notes: Sequence[Note], title: str | None = None, size: tuple[int, int] = (1280, 720)) -> bytes:
+    """The piano roll as PNG bytes of exactly ``size`` pixels."""
+    buffer = io.BytesIO()
+    draw_pianoroll(notes, title, size).savefig(buffer, format="png", facecolor=BACKGROUND)
+    return buffer.getvalue()
+
+
 def render_pianoroll(
     notes: Sequence[Note], out_path: str | Path, title: str | None = None, size: tuple[int, int] = (1280, 720)
 ) -> Path:
     """Write the piano roll as a PNG of exactly ``size`` pixels, atomically."""
     out_path = Path(out_path)
-    fig = draw_pianoroll(notes, title, size)
     part = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
-        fig.savefig(part, format="png", facecolor=BACKGROUND)
+        part.write_bytes(pianoroll_png(notes, title, size))
         os.replace(part, out_path)
     finally:
         part.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ A genre is a small TOML file in ``data/genres/``; adding one needs no code::
     sources = ["music21:bach"]            # folders under the data root, or music21:<name>
     license = "..."
     attribution = "..."
-    split = "work"                        # file, work, asap or maestro (see composer.data)
+    split = "work"                        # file, work, asap or maestro (see composer.corpus.data)
     validation_fraction = 0.1
     aliases = ["bach", "chorales"]        # optional: words people use for it (the bot reads them)
 
@@ -20,7 +20,7 @@ A genre is a small TOML file in ``data/genres/``; adding one needs no code::
 
 A source is either a folder of MIDI files under the data root (``"nottingham"``), or
 ``"music21:<name>"``: a corpus that ships inside the music21 package, by composer or
-collection (``music21:bach`` is its Bach chorales; see ``composer.scores``). Scores have
+collection (``music21:bach`` is its Bach chorales; see ``composer.codec.scores``). Scores have
 no performance in them, so ``prepare`` performs them by the ``[scores]`` settings into
 MIDI under the cache, and they then flow through the same pipeline as MIDI corpora. The
 ``[scores]`` table has no effect on MIDI folder sources.

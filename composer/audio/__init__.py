@@ -1,0 +1,1 @@
+"""Notes to what people hear and see: rendered audio and piano-roll pictures."""

@@ -1,0 +1,1 @@
+"""MIDI files and notated scores <-> notes <-> Performance RNN event tokens."""

@@ -1,0 +1,1 @@
+"""Genre manifests and their corpora, encoded into token arrays and split by piece."""

@@ -1,0 +1,1 @@
+"""Training, evaluation, the n-gram baseline and training studies."""
