@@ -1,12 +1,14 @@
 """The ``composer`` command line: encode, decode, prepare, train, eval, sample.
 
 Each command parses its options, calls the library and prints; the rules live in the
-library (versions: composer.models.registry). A refusal is one line on stderr and exit
-code 2.
+library (versions: composer.models.registry; training settings: TrainConfig in
+composer.training.train, one ``composer train`` option per field). A refusal is one line
+on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -55,6 +57,37 @@ def _find_model(genre: str, version: str = "", directory: Path | None = None) ->
         return directory or model_dir(genre, version or None)
     except (UnknownGenreError, NoModelError) as exc:
         fail(str(exc))
+
+
+def _with_train_options(after: str):
+    """Give a command one option per training hyper-parameter, placed after its parameter
+    ``after``: flag, default, help and bounds come from TrainConfig (composer.training.train),
+    and the command receives them in its ``**hyperparameters``."""
+
+    def decorate(command):
+        from composer.training.train import train_options
+
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(command, eval_str=True).parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+        ]
+        generated = [
+            inspect.Parameter(
+                o.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=typer.Option(o.default, o.flag, help=o.help, min=o.min, max=o.max),
+                annotation=o.type,
+            )
+            for o in train_options()
+        ]
+        clash = {p.name for p in own} & {p.name for p in generated}
+        assert not clash, f"{command.__name__}'s own options shadow TrainConfig's: {clash}"
+        at = [p.name for p in own].index(after) + 1
+        command.__signature__ = inspect.Signature([*own[:at], *generated, *own[at:]])
+        return command
+
+    return decorate
 
 
 @app.command()
@@ -174,89 +207,40 @@ def prepare(
 
 
 @app.command()
+@_with_train_options(after="run_name")
 def train(
     genre: str = typer.Option(..., "--genre", "-g", help="The genre to train."),
-    run: str = typer.Option(
+    run_name: str = typer.Option(
         "", "--run-name", help="Run name under runs/<genre>/ (default: a new timestamp); an existing run resumes."
     ),
-    steps: int = typer.Option(20_000, help="Optimizer steps in all."),
-    batch_size: int = typer.Option(64, help="Crops per step."),
-    seq_len: int = typer.Option(512, help="Events per crop."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW)."),
-    weight_decay: float = typer.Option(0.01),
-    warmup_steps: int = typer.Option(500),
-    hidden_size: int = typer.Option(512, help="LSTM units per layer."),
-    num_layers: int = typer.Option(3, help="LSTM layers."),
-    embed_dim: int = typer.Option(256, help="Token embedding size."),
-    dropout: float = typer.Option(0.0, help="Dropout between layers (helps small corpora)."),
-    eval_every: int = typer.Option(500, help="Steps between validation NLL evaluations."),
-    checkpoint_every: int = typer.Option(100, help="Steps between resumable checkpoints."),
-    val_max_sequences: int = typer.Option(0, help="Validate on this many pieces (0: all)."),
-    train_eval_pieces: int = typer.Option(
-        16, help="Also score this many training pieces at each evaluation, to show overfitting (0: off)."
-    ),
-    transpose: int = typer.Option(3, min=0, max=12, help="Augment by transposing crops up to this many semitones."),
-    patience: int = typer.Option(0, help="Stop after this many evaluations without improvement (0: never)."),
-    max_minutes: float = typer.Option(0.0, help="Stop cleanly after this many minutes (0: no limit)."),
-    init_from: str = typer.Option("", help="Start from this model directory (fine-tuning)."),
-    pretrain_on: str = typer.Option("", help="Comma-separated genres whose data to train on together."),
-    seed: int = typer.Option(0),
-    precision: str = typer.Option("auto", help="auto, bf16 or fp32 (auto: bf16 where the hardware runs it fast)."),
     publish: str = typer.Option("", help="When done, add the best model as this version under data/models/<genre>/."),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     device: str = typer.Option("", help="cpu, cuda, cuda:N (default: COMPOSER_DEVICE or auto)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
-    start_fraction: float = typer.Option(
-        0.1, min=0.0, max=1.0, help="Share of crops that begin at their piece's start, so samples open like pieces."
-    ),
+    **hyperparameters,
 ) -> None:
-    """Train a genre model (resumable: run it again with the same --run to continue)."""
+    """Train a genre model (resumable: run it again with the same --run-name to continue)."""
     from datetime import datetime
 
     import torch
 
-    from composer.corpus.genres import UnknownGenreError, load_genre
+    from composer.corpus.genres import load_genre
     from composer.models.registry import RegistryError, check_new_version, publish_run
-    from composer.nn.model import ModelConfig
-    from composer.training.train import BEST_DIR, TrainConfig
+    from composer.training.train import BEST_DIR, config_from_options, data_specs
     from composer.training.train import train as run_training
 
     if threads:
         torch.set_num_threads(threads)
     cfg = settings()
+    run_dir = cfg.runs_dir / genre / (run_name or datetime.now().strftime("%Y%m%d-%H%M%S"))
+    tc = config_from_options(hyperparameters)
     try:
         spec = load_genre(genre)
-        for g in filter(None, pretrain_on.split(",")):
-            load_genre(g)
+        data_specs(spec, tc)  # every --pretrain-on genre exists
         if publish:
             check_new_version(genre, publish)  # refused now, not after the training
-    except (UnknownGenreError, RegistryError) as exc:
-        fail(str(exc))
-    run_dir = cfg.runs_dir / genre / (run or datetime.now().strftime("%Y%m%d-%H%M%S"))
-    tc = TrainConfig(
-        steps=steps,
-        batch_size=batch_size,
-        seq_len=seq_len,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_steps=warmup_steps,
-        eval_every=eval_every,
-        checkpoint_every=checkpoint_every,
-        val_max_sequences=val_max_sequences,
-        train_eval_sequences=train_eval_pieces,
-        transpose=transpose,
-        patience=patience,
-        max_minutes=max_minutes,
-        seed=seed,
-        precision=precision,
-        init_from=init_from,
-        start_fraction=start_fraction,
-        data_genres=tuple(filter(None, pretrain_on.split(","))),
-        model=ModelConfig(hidden_size=hidden_size, num_layers=num_layers, embed_dim=embed_dim, dropout=dropout),
-    )
-    try:
         summary = run_training(spec, cfg.cache_dir, run_dir, tc, device or cfg.device, progress=not quiet)
-    except (FileNotFoundError, ValueError) as exc:
+    except (RegistryError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if int(os.environ.get("RANK", "0")) != 0:  # the other ranks' view of the run is partial
         return
