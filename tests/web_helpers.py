@@ -76,6 +76,7 @@ def sample_media(workdir: Path) -> tuple[bytes, bytes, bytes]:
     from composer.codec.midi import midi_bytes
 
     notes = [Note(60 + (i * 5) % 12, 80, i * 0.25, i * 0.25 + 0.4) for i in range(8)]
+    workdir.mkdir(parents=True, exist_ok=True)  # render_audio writes only into a folder that exists
     audio = render_audio(notes, workdir / "sample.mp3", format="mp3").path
     return midi_bytes(notes), Path(audio).read_bytes(), pianoroll_png(notes, "folk · seed 1")
 
