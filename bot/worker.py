@@ -54,7 +54,7 @@ from bot.platforms.base import (
     id_key,
     narrower_visibility,
 )
-from bot.requests import Kind, Limits, genre_aliases, parse_request, strip_html
+from bot.request_text import Kind, Limits, genre_aliases, parse_request, strip_html
 from composer.contract import (
     DEFAULT_TOP_P,
     ComposerClient,

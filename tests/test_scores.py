@@ -148,7 +148,7 @@ def test_manifest_ranges_and_defaults(tmp_path: Path):
 
 
 def test_aliases_reach_the_catalog_and_the_bot(tmp_path: Path):
-    from bot.requests import Kind, genre_aliases, parse_request
+    from bot.request_text import Kind, genre_aliases, parse_request
 
     genres_dir = tmp_path / "genres"
     genres_dir.mkdir()

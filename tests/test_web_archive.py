@@ -302,7 +302,7 @@ def test_extreme_dates_forged_cursors_and_nul_bytes_are_never_a_server_error(arc
 
 
 def test_piece_page_shows_the_content_warning_around_the_request_and_the_mood_to_ask_again(archive):
-    from bot.requests import parse_request
+    from bot.request_text import parse_request
 
     client, pieces = archive
     warned, odd, private, plain = pieces[4], pieces[5], pieces[6], pieces[0]

@@ -76,7 +76,7 @@ def valid_id(piece_id: str) -> bool:
     return 0 < len(piece_id) <= 64 and set(piece_id) <= ID_CHARS
 
 
-DEFAULT_TEMPERATURE = 1.0  # what a mention without a mood word gets (bot.requests)
+DEFAULT_TEMPERATURE = 1.0  # what a mention without a mood word gets (bot.request_text)
 MAX_MOOD_WORDS = 3
 
 
@@ -85,11 +85,11 @@ def mood_words(temperature: float) -> str | None:
     """Mood words a mention can carry to be composed at ``temperature``: "" for the default,
     None when no mix of up to MAX_MOOD_WORDS of them gives it exactly.
 
-    The parser averages the temperatures of the mood words it finds (``bot.requests.MOODS``),
+    The parser averages the temperatures of the mood words it finds (``bot.request_text.MOODS``),
     so several words map to one value and a mix maps to the mean: the first mix found (fewest
     words, in the parser's order) is checked against the parser itself before it is offered.
     """
-    from bot.requests import MOODS, parse_request
+    from bot.request_text import MOODS, parse_request
 
     wanted = round(temperature, 3)
     if wanted == DEFAULT_TEMPERATURE:
