@@ -65,7 +65,7 @@ def _with_train_options(after: str):
     and the command receives them in its ``**hyperparameters``."""
 
     def decorate(command):
-        from composer.training.train import train_options
+        from composer.training.config import train_options
 
         own = [
             p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
@@ -226,7 +226,8 @@ def train(
 
     from composer.corpus.genres import load_genre
     from composer.models.registry import RegistryError, check_new_version, publish_run
-    from composer.training.train import BEST_DIR, config_from_options, data_specs
+    from composer.training.config import config_from_options
+    from composer.training.train import BEST_DIR, data_specs
     from composer.training.train import train as run_training
 
     if threads:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from composer.cli import app
 from composer.nn.model import ModelConfig
-from composer.training.train import TrainConfig, config_from_options, train_options
+from composer.training.config import TrainConfig, config_from_options, train_options
 
 CLI_ONLY = {"genre", "run_name", "publish", "threads", "device", "quiet"}
 """`composer train`'s options that are not training hyper-parameters."""

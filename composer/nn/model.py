@@ -7,7 +7,7 @@ the hyper-parameters needed to rebuild the network, so a model directory is self
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +15,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from composer.codec import events
+from composer.nn.config import ModelConfig
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 
 State = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = events.VOCAB_SIZE
-    embed_dim: int = 256
-    hidden_size: int = 512
-    num_layers: int = 3
-    dropout: float = 0.0
 
 
 class PerformanceRNN(nn.Module):

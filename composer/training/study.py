@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from composer.training.train import METRICS_FILE, TrainConfig, read_metrics
+from composer.training.config import TrainConfig
+from composer.training.train import METRICS_FILE, read_metrics
 
 STUDY_FILE = "study.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")

@@ -19,11 +19,11 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE on both databases (SQLite has had DROP COLUMN since 3.35): batch mode would
+# rebuild the table, which other rows point at.
 def upgrade() -> None:
-    with op.batch_alter_table("compositions", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("summary", sa.JSON(), nullable=True))
+    op.add_column("compositions", sa.Column("summary", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("compositions", schema=None) as batch_op:
-        batch_op.drop_column("summary")
+    op.drop_column("compositions", "summary")

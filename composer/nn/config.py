@@ -1,0 +1,16 @@
+"""The network's shape, torch-free: what a model card records and ``composer train`` sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from composer.codec import events
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = events.VOCAB_SIZE
+    embed_dim: int = 256
+    hidden_size: int = 512
+    num_layers: int = 3
+    dropout: float = 0.0

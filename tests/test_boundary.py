@@ -1,0 +1,156 @@
+"""The line between composer and bot: the bot reaches the composer only through its contract and client.
+
+A worker pointed at a remote composer, and the archive web, must run with none of the
+composer's heavy libraries importable at all: the tests run them in a process where
+importing torch (or music21, the MIDI readers, the renderer's libraries) raises.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.local_mastodon import free_port
+from composer.client import HttpComposerClient
+from composer.contract import ComposedPiece, MusicSummary
+from tests.bot_helpers import bot_env, make_models, mock_mastodon
+
+ROOT = Path(__file__).resolve().parents[1]
+# What only the composer extra installs: none of it may load in a bot or web process.
+COMPOSER_ONLY = ("torch", "numpy", "music21", "pretty_midi", "mido", "safetensors", "scipy", "pydub", "soundfile")
+ALLOWED_FROM_COMPOSER = {"composer.contract", "composer.client"}
+BLOCK = f"import sys\nfor name in {COMPOSER_ONLY!r}:\n    sys.modules[name] = None  # importing it now raises\n"
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def composer_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "composer":
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "composer"}
+    return found
+
+
+def test_the_bot_imports_only_the_composers_contract_and_client():
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(composer_imports(path) - ALLOWED_FROM_COMPOSER)
+        for path in sorted((ROOT / "bot").rglob("*.py"))
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_contract_and_http_client_import_nothing_but_the_standard_library_and_httpx():
+    code = BLOCK + "import composer.contract, composer.client\nprint(sorted(m for m in sys.modules if 'composer' in m))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['composer', 'composer.client', 'composer.contract']"
+
+
+def test_the_archive_web_serves_pages_without_the_composer_libraries(tmp_path):
+    code = BLOCK + (
+        "from fastapi.testclient import TestClient\n"
+        "from bot.config import load_settings\n"
+        "from bot.migrate import upgrade\n"
+        "from bot.web import create_app\n"
+        "settings = load_settings(require_platform=False)\n"
+        "upgrade(settings.resolved_database_url)\n"
+        "with TestClient(create_app(settings, genre_catalog=list)) as client:\n"
+        "    for path in ('/', '/genres', '/stats', '/feed.rss', '/api/v1/pieces', '/healthz'):\n"
+        "        assert client.get(path).status_code == 200, path\n"
+        "print('torch' in sys.modules and sys.modules['torch'] is not None)\n"
+    )
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'web.sqlite3'}", "MEDIA_DIR": str(tmp_path / "media")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**_base_env(), **env}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "False"
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "MASTODON_", "TWITTER_", "COMPOSER_"))}
+
+
+@pytest.fixture(scope="module")
+def composer_service(tmp_path_factory):
+    """A real composer service on tiny models, as `composer serve` runs it; yields its URL."""
+    models = make_models(tmp_path_factory.mktemp("models"))
+    log = tmp_path_factory.mktemp("logs") / "composer.log"
+    port = free_port()
+    with log.open("w") as sink:
+        service = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "composer.cli", "serve", "--port", str(port), "--models-dir", str(models)),
+                *("--threads", "1", "--log-level", "warning"),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert service.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"the composer service never became ready: {log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        yield url
+    finally:
+        service.terminate()
+        service.wait(30)
+
+
+def test_the_service_sends_the_finished_piece_audio_picture_and_summary(composer_service):
+    with HttpComposerClient(composer_service) as client:
+        piece = client.compose("folk", 3, seed=11, audio_format="mp3", pianoroll=True)
+        plain = client.compose("folk", 3, seed=11)
+    assert isinstance(piece, ComposedPiece) and isinstance(piece.summary, MusicSummary)
+    assert piece.audio[:3] == b"ID3" or piece.audio[:2] == b"\xff\xfb"
+    assert piece.pianoroll.startswith(b"\x89PNG") and piece.audio_mime == "audio/mpeg"
+    assert piece.summary.notes > 0 and piece.summary.notes_per_second == pytest.approx(
+        piece.summary.notes / piece.seconds
+    )
+    # the same seed gives the same piece; audio and picture only when asked
+    assert (plain.midi, plain.summary) == (piece.midi, piece.summary)
+    assert plain.audio is None and plain.pianoroll is None
+
+
+def test_a_worker_with_composer_url_answers_without_the_composer_libraries(composer_service, tmp_path):
+    """`bot once` with COMPOSER_URL set, in a process where torch and the MIDI libraries cannot load."""
+    with mock_mastodon(tmp_path / "mock") as server:
+        url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+        env = bot_env(server, tmp_path, url, tmp_path / "no-models", COMPOSER_URL=composer_service)
+        status_id = str(server.client("alice").status_post("@band pop, 3 seconds")["id"])
+        once = [sys.executable, "-c", BLOCK + "from bot.cli import app\napp(['once'])"]
+        upgraded = subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, capture_output=True)
+        assert upgraded.returncode == 0, upgraded.stderr[-2000:]
+        # A job whose compose call failed (a busy machine) is retried at the next tick: up to three ticks.
+        for _ in range(3):
+            done = subprocess.run(once, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+            assert done.returncode == 0, done.stderr[-3000:]
+            if server.replies_to(status_id):
+                break
+            time.sleep(1)
+        replies = server.replies_to(status_id)
+        assert len(replies) == 1, done.stderr[-3000:]
+        (reply,) = replies
+        assert "pop model v1" in reply["content"] and reply["media_attachments"]
+        assert "A 3-second pop piano piece composed by a neural network" in (
+            reply["media_attachments"][0]["description"] or ""
+        )
+    assert (tmp_path / "media").is_dir() and any((tmp_path / "media").rglob("*.png"))
