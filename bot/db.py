@@ -75,7 +75,21 @@ class State(StrEnum):
 
 
 ACTIVE_STATES = (State.RECEIVED, State.COMPOSED, State.RENDERED, State.UPLOADED)
-FINAL_STATES = (State.REPLIED, State.FAILED, State.SKIPPED)
+
+
+class Kind(StrEnum):
+    """What a job answers with: every value ``requests.kind`` holds (stored, so a value is never renamed)."""
+
+    COMPOSE = "compose"  # a new piece
+    MORE = "more"  # the continuation of one of our pieces
+    HELP = "help"  # the help text (also for a genre we cannot play)
+    LIMIT = "limit"  # the per-account limit's one notice
+    SORRY = "sorry"  # the apology for a piece that could not be made
+    NONE = "none"  # no answer: skipped, or failed before its text was read
+
+
+PIECE_KINDS = (Kind.COMPOSE, Kind.MORE)  # answered with a piece
+TEXT_KINDS = (Kind.HELP, Kind.LIMIT, Kind.SORRY)  # answered with words only
 
 
 class Base(DeclarativeBase):
@@ -113,7 +127,7 @@ class MentionRequest(Base):
     spoiler_text: Mapped[str] = mapped_column(Text, default="")
     language: Mapped[str | None] = mapped_column(String(16))
 
-    kind: Mapped[str] = mapped_column(String(16), default="compose")  # compose, more, help, limit, sorry
+    kind: Mapped[str] = mapped_column(String(16), default=Kind.COMPOSE)  # a Kind
     genre: Mapped[str | None] = mapped_column(String(64))
     seconds: Mapped[float | None] = mapped_column(Float)
     temperature: Mapped[float | None] = mapped_column(Float)
@@ -121,7 +135,7 @@ class MentionRequest(Base):
     seed: Mapped[int | None] = mapped_column(BigInteger)
     parse_notes: Mapped[list | None] = mapped_column(JSON)
 
-    state: Mapped[str] = mapped_column(String(16), default=State.RECEIVED)
+    state: Mapped[str] = mapped_column(String(16), default=State.RECEIVED)  # a State
     reason: Mapped[str | None] = mapped_column(Text)  # why skipped or failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -239,7 +253,7 @@ def claim_next(
     now = now or utcnow()
     skip = set(exclude)
     due = (
-        MentionRequest.state.in_([s.value for s in ACTIVE_STATES]),
+        MentionRequest.state.in_(ACTIVE_STATES),
         MentionRequest.next_attempt_at <= now,
         or_(MentionRequest.lease_until.is_(None), MentionRequest.lease_until < now),
     )
@@ -265,10 +279,6 @@ def claim_next(
             if won == 1:
                 return session.get(MentionRequest, job_id, populate_existing=True)
         skip.add(job_id)  # another worker claimed it between our look and our update
-
-
-def release(session: Session, job: MentionRequest) -> None:
-    job.claimed_by, job.lease_until = None, None
 
 
 def count_since(session: Session, *conditions: object) -> int:

@@ -13,9 +13,9 @@ import html
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from html.parser import HTMLParser
 
+from bot.db import Kind
 from composer.contract import MAX_SEED
 
 MAX_TEXT = 5_000  # a mention is at most a few hundred characters; longer input is cut, never parsed whole
@@ -194,12 +194,6 @@ _LENGTH = re.compile(
 _WORD = re.compile(r"[a-z0-9&]+(?:-[a-z0-9]+)*")
 
 
-class Kind(StrEnum):
-    COMPOSE = "compose"
-    HELP = "help"
-    MORE = "more"
-
-
 @dataclass(frozen=True)
 class Limits:
     min_seconds: float = 5.0
@@ -209,7 +203,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Request:
-    kind: Kind
+    kind: Kind  # COMPOSE, MORE or HELP: the parser reads no other kind
     text: str
     genre: str | None = None
     seconds: float = 30.0

@@ -30,8 +30,11 @@ from bot import replies
 from bot.config import BotSettings
 from bot.db import (
     ACTIVE_STATES,
+    PIECE_KINDS,
+    TEXT_KINDS,
     Composition,
     Cursor,
+    Kind,
     MentionRequest,
     State,
     claim_next,
@@ -54,7 +57,7 @@ from bot.platforms.base import (
     id_key,
     narrower_visibility,
 )
-from bot.request_text import Kind, Limits, genre_aliases, parse_request, strip_html
+from bot.request_text import Limits, genre_aliases, parse_request, strip_html
 from composer.contract import (
     DEFAULT_TOP_P,
     ComposerClient,
@@ -68,9 +71,7 @@ from composer.contract import (
 log = logging.getLogger(__name__)
 
 CRASH_VARIABLE = "BOT_CRASH_AFTER"  # test hook: SIGKILL this process right after the named checkpoint
-TEXT_KINDS = ("help", "limit", "sorry")
-PIECE_KINDS = ("compose", "more")
-ANSWERED_KINDS = ("compose", "more", "help", "sorry")  # what counts against the per-account limit
+ANSWERED_KINDS = (Kind.COMPOSE, Kind.MORE, Kind.HELP, Kind.SORRY)  # what counts against the per-account limit
 REPLY_LANGUAGE = "en"  # the replies are written in English, whatever the mention's language
 UNCUT_COLUMNS = frozenset({"mention_id", "idempotency_key"})  # cut, these would point at another status
 
@@ -254,7 +255,7 @@ class Worker:
                 mentioned_at=mention.created_at,
                 received_at=self.clock(),
                 next_attempt_at=self.clock(),
-                kind="none",
+                kind=Kind.NONE,
                 state=State.FAILED,
                 reason=reason[:1000],
             )
@@ -314,11 +315,11 @@ class Worker:
         )
         skip = self.skip_reason(mention, me)
         if skip:
-            job.state, job.reason, job.kind = State.SKIPPED, skip, "none"
+            job.state, job.reason, job.kind = State.SKIPPED, skip, Kind.NONE
             return job
         request = parse_request(mention.text, self.served_genres(), self.limits, self._aliases)
         job.parse_notes = list(request.notes)
-        job.kind = request.kind.value
+        job.kind = request.kind
         if request.kind is Kind.HELP:
             job.genre = request.unknown_genre and request.unknown_genre[:64]
         else:
@@ -327,22 +328,22 @@ class Worker:
         if request.kind is Kind.MORE:
             parent = self.parent_piece(session, mention.in_reply_to_id)
             if parent is None:  # "more" to something that is not one of our pieces
-                job.kind = Kind.HELP.value
+                job.kind = Kind.HELP
             else:
                 job.genre = parent.genre
         elif request.kind is Kind.COMPOSE:
             genres = self.served_genres()
             job.genre = request.genre or (genres[zlib.crc32(mention.id.encode()) % len(genres)] if genres else None)
             if job.genre is None:
-                job.kind = Kind.HELP.value
-        if job.kind == Kind.HELP.value and self.replies_to_us(session, mention, me):
+                job.kind = Kind.HELP
+        if job.kind == Kind.HELP and self.replies_to_us(session, mention, me):
             # "thanks!", or another bot answering our reply: only a request for a piece gets an answer
             # here, so two bots can never keep replying to each other with help texts.
-            job.state, job.reason, job.kind = State.SKIPPED, "a reply to our post that asks for no piece", "none"
+            job.state, job.reason, job.kind = State.SKIPPED, "a reply to our post that asks for no piece", Kind.NONE
             return job
         limited = self.over_account_limit(session, author.id)
         if limited is not None:
-            job.kind = "limit"
+            job.kind = Kind.LIMIT
             if limited:
                 job.state, job.reason = State.SKIPPED, "over the per-account limit (already told)"
         return job
@@ -384,7 +385,7 @@ class Worker:
         answered = count_since(session, *recent, MentionRequest.kind.in_(ANSWERED_KINDS))
         if answered < self.settings.bot_per_account_per_hour:
             return None
-        return count_since(session, *recent, MentionRequest.kind == "limit") > 0
+        return count_since(session, *recent, MentionRequest.kind == Kind.LIMIT) > 0
 
     def parent_piece(self, session: Session, in_reply_to_id: str | None) -> Composition | None:
         """The piece our reply ``in_reply_to_id`` carried, for a "more" continuing it."""
@@ -470,7 +471,7 @@ class Worker:
     def compose(self, job: MentionRequest) -> None:
         primer = None
         parent_id = None
-        if job.kind == "more":
+        if job.kind == Kind.MORE:
             with self.sessions() as session:
                 parent = self.parent_piece(session, job.in_reply_to_id)
             if parent is None:
@@ -568,11 +569,11 @@ class Worker:
 
     def reply_text(self, job: MentionRequest) -> str:
         limit = min(self.platform.max_chars, self.settings.bot_reply_limit_chars)
-        if job.kind == "help":
+        if job.kind == Kind.HELP:
             return replies.help_reply(job.requester_acct, self.served_genres(), job.genre, limit)
-        if job.kind == "limit":
+        if job.kind == Kind.LIMIT:
             return replies.limit_reply(job.requester_acct, self.settings.bot_per_account_per_hour, limit)
-        if job.kind == "sorry":
+        if job.kind == Kind.SORRY:
             return replies.sorry_reply(job.requester_acct, limit)
         piece = self.composition(job)
         return replies.piece_reply(
@@ -583,7 +584,7 @@ class Worker:
             piece.seed,
             f"{self.settings.archive_base_url}/pieces/{piece.id}",
             job.parse_notes or (),
-            continuation=job.kind == "more",
+            continuation=job.kind == Kind.MORE,
             limit=limit,
         )
 
@@ -618,7 +619,7 @@ class Worker:
                 language=REPLY_LANGUAGE,
             )
             crash_point("posted")
-        final = State.FAILED if job.kind == "sorry" else State.REPLIED
+        final = State.FAILED if job.kind == Kind.SORRY else State.REPLIED
         self.save(job, "replied", state=final, reply_id=posted.id, reply_url=posted.url, replied_at=self.clock())
 
     # --- failures --------------------------------------------------------------------
@@ -665,7 +666,7 @@ class Worker:
         self.save(
             job,
             None,
-            kind="sorry",
+            kind=Kind.SORRY,
             reason=message,
             last_error=message,
             attempts=0,

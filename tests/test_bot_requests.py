@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.request_text import Kind, Limits, clean_text, parse_request, strip_html
+from bot.db import Kind
+from bot.request_text import Limits, clean_text, parse_request, strip_html
 
 GENRES = ["classical", "folk", "pop"]
 LIMITS = Limits(min_seconds=5, max_seconds=120, default_seconds=30)

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.config import load_settings
-from bot.db import MentionRequest, make_engine, session_factory
+from bot.db import Kind, MentionRequest, State, make_engine, session_factory
 from bot.local_mastodon import free_port
 from bot.migrate import upgrade
 from bot.platforms.base import PermanentError, TransientError
@@ -193,7 +193,7 @@ def test_a_piece_is_public_only_once_the_reply_carrying_it_is_posted(tmp_path, m
         monkeypatch.setattr(platform, "upload", down)  # stops the job after render
         worker.tick()
         job = job_of("alice")
-        assert job.state == "rendered" and job.composition_id and job.reply_id is None
+        assert job.state == State.RENDERED and job.composition_id and job.reply_id is None
         piece_id = job.composition_id
         assert (tmp_path / "media" / piece_id[:2] / f"{piece_id}.mp3").is_file()
         seen, counted = public(piece_id)
@@ -202,13 +202,13 @@ def test_a_piece_is_public_only_once_the_reply_carrying_it_is_posted(tmp_path, m
         monkeypatch.undo()
         monkeypatch.setattr(platform, "reply", down)  # stops it after upload, before the reply
         worker.tick()
-        assert job_of("alice").state == "uploaded"
+        assert job_of("alice").state == State.UPLOADED
         seen, counted = public(piece_id)
         assert not any(seen.values()) and counted == 0, seen
 
         monkeypatch.undo()
         worker.tick()
-        assert job_of("alice").state == "replied"
+        assert job_of("alice").state == State.REPLIED
         seen, counted = public(piece_id)
         assert all(seen.values()) and counted == 1, seen
 
@@ -220,7 +220,7 @@ def test_a_piece_is_public_only_once_the_reply_carrying_it_is_posted(tmp_path, m
         monkeypatch.setattr(platform, "upload", refused)
         worker.tick()
         failed = job_of("bob")
-        assert failed.state == "failed" and failed.kind == "sorry" and failed.reply_id  # told, without the piece
+        assert failed.state == State.FAILED and failed.kind == Kind.SORRY and failed.reply_id  # told, without the piece
         assert failed.composition_id and failed.composition_id != piece_id
         seen, counted = public(failed.composition_id)
         assert not any(v for where, v in seen.items() if where != "genre filter") and counted == 1, seen

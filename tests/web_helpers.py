@@ -14,7 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from bot.config import load_settings
-from bot.db import Composition, MentionRequest, State, make_engine, session_factory, transaction
+from bot.db import Composition, Kind, MentionRequest, State, make_engine, session_factory, transaction
 from bot.local_mastodon import free_port
 from bot.media import MediaStore
 from bot.migrate import upgrade
@@ -147,7 +147,7 @@ def fill_archive(url: str, media_dir: Path, specs: list[dict], sample_dir: Path)
                 plain_text=spec["text"],
                 visibility=spec["visibility"],
                 spoiler_text=spec.get("spoiler", ""),
-                kind="more" if "parent" in spec else "compose",
+                kind=Kind.MORE if "parent" in spec else Kind.COMPOSE,
                 genre=spec["genre"],
                 seconds=30.0,
                 temperature=spec.get("temperature", 1.0),

@@ -263,7 +263,7 @@ def published(query: Select) -> Select:
     return query.join(MentionRequest, MentionRequest.id == Composition.request_id).where(
         Composition.hidden == false(),
         Composition.audio_path.is_not(None),
-        MentionRequest.state == State.REPLIED.value,
+        MentionRequest.state == State.REPLIED,
     )
 
 

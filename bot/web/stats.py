@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.db import Composition, MentionRequest, State
+from bot.db import PIECE_KINDS, Composition, MentionRequest, State
 from bot.web.archive import published
 
 DAYS = 30
@@ -48,8 +48,8 @@ def collect(session: Session, now: datetime | None = None) -> Stats:
             counts[day] += 1
     pairs = session.execute(
         select(MentionRequest.mentioned_at, MentionRequest.replied_at).where(
-            MentionRequest.state == State.REPLIED.value,
-            MentionRequest.kind.in_(["compose", "more"]),
+            MentionRequest.state == State.REPLIED,
+            MentionRequest.kind.in_(PIECE_KINDS),
             MentionRequest.replied_at.is_not(None),
             MentionRequest.replied_at >= start,
         )
