@@ -304,3 +304,23 @@ def test_training_pieces_are_scored_beside_validation_and_a_study_keeps_the_runs
     assert missing.returncode == 2 and "no such run" in missing.stderr
     bad_name = composer(env, "study", "--genre", "tunes", "--name", "Bad Name", "--runs", "study-plain")
     assert bad_name.returncode == 2 and "lower-case" in bad_name.stderr
+
+
+def test_conditioned_training_scores_with_and_without_controls(project):
+    done = composer(
+        project, "train", "--genre", "tunes", "--run-name", "keys", "--steps", "4", "--eval-every", "2",
+        "--controls", "--control-dropout", "0.5", *TINY,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    evals = [m for m in metrics(project, "keys") if "val_nll" in m]
+    assert len(evals) == 2 and all(0 < m["val_nll_controlled"] < 7 and 0 < m["val_nll"] < 7 for m in evals)
+    best = Path(project["COMPOSER_RUNS_DIR"]) / "tunes" / "keys" / "best"
+    model, card = load_model(best)
+    assert card["config"]["control_dim"] == 22 and model.config.control_dim == 22
+    # a conditioned model fine-tunes as it is (no second warm start)
+    again = composer(
+        project, "train", "--genre", "tunes", "--run-name", "keys-ft", "--steps", "2", "--eval-every", "2",
+        "--init-from", str(best), "--controls", *TINY,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert load_model(Path(project["COMPOSER_RUNS_DIR"]) / "tunes" / "keys-ft" / "best")[0].config.control_dim == 22

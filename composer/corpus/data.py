@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from composer.codec import events
+from composer.codec import controls, events
 from composer.codec.midi import MidiError, find_midi_files, load_notes, midi_duration
 from composer.corpus.genres import Genre, music21_source
 
@@ -367,24 +367,38 @@ class CropSampler:
         self.cumulative = np.cumsum(self.windows)
 
     def batch(self, size: int) -> np.ndarray:
+        return self._batch(size, with_controls=False)[0]
+
+    def batch_with_controls(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Crops and their controls (composer.codec.controls): ``controls[:, j]`` is the control of
+        token j+1, the one the model predicts from input j. Padding carries "no control"."""
+        tokens, controls = self._batch(size, with_controls=True)
+        return tokens, controls
+
+    def _batch(self, size: int, with_controls: bool) -> tuple[np.ndarray, np.ndarray | None]:
         out = np.full((size, self.length + 1), events.PAD, dtype=np.int64)
+        ctrl = np.tile(controls.NO_CONTROL, (size, self.length, 1)) if with_controls else None
         picks = self.rng.integers(0, self.cumulative[-1], size)
         seqs = np.searchsorted(self.cumulative, picks, side="right")
         openings = self.rng.random(size) < self.start_fraction if self.start_fraction else np.zeros(size, bool)
         for row, (pick, seq) in enumerate(zip(picks, seqs)):
             start = 0 if openings[row] else pick - (self.cumulative[seq] - self.windows[seq])
-            lo = self.bundle.offsets[seq] + start
-            hi = min(lo + self.length + 1, self.bundle.offsets[seq + 1])
+            first, last = self.bundle.offsets[seq], self.bundle.offsets[seq + 1]
+            lo = first + start
+            hi = min(lo + self.length + 1, last)
             window = self.bundle.tokens[lo:hi]
-            if self.transpose:
-                window = self._transpose(window)
-            out[row, : len(window)] = window
-        return out
+            semitones = self._transposition(window) if self.transpose else 0
+            out[row, : len(window)] = events.transpose(window, semitones) if semitones else window
+            if ctrl is not None:
+                # the whole piece, so a window sees the notes that sound into it and the seconds after it
+                piece = controls.piece_controls(self.bundle.tokens[first:last])[lo - first + 1 : hi - first]
+                ctrl[row, : len(piece)] = controls.transpose_controls(piece, semitones) if semitones else piece
+        return out, ctrl
 
-    def _transpose(self, window: np.ndarray) -> np.ndarray:
+    def _transposition(self, window: np.ndarray) -> int:
         span = events.pitch_range(window)
         if span is None:
-            return window
+            return 0
         low = max(-self.transpose, -span[0])
         high = min(self.transpose, events.NUM_PITCHES - 1 - span[1])
-        return events.transpose(window, int(self.rng.integers(low, high + 1)))
+        return int(self.rng.integers(low, high + 1))

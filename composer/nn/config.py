@@ -14,3 +14,5 @@ class ModelConfig:
     hidden_size: int = 512
     num_layers: int = 3
     dropout: float = 0.0
+    control_dim: int = 0
+    """Floats of control (composer.codec.controls) fed beside each event; 0: an unconditioned model."""

@@ -116,11 +116,14 @@ class FusedLSTM:
         # nn.LSTM stacks its gates i, f, g, o; held as i, f, o, g, one sigmoid covers three of them.
         h = self.hidden
         order = torch.cat([torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)])
+        embed_dim = model.embed.embedding_dim
         with torch.no_grad():
             w_ih0, w_hh0 = lstm.weight_ih_l0.float()[order], lstm.weight_hh_l0.float()[order]
             b0 = (lstm.bias_ih_l0 + lstm.bias_hh_l0).float()[order]
             # One row per token: its whole first-layer input contribution, biases included.
-            self.input_table = (model.embed.weight.float() @ w_ih0.t() + b0).contiguous()
+            self.input_table = (model.embed.weight.float() @ w_ih0[:, :embed_dim].t() + b0).contiguous()
+            # A conditioned model's controls enter the first layer beside the token (see control_gates).
+            self.control_weight = w_ih0[:, embed_dim:].t().contiguous() if w_ih0.shape[1] > embed_dim else None
             self.cells = [_Linear(w_hh0, torch.zeros_like(b0), weights)]
             for layer in range(1, self.layers):
                 w = torch.cat([getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")], dim=1)
@@ -134,22 +137,35 @@ class FusedLSTM:
         return z, z.clone()
 
     @torch.inference_mode()
-    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """tokens (batch,) -> logits (batch, vocab) and the new state."""
+    def control_gates(self, controls: torch.Tensor) -> torch.Tensor | None:
+        """What (batch, control_dim) controls add to the first layer's gates: one product per piece,
+        since a piece keeps its controls; None for an unconditioned model."""
+        if self.control_weight is None:
+            return None
+        return controls.to(self.device, torch.float32) @ self.control_weight
+
+    @torch.inference_mode()
+    def step(
+        self, tokens: torch.Tensor, state: State, control_gates: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """tokens (batch,) -> logits (batch, vocab) and the new state; ``control_gates`` from control_gates()."""
         if not self.row_block:
-            return self._step(tokens, state)
+            return self._step(tokens, state, control_gates)
         h, c = state
         block, logits, hs, cs = self.row_block, [], [], []
         for start in range(0, tokens.shape[0], block):
             rows = slice(start, start + block)
             t_, h_, c_ = tokens[rows], h[:, rows], c[:, rows]
+            g_ = control_gates[rows] if control_gates is not None else None
             n = t_.shape[0]
             if n < block:  # padded with copies of its first row, dropped again below
                 pad = block - n
                 t_ = torch.cat([t_, t_[:1].expand(pad)])
                 h_ = torch.cat([h_, h_[:, :1].expand(-1, pad, -1)], dim=1)
                 c_ = torch.cat([c_, c_[:, :1].expand(-1, pad, -1)], dim=1)
-            out, (h2, c2) = self._step(t_, (h_, c_))
+                if g_ is not None:
+                    g_ = torch.cat([g_, g_[:1].expand(pad, -1)])
+            out, (h2, c2) = self._step(t_, (h_, c_), g_)
             logits.append(out[:n])
             hs.append(h2[:, :n])
             cs.append(c2[:, :n])
@@ -157,15 +173,18 @@ class FusedLSTM:
             return logits[0], (hs[0], cs[0])
         return torch.cat(logits), (torch.cat(hs, dim=1), torch.cat(cs, dim=1))
 
-    def _step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _step(
+        self, tokens: torch.Tensor, state: State, control_gates: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
         hs, cs = state
         new_h, new_c = [], []
         x = None
         for layer, cell in enumerate(self.cells):
-            if layer == 0 and self.weights == "fp32":
-                gates = torch.addmm(self.input_table.index_select(0, tokens), hs[0], cell.weight_t)
-            elif layer == 0:  # index_select: a plain row gather, several times cheaper than [tokens] here
-                gates = self.input_table.index_select(0, tokens) + cell(hs[0])
+            if layer == 0:
+                rows = self.input_table.index_select(0, tokens)  # a plain row gather, cheaper than [tokens]
+                if control_gates is not None:
+                    rows = rows + control_gates
+                gates = torch.addmm(rows, hs[0], cell.weight_t) if self.weights == "fp32" else rows + cell(hs[0])
             else:
                 gates = cell(x, hs[layer])
             ifo = torch.sigmoid(gates[:, : 3 * self.hidden])

@@ -7,14 +7,16 @@ the hyper-parameters needed to rebuild the network, so a model directory is self
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from composer.codec.controls import CONTROL_DIM, NO_CONTROL
 from composer.nn.config import ModelConfig
 
 WEIGHTS_FILE = "model.safetensors"
@@ -29,7 +31,7 @@ class PerformanceRNN(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
         self.lstm = nn.LSTM(
-            config.embed_dim,
+            config.embed_dim + config.control_dim,
             config.hidden_size,
             num_layers=config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
@@ -38,13 +40,49 @@ class PerformanceRNN(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
 
-    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """tokens (batch, time) -> logits (batch, time, vocab) and the LSTM state after them."""
-        hidden, state = self.lstm(self.drop(self.embed(tokens)), state)
+    def forward(
+        self, tokens: torch.Tensor, state: State | None = None, controls: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """tokens (batch, time) -> logits (batch, time, vocab) and the LSTM state after them.
+
+        A conditioned model takes ``controls`` (batch, time, control_dim), or (control_dim,) for
+        one control throughout; none means "no control" (composer.codec.controls.NO_CONTROL).
+        """
+        x = self.drop(self.embed(tokens))
+        if self.config.control_dim:
+            if controls is None:
+                controls = torch.as_tensor(no_control(self.config.control_dim), device=x.device)
+            if controls.dim() == 1:
+                controls = controls.expand(*tokens.shape, -1)
+            x = torch.cat([x, controls.to(x.dtype)], dim=-1)
+        hidden, state = self.lstm(x, state)
         return self.head(self.drop(hidden)), state
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def no_control(control_dim: int) -> np.ndarray:
+    """The "no control" vector for a model that takes ``control_dim`` control floats."""
+    if control_dim != CONTROL_DIM:
+        raise ValueError(f"this model takes {control_dim} control floats; composer.codec.controls makes {CONTROL_DIM}")
+    return NO_CONTROL
+
+
+def with_controls(model: PerformanceRNN, control_dim: int) -> PerformanceRNN:
+    """The same network with ``control_dim`` control inputs whose weights start at zero.
+
+    It computes exactly what ``model`` computed, whatever the controls, so training a
+    conditioned model starts from where the unconditioned one is (a warm start)."""
+    if model.config.control_dim:
+        raise ValueError("the model already takes controls")
+    config = replace(model.config, control_dim=control_dim)
+    wider = PerformanceRNN(config).to(next(model.parameters()).device)
+    state = model.state_dict()
+    w = state["lstm.weight_ih_l0"]
+    state["lstm.weight_ih_l0"] = torch.cat([w, w.new_zeros(w.shape[0], control_dim)], dim=1)
+    wider.load_state_dict(state)
+    return wider.train(model.training)
 
 
 def save_model(model: PerformanceRNN, directory: Path, card: dict[str, Any], half: bool = True) -> None:

@@ -69,6 +69,18 @@ class TrainConfig:
     )
     """Train on these genres' data together (pre-training); default: the genre's own.
     Their validation splits are kept out the same way, so fine-tuning stays honest."""
+    controls: bool = hyperparameter(
+        False,
+        "Condition on key and density (composer.codec.controls); an unconditioned --init-from model starts with "
+        "zero control weights, exactly where it was.",
+    )
+    control_dropout: float = hyperparameter(
+        0.5,
+        "Share of crops trained without the key control, and (drawn apart) without the density control, "
+        "so one model composes with either, both or neither.",
+        min=0.0,
+        max=1.0,
+    )
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"options": MODEL_HELP})
     """The network's shape (ignored but for dropout when fine-tuning: the model's own is kept)."""
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from composer.codec import events
+from composer.codec import controls, events
 from composer.codec.midi import MidiError, find_midi_files, load_notes
 from composer.nn.model import PerformanceRNN
 
@@ -35,8 +35,13 @@ def sequences_nll(
     device: torch.device | str = "cpu",
     batch_size: int = 16,
     chunk: int = 1024,
+    controlled: bool = False,
 ) -> tuple[float, int]:
-    """Summed NLL (nats) and number of scored events over ``BOS ... [EOS]`` sequences."""
+    """Summed NLL (nats) and number of scored events over ``BOS ... [EOS]`` sequences.
+
+    A conditioned model is scored without controls, unless ``controlled``: then each event is
+    predicted knowing its true key and density (composer.codec.controls)."""
+    controlled = controlled and bool(model.config.control_dim)
     was_training = model.training
     model.eval()
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
@@ -48,12 +53,19 @@ def sequences_nll(
         for row, seq in enumerate(group):
             padded[row, : len(seq)] = seq
         tokens = torch.from_numpy(padded).to(device)
+        known = None
+        if controlled:  # row j carries the control of token j+1, as in training
+            known = np.tile(controls.NO_CONTROL, (len(group), width, 1))
+            for row, seq in enumerate(group):
+                known[row, : len(seq) - 1] = controls.piece_controls(seq)[1:]
+            known = torch.from_numpy(known).to(device)
         state = None
         for lo in range(0, width - 1, chunk):
             inputs = tokens[:, lo : lo + chunk]
             targets = tokens[:, lo + 1 : lo + chunk + 1]
             inputs = inputs[:, : targets.shape[1]]
-            logits, state = model(inputs, state)
+            step_controls = known[:, lo : lo + inputs.shape[1]] if known is not None else None
+            logits, state = model(inputs, state, controls=step_controls)
             scored = targets < events.NUM_EVENTS
             loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
             total += float(loss[scored].sum())

@@ -24,11 +24,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from composer.codec import events
+from composer.codec import controls, events
 from composer.config import pick_device
 from composer.corpus.data import CropSampler, TokenBundle
 from composer.corpus.genres import Genre
-from composer.nn.model import PerformanceRNN, load_model, save_model
+from composer.nn.model import PerformanceRNN, load_model, save_model, with_controls
 from composer.training.config import ModelConfig, TrainConfig
 from composer.training.evaluate import sequences_nll
 
@@ -144,9 +144,13 @@ def train(
         model.train()
         if model.config.dropout != cfg.model.dropout:
             model = _with_dropout(model, cfg.model.dropout)
-        cfg.model = model.config
     else:
         model = PerformanceRNN(cfg.model)
+    if cfg.controls and not model.config.control_dim:
+        model = with_controls(model, controls.CONTROL_DIM)
+    cfg.model = model.config
+    conditioned = bool(model.config.control_dim)
+    control_rng = np.random.default_rng(cfg.seed * 1000 + ddp.rank + 1)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -161,6 +165,7 @@ def train(
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         sampler.rng = np.random.default_rng(state["step"] * 7919 + cfg.seed * 1000 + ddp.rank)
+        control_rng = np.random.default_rng(state["step"] * 7919 + cfg.seed * 1000 + ddp.rank + 1)
         if ddp.main:
             log.info("resumed %s at step %d (best NLL %.4f)", run_dir, state["step"], state["best_nll"])
     if ddp.main:  # the settings of the latest start: a resume may change steps, dropout or transposition
@@ -194,6 +199,9 @@ def train(
         else:
             state["evals_since_best"] += 1
         record = {"step": state["step"], "val_nll": nll, "val_events": count, "best": improved}
+        if conditioned:  # val_nll is without controls, comparable with unconditioned models; this with them
+            total, count = sequences_nll(model, val_sequences, device, controlled=True)
+            record["val_nll_controlled"] = total / max(count, 1)
         if train_sequences:
             train_total, train_count = sequences_nll(model, train_sequences, device)
             record.update(train_nll=train_total / max(train_count, 1), train_events=train_count)
@@ -202,10 +210,19 @@ def train(
 
     try:
         while state["step"] < cfg.steps:
-            batch = torch.from_numpy(sampler.batch(cfg.batch_size)).to(device, non_blocking=True)
+            crop_controls = None
+            if conditioned:
+                tokens, crop_controls = sampler.batch_with_controls(cfg.batch_size)
+                crop_controls = controls.drop_controls(
+                    crop_controls, control_rng, cfg.control_dropout, cfg.control_dropout
+                )
+                crop_controls = torch.from_numpy(crop_controls).to(device, non_blocking=True)
+            else:
+                tokens = sampler.batch(cfg.batch_size)
+            batch = torch.from_numpy(tokens).to(device, non_blocking=True)
             inputs, targets = batch[:, :-1], batch[:, 1:]
             with autocast:
-                logits, _ = net(inputs)
+                logits, _ = net(inputs, controls=crop_controls)
             loss = F.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=events.PAD
             )

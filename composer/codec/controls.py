@@ -1,0 +1,187 @@
+"""Controls: what the coming seconds of a piece hold, fed to the model beside each event.
+
+As in Magenta's conditioned Performance RNN, two controls are computed from the music
+itself, so no labels are needed:
+- a pitch-class histogram: the seconds each pitch class sounds in the next 5 s (held notes
+  count), plus a small prior, normalised to sum 1 - the key, as the notes state it;
+- note density: note-ons per second in the next 3 s, one-hot over the bins with lower
+  edges 0, 1, 2, 4, 8, 16, 32, 64 notes/s.
+Each has a "no control" flag of its own, so one model samples with a key, a density, both
+or neither. The control for predicting event i describes the window that starts at event
+i's time: a model input at position j (event j) carries the control of event j+1.
+
+Layout of a control vector (``CONTROL_DIM`` floats): 12 pitch classes (C first), the
+no-key flag, 8 density bins, the no-density flag.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from composer.codec import events
+
+KEY_WINDOW_STEPS = 5 * events.STEPS_PER_SECOND
+DENSITY_WINDOW_STEPS = 3 * events.STEPS_PER_SECOND
+HISTOGRAM_PRIOR = 0.01
+DENSITY_EDGES = np.array([1, 2, 4, 8, 16, 32, 64], dtype=np.float64)  # lower edges of bins 1..7
+
+PITCH = slice(0, 12)
+NO_KEY = 12
+DENSITY = slice(13, 21)
+NO_DENSITY = 21
+CONTROL_DIM = 22
+
+MAJOR, MINOR = "major", "minor"
+TONICS = ("C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B")
+# Krumhansl-Kessler probe-tone profiles, tonic first: the shape of a key's pitch-class histogram.
+KK_PROFILES = {
+    MAJOR: np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]),
+    MINOR: np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17]),
+}
+DENSITY_WORDS = {"calm": 2.0, "moderate": 5.0, "busy": 12.0}
+"""Notes per second for the words people use (the bins they fall in: 2-4, 4-8, 8-16)."""
+
+
+@dataclass(frozen=True)
+class Key:
+    tonic: int  # pitch class, 0 = C
+    mode: str  # MAJOR or MINOR
+
+    @property
+    def name(self) -> str:
+        return f"{TONICS[self.tonic]} {self.mode}"
+
+    def histogram(self) -> np.ndarray:
+        """The pitch-class histogram asked for: the key's Krumhansl-Kessler profile on its tonic, summing to 1."""
+        profile = np.roll(KK_PROFILES[self.mode], self.tonic)
+        return profile / profile.sum()
+
+
+_LETTERS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+_KEY = re.compile(r"^\s*([a-g])\s*(#|♯|sharp|b|♭|flat)?\s*(major|maj|minor|min|m)?\s*$", re.IGNORECASE)
+
+
+class UnknownKeyError(ValueError):
+    """A key name that could not be read; the message says what a key looks like."""
+
+
+def parse_key(text: str) -> Key:
+    """"D minor", "F# minor", "Eb major", "B flat minor", "E♭", "c" (major unless said otherwise)."""
+    match = _KEY.match(text.replace("-", " "))
+    if not match:
+        raise UnknownKeyError(f"{text!r} is not a key: name one like 'D minor', 'F# major' or 'B flat minor'")
+    letter, accidental, mode = match.groups()
+    tonic = _LETTERS[letter.lower()]
+    if accidental:
+        tonic += 1 if accidental.lower() in ("#", "♯", "sharp") else -1
+    mode = MINOR if mode and mode.lower() in ("minor", "min", "m") else MAJOR
+    return Key(tonic % 12, mode)
+
+
+def parse_density(text: str | float) -> float:
+    """Notes per second from a number or one of ``DENSITY_WORDS``."""
+    if isinstance(text, int | float):
+        value = float(text)
+    elif text.strip().lower() in DENSITY_WORDS:
+        return DENSITY_WORDS[text.strip().lower()]
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            words = ", ".join(DENSITY_WORDS)
+            raise ValueError(f"density must be notes per second or one of {words}, got {text!r}") from None
+    if not 0 <= value <= 200:
+        raise ValueError(f"density must be within 0..200 notes per second, got {value:g}")
+    return value
+
+
+def density_bin(notes_per_second: np.ndarray | float) -> np.ndarray:
+    return np.searchsorted(DENSITY_EDGES, notes_per_second, side="right")
+
+
+def control_vector(key: Key | None = None, density: float | None = None) -> np.ndarray:
+    """One control for a whole piece: the key's histogram and the density's bin, or their no-control flags."""
+    vector = np.zeros(CONTROL_DIM, dtype=np.float32)
+    if key is None:
+        vector[NO_KEY] = 1.0
+    else:
+        vector[PITCH] = key.histogram()
+    if density is None:
+        vector[NO_DENSITY] = 1.0
+    else:
+        vector[DENSITY.start + int(density_bin(density))] = 1.0
+    return vector
+
+
+NO_CONTROL = control_vector()
+
+
+def event_times(tokens: np.ndarray) -> np.ndarray:
+    """The time step at which each event happens: the sum of the time shifts before it."""
+    tokens = np.asarray(tokens)
+    shift = np.where(
+        (tokens >= events.TIME_SHIFT) & (tokens < events.VELOCITY), tokens - events.TIME_SHIFT + 1, 0
+    ).astype(np.int64)
+    return np.cumsum(shift) - shift
+
+
+def piece_controls(tokens: np.ndarray) -> np.ndarray:
+    """(len(tokens), CONTROL_DIM) float32: row i is the control of the window that starts at event i.
+
+    Special tokens (BOS, EOS, PAD) take no time and are passed over. A note never released
+    sounds to the end of the piece; a release with nothing to release is ignored.
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    times = event_times(tokens)
+    end = int(times[-1] + _shift_of(tokens[-1])) if tokens.size else 0
+    grid = end + 1
+    on = tokens < events.NOTE_OFF
+    off = (tokens >= events.NOTE_OFF) & (tokens < events.TIME_SHIFT)
+    # Sounding notes per pitch class at each step: ons minus offs, accumulated over time.
+    change = np.zeros((12, grid + 1), dtype=np.int64)
+    np.add.at(change, (tokens[on] % 12, times[on]), 1)
+    np.add.at(change, ((tokens[off] - events.NOTE_OFF) % 12, times[off]), -1)
+    sounding = np.maximum(np.cumsum(change, axis=1)[:, :grid], 0)
+    occupied = np.concatenate([np.zeros((12, 1), np.int64), np.cumsum(sounding, axis=1)], axis=1)
+    onsets = np.zeros(grid + 1, dtype=np.int64)
+    np.add.at(onsets, times[on], 1)
+    struck = np.concatenate([[0], np.cumsum(onsets)])
+
+    out = np.zeros((tokens.size, CONTROL_DIM), dtype=np.float32)
+    key_end = np.minimum(times + KEY_WINDOW_STEPS, end)
+    seconds_sounding = (occupied[:, key_end] - occupied[:, times]).T / events.STEPS_PER_SECOND
+    histogram = seconds_sounding + HISTOGRAM_PRIOR
+    out[:, PITCH] = histogram / histogram.sum(axis=1, keepdims=True)
+    # Note-ons from the window's start on; past the piece's end nothing more is counted, so the
+    # density falls as a piece closes.
+    count = struck[np.minimum(times + DENSITY_WINDOW_STEPS, end + 1)] - struck[times]
+    per_second = count / (DENSITY_WINDOW_STEPS / events.STEPS_PER_SECOND)
+    out[np.arange(tokens.size), DENSITY.start + density_bin(per_second)] = 1.0
+    return out
+
+
+def _shift_of(token: int) -> int:
+    return int(token - events.TIME_SHIFT + 1) if events.TIME_SHIFT <= token < events.VELOCITY else 0
+
+
+def transpose_controls(controls: np.ndarray, semitones: int) -> np.ndarray:
+    """The controls of the same passage transposed: the pitch classes rotate with the notes."""
+    out = controls.copy()
+    out[..., PITCH] = np.roll(controls[..., PITCH], semitones, axis=-1)
+    return out
+
+
+def drop_controls(controls: np.ndarray, rng: np.random.Generator, p_key: float, p_density: float) -> np.ndarray:
+    """Replace each crop's key and density controls by "no control" with these chances (training)."""
+    out = controls.copy()
+    crops = out.shape[0]
+    no_key = rng.random(crops) < p_key
+    no_density = rng.random(crops) < p_density
+    out[no_key, :, PITCH] = 0.0
+    out[no_key, :, NO_KEY] = 1.0
+    out[no_density, :, DENSITY] = 0.0
+    out[no_density, :, NO_DENSITY] = 1.0
+    return out

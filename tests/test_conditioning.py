@@ -1,0 +1,83 @@
+"""A model conditioned on key and density: warm-started exactly, stepped the same by the sampling engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from composer.codec.controls import CONTROL_DIM, NO_CONTROL, Key, control_vector
+from composer.nn.fastlstm import FusedLSTM, quantization_available
+from composer.nn.model import ModelConfig, PerformanceRNN, load_model, save_model, with_controls
+
+
+def stepwise(engine: FusedLSTM, tokens: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+    state, gates, out = engine.zero_state(tokens.shape[0]), engine.control_gates(controls), []
+    for t in range(tokens.shape[1]):
+        logits, state = engine.step(tokens[:, t], state, gates)
+        out.append(logits)
+    return torch.stack(out, dim=1)
+
+
+@pytest.fixture(scope="module")
+def plain() -> PerformanceRNN:
+    torch.manual_seed(0)
+    return PerformanceRNN(ModelConfig(embed_dim=24, hidden_size=48, num_layers=3)).eval()
+
+
+@pytest.fixture(scope="module")
+def conditioned(plain) -> PerformanceRNN:
+    """Warm-started, then its control weights moved off zero, as training would."""
+    model = with_controls(plain, CONTROL_DIM)
+    with torch.no_grad():
+        model.lstm.weight_ih_l0[:, -CONTROL_DIM:].normal_(0, 0.5)
+    return model.eval()
+
+
+def test_a_warm_start_computes_exactly_what_the_model_computed_whatever_the_controls(plain):
+    tokens = torch.randint(0, 391, (4, 30))
+    warm = with_controls(plain, CONTROL_DIM).eval()
+    assert warm.config.control_dim == CONTROL_DIM
+    with torch.no_grad():
+        before, _ = plain(tokens)
+        for controls in (torch.rand(4, 30, CONTROL_DIM), torch.as_tensor(control_vector(Key(2, "minor"), 6.0)), None):
+            after, _ = warm(tokens, controls=controls)
+            assert torch.equal(after, before)
+
+
+def test_controls_change_what_a_trained_conditioned_model_predicts(conditioned):
+    tokens = torch.randint(0, 388, (2, 20))
+    with torch.no_grad():
+        d_minor, _ = conditioned(tokens, controls=torch.as_tensor(control_vector(Key(2, "minor"))))
+        none, _ = conditioned(tokens)
+        explicit_none, _ = conditioned(tokens, controls=torch.as_tensor(NO_CONTROL))
+    assert torch.equal(none, explicit_none) and not torch.allclose(d_minor, none)
+
+
+@pytest.mark.parametrize(
+    ("weights", "tolerance"),
+    [
+        ("fp32", 1e-5),
+        pytest.param("int8", 0.05, marks=pytest.mark.skipif(not quantization_available(), reason="no fbgemm")),
+    ],
+)
+def test_the_sampling_engine_steps_a_conditioned_model_like_the_model(conditioned, weights, tolerance):
+    tokens = torch.randint(0, 388, (3, 25))
+    asked = torch.as_tensor(np.stack([control_vector(Key(i * 5, "major"), 3.0 * (i + 1)) for i in range(3)]))
+    with torch.no_grad():
+        reference, _ = conditioned(tokens, controls=asked[:, None, :].expand(-1, 25, -1))
+    assert (stepwise(FusedLSTM(conditioned, weights), tokens, asked) - reference).abs().max() < tolerance
+
+
+def test_a_conditioned_model_saves_and_loads_with_its_control_inputs(conditioned, tmp_path):
+    save_model(conditioned, tmp_path / "m", {"genre": "folk"}, half=False)
+    loaded, card = load_model(tmp_path / "m")
+    assert card["config"]["control_dim"] == CONTROL_DIM
+    tokens = torch.randint(0, 388, (1, 10))
+    controls = torch.as_tensor(control_vector(Key(7, "major")))
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens, controls=controls)[0], conditioned(tokens, controls=controls)[0])
+
+
+def test_an_unconditioned_engine_has_no_control_gates(plain):
+    assert FusedLSTM(plain).control_gates(torch.zeros(1, CONTROL_DIM)) is None
