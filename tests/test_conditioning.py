@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from composer.codec.controls import CONTROL_DIM, NO_CONTROL, Key, control_vector
+from composer.codec.controls import CONTROL_DIM, NO_CONTROL, control_vector
+from composer.codec.keys import Key
 from composer.nn.fastlstm import FusedLSTM, quantization_available
 from composer.nn.model import ModelConfig, PerformanceRNN, load_model, save_model, with_controls
 

@@ -14,16 +14,14 @@ from composer.codec.controls import (
     NO_DENSITY,
     NO_KEY,
     PITCH,
-    Key,
-    UnknownKeyError,
     control_vector,
     event_times,
     parse_density,
-    parse_key,
     piece_controls,
     transpose_controls,
 )
 from composer.codec.events import Note
+from composer.codec.keys import Key, UnknownKeyError, parse_key
 
 # Notes on the 10 ms grid, no two of one pitch overlapping (a unison's releases are ambiguous).
 quantized_notes = st.lists(

@@ -16,12 +16,10 @@ no-key flag, 8 density bins, the no-density flag.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import numpy as np
 
 from composer.codec import events
+from composer.codec.keys import Key
 
 KEY_WINDOW_STEPS = 5 * events.STEPS_PER_SECOND
 DENSITY_WINDOW_STEPS = 3 * events.STEPS_PER_SECOND
@@ -34,51 +32,8 @@ DENSITY = slice(13, 21)
 NO_DENSITY = 21
 CONTROL_DIM = 22
 
-MAJOR, MINOR = "major", "minor"
-TONICS = ("C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B")
-# Krumhansl-Kessler probe-tone profiles, tonic first: the shape of a key's pitch-class histogram.
-KK_PROFILES = {
-    MAJOR: np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]),
-    MINOR: np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17]),
-}
 DENSITY_WORDS = {"calm": 2.0, "moderate": 5.0, "busy": 12.0}
 """Notes per second for the words people use (the bins they fall in: 2-4, 4-8, 8-16)."""
-
-
-@dataclass(frozen=True)
-class Key:
-    tonic: int  # pitch class, 0 = C
-    mode: str  # MAJOR or MINOR
-
-    @property
-    def name(self) -> str:
-        return f"{TONICS[self.tonic]} {self.mode}"
-
-    def histogram(self) -> np.ndarray:
-        """The pitch-class histogram asked for: the key's Krumhansl-Kessler profile on its tonic, summing to 1."""
-        profile = np.roll(KK_PROFILES[self.mode], self.tonic)
-        return profile / profile.sum()
-
-
-_LETTERS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
-_KEY = re.compile(r"^\s*([a-g])\s*(#|♯|sharp|b|♭|flat)?\s*(major|maj|minor|min|m)?\s*$", re.IGNORECASE)
-
-
-class UnknownKeyError(ValueError):
-    """A key name that could not be read; the message says what a key looks like."""
-
-
-def parse_key(text: str) -> Key:
-    """"D minor", "F# minor", "Eb major", "B flat minor", "E♭", "c" (major unless said otherwise)."""
-    match = _KEY.match(text.replace("-", " "))
-    if not match:
-        raise UnknownKeyError(f"{text!r} is not a key: name one like 'D minor', 'F# major' or 'B flat minor'")
-    letter, accidental, mode = match.groups()
-    tonic = _LETTERS[letter.lower()]
-    if accidental:
-        tonic += 1 if accidental.lower() in ("#", "♯", "sharp") else -1
-    mode = MINOR if mode and mode.lower() in ("minor", "min", "m") else MAJOR
-    return Key(tonic % 12, mode)
 
 
 def parse_density(text: str | float) -> float:
