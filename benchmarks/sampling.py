@@ -14,15 +14,15 @@ from pathlib import Path
 import torch
 
 from composer.nn.model import load_model
-from composer.sampling.sample import BatchSampler, Composer, SampleRequest
+from composer.sampling.sample import BatchSampler, Sampler, SampleRequest
 
 
-def events_per_second(composer: Composer, batch: int, steps: int, seed: int = 0) -> float:
+def events_per_second(sampler: Sampler, batch: int, steps: int, seed: int = 0) -> float:
     """Aggregate events/s of ``batch`` streams over ``steps`` sampling steps (priming excluded)."""
-    sampler = BatchSampler(composer)
+    streams = BatchSampler(sampler)
     for i in range(batch):
-        sampler.add(SampleRequest(seconds=600, seed=seed + i))
-    return batch / seconds_per_call(sampler.step, steps, composer.device, warmup=3)
+        streams.add(SampleRequest(seconds=600, seed=seed + i))
+    return batch / seconds_per_call(streams.step, steps, sampler.device, warmup=3)
 
 
 def seconds_per_call(fn: Callable[[], object], calls: int, device: torch.device, warmup: int) -> float:
@@ -40,42 +40,42 @@ def seconds_per_call(fn: Callable[[], object], calls: int, device: torch.device,
     return (time.perf_counter() - started) / calls
 
 
-def products_us_per_step(composer: Composer, steps: int = 400) -> float | None:
+def products_us_per_step(sampler: Sampler, steps: int = 400) -> float | None:
     """Microseconds one stream's step spends in its weight products alone (the four
     matrix-vector products on one row, in the step's order): what a step would cost if
     everything around them were free. None for engines without them. (The CPU ``fused``
     engine steps a lone stream as two rows; its figure here is for one.)"""
-    fused = composer.fused
+    fused = sampler.fused
     if fused is None:
         return None
     linears = [*fused.cells, fused.head]
     widths = [fused.hidden] + [2 * fused.hidden] * (len(fused.cells) - 1) + [fused.hidden]
-    inputs = [torch.rand(1, w, device=composer.device) * 2 - 1 for w in widths]
+    inputs = [torch.rand(1, w, device=sampler.device) * 2 - 1 for w in widths]
 
     def one_step() -> None:
         for linear, x in zip(linears, inputs):
             linear(x)
 
     with torch.inference_mode():
-        return seconds_per_call(one_step, steps, composer.device, warmup=10) * 1e6
+        return seconds_per_call(one_step, steps, sampler.device, warmup=10) * 1e6
 
 
-def weight_bytes(composer: Composer) -> int | None:
+def weight_bytes(sampler: Sampler) -> int | None:
     """Bytes of matrix weights one step reads (the first layer's input table is a row lookup)."""
-    fused = composer.fused
+    fused = sampler.fused
     if fused is None:
         return None
     per_value = {"fp32": 4, "fp16": 2, "half": 2, "int8": 1, "int8w": 1}[fused.weights]
     h = fused.hidden
-    rows, vocab = 4 * h, composer.model.head.out_features
+    rows, vocab = 4 * h, sampler.model.head.out_features
     return per_value * (rows * h + (fused.layers - 1) * rows * 2 * h + vocab * h)
 
 
 def piece_seconds(directory: Path, device: torch.device, seconds: float = 30.0, seed: int = 1) -> tuple[float, int]:
     """Wall time to load the model and compose one piece of ``seconds``; and its event count."""
     started = time.perf_counter()
-    composer = Composer.from_dir(directory, device)
-    tokens = composer.generate([SampleRequest(seconds, seed=seed)])[0]
+    sampler = Sampler.from_dir(directory, device)
+    tokens = sampler.generate([SampleRequest(seconds, seed=seed)])[0]
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started, len(tokens)
@@ -87,8 +87,8 @@ def run_bench(directory: Path, device: torch.device, steps: int = 400, batch_siz
         "device": str(device),
         "model": f"{card.get('genre', '?')}/{card.get('version', directory.name)}",
     }
-    fast = Composer(model, card, device)
-    naive = Composer(model, card, device, engine="naive")
+    fast = Sampler(model, card, device)
+    naive = Sampler(model, card, device, engine="naive")
     result["engine"] = fast.engine
     result["threads"] = torch.get_num_threads()
     result["single_events_per_s"] = events_per_second(fast, 1, steps)
@@ -105,7 +105,7 @@ def run_bench(directory: Path, device: torch.device, steps: int = 400, batch_siz
     if device.type == "cpu":
         for engine in ("fp16", "int8w", "fused"):
             if engine != fast.engine:
-                other = Composer(model, card, device, engine=engine)
+                other = Sampler(model, card, device, engine=engine)
                 result[f"{engine}_single_events_per_s"] = events_per_second(other, 1, steps)
     if device.type == "cuda":
         best = (0, 0.0)

@@ -344,7 +344,7 @@ def sample(
     from composer.codec import events
     from composer.codec.midi import MidiError, load_notes, save_notes
     from composer.config import pick_device
-    from composer.sampling.sample import MAX_SECONDS, Composer, SampleRequest, piece_notes, primer_tokens
+    from composer.sampling.sample import MAX_SECONDS, Sampler, SampleRequest, piece_notes, primer_tokens
 
     started = time.perf_counter()
     if not 0 < seconds <= MAX_SECONDS:
@@ -361,11 +361,11 @@ def sample(
     seed = random.randrange(2**31) if seed is None else seed
     requests = [SampleRequest(seconds, seed + i, temperature, top_p, prime) for i in range(count)]
     try:
-        composer = Composer.from_dir(directory, pick_device(device or settings().device), engine)
+        sampler = Sampler.from_dir(directory, pick_device(device or settings().device), engine)
     except ValueError as exc:
         fail(str(exc))
     try:
-        pieces = composer.generate(requests)
+        pieces = sampler.generate(requests)
     except ValueError as exc:
         fail(str(exc))
     outputs = [out] if count == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(count)]
@@ -378,7 +378,7 @@ def sample(
         )
     typer.echo(
         f"composed in {time.perf_counter() - started:.2f} s with {directory.parent.name}/{directory.name} "
-        f"on {composer.device}",
+        f"on {sampler.device}",
         err=True,
     )
 

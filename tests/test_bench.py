@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks.sampling import weight_bytes
 from composer.nn.model import load_model
-from composer.sampling.sample import Composer
+from composer.sampling.sample import Sampler
 from tests.conftest import tiny_model
 
 
@@ -36,8 +36,8 @@ def test_bench_prints_the_target_figures_as_its_last_json_line(tmp_path: Path):
 def test_weight_bytes_count_every_matrix_a_step_reads(tmp_path: Path):
     model, card = load_model(tiny_model(tmp_path / "m", hidden=64, layers=3))
     h, vocab = 64, model.head.out_features
-    int8 = Composer(model, card, engine="int8w")  # int8 weights, with or without fbgemm
+    int8 = Sampler(model, card, engine="int8w")  # int8 weights, with or without fbgemm
     # layer 0: recurrent weights only (its input is a table row); deeper layers: [input, hidden]; the head
     assert weight_bytes(int8) == 4 * h * h + 2 * (4 * h * 2 * h) + vocab * h
-    assert weight_bytes(Composer(model, card, engine="fused")) == 4 * weight_bytes(int8)
-    assert weight_bytes(Composer(model, card, engine="naive")) is None
+    assert weight_bytes(Sampler(model, card, engine="fused")) == 4 * weight_bytes(int8)
+    assert weight_bytes(Sampler(model, card, engine="naive")) is None

@@ -10,7 +10,7 @@ import torch
 
 from composer.codec import events
 from composer.sampling.sample import (
-    Composer,
+    Sampler,
     SampleRequest,
     Stream,
     draw,
@@ -22,8 +22,8 @@ from composer.sampling.sample import (
 
 
 @pytest.fixture
-def composer(tiny_model_dir: Path) -> Composer:
-    return Composer.from_dir(tiny_model_dir)
+def sampler(tiny_model_dir: Path) -> Sampler:
+    return Sampler.from_dir(tiny_model_dir)
 
 
 def seconds_of(tokens: np.ndarray) -> float:
@@ -32,40 +32,40 @@ def seconds_of(tokens: np.ndarray) -> float:
 
 @pytest.mark.parametrize("engine", ["naive", "fused", "fp16", "int8", "int8w", "half"])
 def test_same_seed_same_piece_and_other_seed_other_piece(tiny_model_dir: Path, engine: str):
-    composer = Composer.from_dir(tiny_model_dir, engine=engine)
-    a, b, c = composer.generate([SampleRequest(5, seed=7), SampleRequest(5, seed=7), SampleRequest(5, seed=8)])
+    sampler = Sampler.from_dir(tiny_model_dir, engine=engine)
+    a, b, c = sampler.generate([SampleRequest(5, seed=7), SampleRequest(5, seed=7), SampleRequest(5, seed=8)])
     assert a.tolist() == b.tolist()
     assert a.tolist() != c.tolist()
 
 
-def test_a_stream_does_not_depend_on_its_batch(composer: Composer):
-    alone = composer.generate([SampleRequest(4, seed=3, temperature=0.9)])[0]
-    batched = composer.generate(
+def test_a_stream_does_not_depend_on_its_batch(sampler: Sampler):
+    alone = sampler.generate([SampleRequest(4, seed=3, temperature=0.9)])[0]
+    batched = sampler.generate(
         [SampleRequest(9, seed=1), SampleRequest(4, seed=3, temperature=0.9), SampleRequest(2, seed=5, top_p=0.8)]
     )[1]
     assert alone.tolist() == batched.tolist()
 
 
 @pytest.mark.parametrize("seconds", [1.0, 7.5, 30.0])
-def test_piece_stops_at_the_asked_length(composer: Composer, seconds: float):
-    tokens = composer.generate([SampleRequest(seconds, seed=11)])[0]
+def test_piece_stops_at_the_asked_length(sampler: Sampler, seconds: float):
+    tokens = sampler.generate([SampleRequest(seconds, seed=11)])[0]
     assert seconds <= seconds_of(tokens) <= seconds * 1.15 + 1.0  # the last shift may overshoot by < 1 s
     assert tokens.min() >= 0 and tokens.max() < events.NUM_EVENTS
 
 
-def test_every_note_is_closed(composer: Composer):
-    tokens = composer.generate([SampleRequest(10, seed=2)])[0]
+def test_every_note_is_closed(sampler: Sampler):
+    tokens = sampler.generate([SampleRequest(10, seed=2)])[0]
     notes = events.decode(tokens)
     assert notes and all(n.end > n.start for n in notes)
 
 
-def test_primer_is_continued_not_repeated(composer: Composer):
+def test_primer_is_continued_not_repeated(sampler: Sampler):
     primer = events.encode([events.Note(60, 80, 0, 0.5), events.Note(64, 80, 0.5, 1.0)]).astype(np.int64)
-    _, primed = composer.prime(SampleRequest(3, seed=4, primer=primer))
-    _, fresh = composer.prime(SampleRequest(3, seed=4))
+    _, primed = sampler.prime(SampleRequest(3, seed=4, primer=primer))
+    _, fresh = sampler.prime(SampleRequest(3, seed=4))
     assert not torch.allclose(primed, fresh), "the primer should change what comes next"
-    with_primer = composer.generate([SampleRequest(3, seed=4, primer=primer)])[0]
-    ragged = composer.generate([SampleRequest(3, seed=4, primer=primer), SampleRequest(3, seed=4, primer=primer[:2])])
+    with_primer = sampler.generate([SampleRequest(3, seed=4, primer=primer)])[0]
+    ragged = sampler.generate([SampleRequest(3, seed=4, primer=primer), SampleRequest(3, seed=4, primer=primer[:2])])
     assert ragged[0].tolist() == with_primer.tolist()
 
 
@@ -79,9 +79,9 @@ def test_primer_is_continued_not_repeated(composer: Composer):
         SampleRequest(5, seed=1, primer=np.array([999])),
     ],
 )
-def test_bad_requests_are_refused(composer: Composer, request_: SampleRequest):
+def test_bad_requests_are_refused(sampler: Sampler, request_: SampleRequest):
     with pytest.raises(ValueError):
-        composer.generate([request_])
+        sampler.generate([request_])
 
 
 def test_top_p_keeps_only_the_nucleus():
@@ -101,11 +101,11 @@ def test_primer_tokens_take_the_end_of_a_piece():
     assert events.VELOCITY <= tail[0] < events.NUM_EVENTS  # velocity re-stated up front
 
 
-def test_streams_can_join_a_running_batch(composer: Composer):
+def test_streams_can_join_a_running_batch(sampler: Sampler):
     from composer.sampling.sample import BatchSampler
 
-    alone = composer.generate([SampleRequest(3, seed=21)])[0]
-    batch = BatchSampler(composer)
+    alone = sampler.generate([SampleRequest(3, seed=21)])[0]
+    batch = BatchSampler(sampler)
     first = batch.add(SampleRequest(60, seed=20))
     finished = []
     for _ in range(25):
@@ -118,9 +118,9 @@ def test_streams_can_join_a_running_batch(composer: Composer):
     assert late.result().tolist() == alone.tolist()
 
 
-def test_a_continuation_keeps_its_primers_loudness(composer: Composer):
+def test_a_continuation_keeps_its_primers_loudness(sampler: Sampler):
     primer = np.array([events.VELOCITY + 22, 60, events.TIME_SHIFT + 49, events.NOTE_OFF + 60], dtype=np.int64)
-    tokens = composer.generate([SampleRequest(3, seed=s, primer=primer) for s in range(4)])
+    tokens = sampler.generate([SampleRequest(3, seed=s, primer=primer) for s in range(4)])
     for piece in tokens:
         assert piece[0] == events.VELOCITY + 22
         notes = piece_notes(piece)
@@ -128,17 +128,17 @@ def test_a_continuation_keeps_its_primers_loudness(composer: Composer):
         assert all(n.velocity == events.bin_to_velocity(23) for n in before_any_change)
 
 
-def test_a_row_without_nucleus_samples_the_same_beside_rows_with_one(composer: Composer):
-    alone = composer.generate([SampleRequest(6, seed=9)])[0]
-    mixed = composer.generate([SampleRequest(6, seed=9), SampleRequest(6, seed=10, top_p=0.5)])[0]
+def test_a_row_without_nucleus_samples_the_same_beside_rows_with_one(sampler: Sampler):
+    alone = sampler.generate([SampleRequest(6, seed=9)])[0]
+    mixed = sampler.generate([SampleRequest(6, seed=9), SampleRequest(6, seed=10, top_p=0.5)])[0]
     assert alone.tolist() == mixed.tolist()
     logits = torch.randn(2, 388)
     both = filter_probs(logits, torch.ones(2), torch.tensor([1.0, 0.5]))
     assert torch.equal(both[0], torch.softmax(logits[0], -1))
 
 
-def test_sampling_never_releases_a_key_that_is_not_sounding(composer: Composer):
-    for piece in composer.generate([SampleRequest(8, seed=s) for s in range(4)]):
+def test_sampling_never_releases_a_key_that_is_not_sounding(sampler: Sampler):
+    for piece in sampler.generate([SampleRequest(8, seed=s) for s in range(4)]):
         strikes = np.zeros(128, dtype=int)  # unreleased note-ons per key: a unison takes two releases
         assert piece[0] >= events.VELOCITY  # a velocity is stated before anything else
         for t in piece.tolist():

@@ -14,7 +14,7 @@ import torch
 from composer.config import pick_device
 from composer.models.registry import CURRENT_FILE, current_version, genre_dir
 from composer.models.registry import model_dir as find_model_dir
-from composer.sampling.sample import Composer
+from composer.sampling.sample import Sampler
 
 SERVING_ENGINE = "auto"
 """int8 on x86 CPUs (batch-invariant, so a seed replayed alone gives the piece it gave in
@@ -25,7 +25,7 @@ a batch), float16 products on CUDA, float32 elsewhere (see composer.nn.fastlstm)
 class LoadedModel:
     genre: str
     version: str
-    composer: Composer
+    sampler: Sampler
     key: tuple[int, str]
     """What CURRENT said when this was loaded (mtime, version): a change means a promotion."""
 
@@ -47,5 +47,5 @@ def load_current(
     key = current_key(genre, models_dir)
     directory = find_model_dir(genre, key[1] or None, models_dir)
     dev = pick_device(device) if isinstance(device, str) else device
-    composer = Composer.from_dir(directory, dev, engine)
-    return LoadedModel(genre, directory.name, composer, key)
+    sampler = Sampler.from_dir(directory, dev, engine)
+    return LoadedModel(genre, directory.name, sampler, key)

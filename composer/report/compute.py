@@ -221,13 +221,13 @@ def baseline_figures(
 
 def generate_samples(model: GenreModel, opts: ReportOptions, cache: Path | None, refresh=False) -> dict:
     """``{"tokens": [...], "engine": ...}``: ``opts.samples`` pieces from the model, seeds ``opts.seed + i``."""
-    from composer.sampling.sample import Composer, SampleRequest
+    from composer.sampling.sample import Sampler, SampleRequest
 
     def compute() -> dict:
         log.info("%s: sampling %d x %g s", model.genre, opts.samples, opts.seconds)
-        composer = Composer.from_dir(model.directory, opts.device, opts.engine)
+        sampler = Sampler.from_dir(model.directory, opts.device, opts.engine)
         requests = [SampleRequest(opts.seconds, opts.seed + i, opts.temperature) for i in range(opts.samples)]
-        return {"tokens": [t.astype(int).tolist() for t in composer.generate(requests)], "engine": composer.engine}
+        return {"tokens": [t.astype(int).tolist() for t in sampler.generate(requests)], "engine": sampler.engine}
 
     key = [
         model.key,

@@ -116,7 +116,7 @@ def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
 ENGINES = ("auto", "fp16", "int8", "int8w", "half", "fused", "naive")
 
 
-class Composer:
+class Sampler:
     """A loaded genre model that samples pieces; reuse it, loading is the slow part.
 
     ``engine`` picks how each step runs (see ``composer.nn.fastlstm``): ``fused`` (float32),
@@ -151,7 +151,7 @@ class Composer:
         self.fused = FusedLSTM(self.model, weights) if weights else None
 
     @classmethod
-    def from_dir(cls, directory: Path, device: str | torch.device = "cpu", engine: str = "auto") -> Composer:
+    def from_dir(cls, directory: Path, device: str | torch.device = "cpu", engine: str = "auto") -> Sampler:
         model, card = load_model(directory, device)
         return cls(model, card, device, engine)
 
@@ -251,12 +251,12 @@ class BatchSampler:
     and collects the ones that finish, while the others keep going.
     """
 
-    def __init__(self, composer: Composer):
-        self.composer = composer
+    def __init__(self, sampler: Sampler):
+        self.sampler = sampler
         self.streams: list[Stream] = []
         self._state: State | None = None
         self._logits: torch.Tensor | None = None
-        dev = composer.device
+        dev = sampler.device
         self._temperature = torch.empty(0, device=dev)
         self._top_p = torch.empty(0, device=dev)
 
@@ -271,8 +271,8 @@ class BatchSampler:
     def add(self, request: SampleRequest) -> Stream:
         validate(request)
         stream = Stream(request)
-        state, logits = self.composer.prime(request)
-        dev = self.composer.device
+        state, logits = self.sampler.prime(request)
+        dev = self.sampler.device
         temperature = torch.tensor([request.temperature], device=dev)
         top_p = torch.tensor([request.top_p], device=dev)
         if self._state is None:
@@ -291,7 +291,7 @@ class BatchSampler:
         """Sample one event for every stream; returns (and drops) the streams that finished."""
         if not self.streams:
             return []
-        dev = self.composer.device
+        dev = self.sampler.device
         # Only performance events: never PAD or BOS, nor EOS, since the length is asked for.
         nucleus = any(s.request.top_p < 1 for s in self.streams)
         ban = torch.from_numpy(np.stack([s.ban for s in self.streams])).to(dev)
@@ -312,7 +312,7 @@ class BatchSampler:
             tokens = tokens[index]
             self._state = (self._state[0][:, index], self._state[1][:, index])
             self._temperature, self._top_p = self._temperature[index], self._top_p[index]
-        logits, self._state = self.composer.step(tokens, self._state)
+        logits, self._state = self.sampler.step(tokens, self._state)
         self._logits = logits.float()
         return finished
 

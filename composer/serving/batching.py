@@ -35,8 +35,8 @@ class Sampled:
 
 
 @dataclass(eq=False)
-class Job:
-    """One request on its way through a worker; its future resolves to Sampled."""
+class PendingPiece:
+    """A piece asked for: queued for its genre's batch, then sampled in it; its future resolves to Sampled."""
 
     request: SampleRequest
     future: Future = field(default_factory=Future)
@@ -51,7 +51,7 @@ class QueueFull(ComposerUnavailable):
         self.retry_after = retry_after
 
 
-class GenreWorker:
+class GenreBatcher:
     """Owns one genre's model and its running batch; thread-safe ``submit`` and ``cancel``.
 
     ``max_batch=1`` turns batching off (one piece at a time), for comparison. A newly
@@ -77,11 +77,11 @@ class GenreWorker:
         self.max_batch, self.queue_limit, self.reload_check_s = max_batch, queue_limit, reload_check_s
         self.error: str | None = None
         self._cond = threading.Condition()
-        self._pending: deque[Job] = deque()
-        self._cancels: deque[Job] = deque()
-        self._running: dict[int, Job] = {}  # id(stream) -> job; the worker thread's own
+        self._pending: deque[PendingPiece] = deque()
+        self._cancels: deque[PendingPiece] = deque()
+        self._running: dict[int, PendingPiece] = {}  # id(stream) -> piece; the batcher thread's own
         self._model: LoadedModel | None = None
-        self._sampler: BatchSampler | None = None
+        self._batch: BatchSampler | None = None
         self._reload_wanted = False
         self._failed_key: tuple[int, str] | None = None
         self._next_check = 0.0
@@ -122,28 +122,28 @@ class GenreWorker:
     def active(self) -> int:
         return len(self._running)
 
-    def submit(self, request: SampleRequest) -> Job:
+    def submit(self, request: SampleRequest) -> PendingPiece:
         """Queue a request to join the batch; QueueFull when the queue is at its limit."""
-        job = Job(request)
+        piece = PendingPiece(request)
         with self._cond:
             if self._stop:
                 raise ComposerUnavailable("the composer is shutting down")
             if len(self._pending) >= self.queue_limit:
                 raise QueueFull(f"too many requests for {self.genre!r}: try again shortly", self._retry_after())
-            self._pending.append(job)
+            self._pending.append(piece)
             self._m_queue.set(len(self._pending))
             self._cond.notify()
-        return job
+        return piece
 
-    def cancel(self, job: Job) -> None:
-        """Give up on a job (timed out, client gone): dropped from the queue, or from the batch at its next step."""
-        job.cancelled = True
+    def cancel(self, piece: PendingPiece) -> None:
+        """Give up on a piece (timed out, client gone): dropped from the queue, or from the batch at its next step."""
+        piece.cancelled = True
         with self._cond:
             try:
-                self._pending.remove(job)
+                self._pending.remove(piece)
                 self._m_queue.set(len(self._pending))
             except ValueError:
-                self._cancels.append(job)
+                self._cancels.append(piece)
             self._cond.notify()
 
     def request_reload(self) -> None:
@@ -155,7 +155,7 @@ class GenreWorker:
         waves = (len(self._pending) + 1) / self.max_batch
         return int(min(max(math.ceil(self._service_s * waves), 1), 120))
 
-    # -- the worker thread -------------------------------------------------------------
+    # -- the batcher thread ------------------------------------------------------------
 
     def _run(self) -> None:
         self._load()
@@ -175,24 +175,24 @@ class GenreWorker:
             if self._running:
                 self._step()
         self._fail_pending(ComposerUnavailable("the composer is shutting down"))
-        for job in self._running.values():
-            job.future.set_exception(ComposerUnavailable("the composer is shutting down"))
+        for piece in self._running.values():
+            piece.future.set_exception(ComposerUnavailable("the composer is shutting down"))
         self._running.clear()
 
     def _load(self) -> None:
         reloading = self._model is not None
         try:
             model = load_current(self.genre, self.models_dir, self.device, self.engine)
-        except Exception as exc:  # a half-copied or missing model must not kill the worker
+        except Exception as exc:  # a half-copied or missing model must not kill the batcher
             self.error = f"{type(exc).__name__}: {exc}"
             self._failed_key = current_key(self.genre, self.models_dir)
             log.error("genre %s: could not load its model: %s", self.genre, self.error)
         else:
-            self._model, self._sampler, self.error, self._failed_key = model, BatchSampler(model.composer), None, None
+            self._model, self._batch, self.error, self._failed_key = model, BatchSampler(model.sampler), None, None
             self._m_loaded.set(1)
             if reloading:
                 self._m_reloads.inc()
-            log.info("genre %s: model %s loaded on %s", self.genre, model.version, model.composer.device)
+            log.info("genre %s: model %s loaded on %s", self.genre, model.version, model.sampler.device)
         self._reload_wanted = False
 
     def _check_promotion(self) -> None:
@@ -207,17 +207,17 @@ class GenreWorker:
 
     def _fail_pending(self, error: Exception) -> None:
         with self._cond:
-            jobs, self._pending = list(self._pending), deque()
+            waiting, self._pending = list(self._pending), deque()
             self._m_queue.set(0)
-        for job in jobs:
-            if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(error)
+        for piece in waiting:
+            if piece.future.set_running_or_notify_cancel():
+                piece.future.set_exception(error)
 
     def _apply_cancels(self) -> None:
         while self._cancels:
-            job = self._cancels.popleft()
-            if job.stream is not None and id(job.stream) in self._running:
-                self._sampler.cancel(job.stream)
+            piece = self._cancels.popleft()
+            if piece.stream is not None and id(piece.stream) in self._running:
+                self._batch.cancel(piece.stream)
 
     def _admit(self) -> None:
         if self._reload_wanted:
@@ -226,86 +226,86 @@ class GenreWorker:
             with self._cond:
                 if not self._pending:
                     break
-                job = self._pending.popleft()
+                piece = self._pending.popleft()
                 self._m_queue.set(len(self._pending))
-            if job.cancelled or not job.future.set_running_or_notify_cancel():
+            if piece.cancelled or not piece.future.set_running_or_notify_cancel():
                 continue
             try:
-                job.stream = self._sampler.add(job.request)
+                piece.stream = self._batch.add(piece.request)
             except ValueError as exc:
-                job.future.set_exception(CompositionRejected(str(exc)))
+                piece.future.set_exception(CompositionRejected(str(exc)))
                 continue
             except Exception as exc:
                 log.exception("genre %s: priming failed", self.genre)
-                job.future.set_exception(ComposerUnavailable(f"sampling failed: {exc}", 500))
+                piece.future.set_exception(ComposerUnavailable(f"sampling failed: {exc}", 500))
                 continue
-            self._running[id(job.stream)] = job
+            self._running[id(piece.stream)] = piece
         self._m_active.set(len(self._running))
 
     def _step(self) -> None:
-        size = self._sampler.active
+        size = self._batch.active
         try:
-            finished = self._sampler.step()
+            finished = self._batch.step()
         except Exception as exc:  # out of memory and the like: fail this batch, keep serving
             log.exception("genre %s: a sampling step failed", self.genre)
-            for job in self._running.values():
-                job.future.set_exception(ComposerUnavailable(f"sampling failed: {exc}", 500))
+            for piece in self._running.values():
+                piece.future.set_exception(ComposerUnavailable(f"sampling failed: {exc}", 500))
             self._running.clear()
-            self._sampler = BatchSampler(self._model.composer)
+            self._batch = BatchSampler(self._model.sampler)
             return
         self._m_batch.observe(size)
         self._m_events.inc(size)
         now = time.monotonic()
         for stream in finished:
-            job = self._running.pop(id(stream))
-            if not job.cancelled:
-                job.future.set_result(Sampled(stream.result(), self._model.version))
+            piece = self._running.pop(id(stream))
+            if not piece.cancelled:
+                piece.future.set_result(Sampled(stream.result(), self._model.version))
                 self._m_done.inc()
-                self._service_s = 0.9 * self._service_s + 0.1 * (now - job.submitted)
+                self._service_s = 0.9 * self._service_s + 0.1 * (now - piece.submitted)
         if finished:
             self._m_active.set(len(self._running))
 
 
-class WorkerPool:
-    """The genre workers of one service: started for every served genre, or on first use."""
+class BatcherPool:
+    """The genre batchers of one service: started for every served genre, or on first use."""
 
-    def __init__(self, models_dir: Path, genres_dir: Path, **worker_options):
+    def __init__(self, models_dir: Path, genres_dir: Path, **batcher_options):
         self.models_dir, self.genres_dir = models_dir, genres_dir
-        self.worker_options = worker_options
-        self._workers: dict[str, GenreWorker] = {}
+        self.batcher_options = batcher_options
+        self._batchers: dict[str, GenreBatcher] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     def start(self) -> None:
         for genre in served_genres(self.models_dir):
-            self.worker(genre)
+            self.batcher(genre)
 
-    def worker(self, genre: str) -> GenreWorker:
-        """The genre's worker, started if need be; CompositionRejected (404) for a genre without a model."""
-        found = self._workers.get(genre)
+    def batcher(self, genre: str) -> GenreBatcher:
+        """The genre's batcher, started if need be; CompositionRejected (404) for a genre without a model."""
+        found = self._batchers.get(genre)
         if found is not None:
             return found
         resolve_genre(genre, self.models_dir, self.genres_dir)
         with self._lock:
             if self._closed:
                 raise ComposerUnavailable("the composer is shutting down")
-            if genre not in self._workers:
-                worker = GenreWorker(genre, self.models_dir, **self.worker_options)
-                worker.start()
-                self._workers[genre] = worker
-            return self._workers[genre]
+            if genre not in self._batchers:
+                batcher = GenreBatcher(genre, self.models_dir, **self.batcher_options)
+                batcher.start()
+                self._batchers[genre] = batcher
+            return self._batchers[genre]
 
     @property
-    def workers(self) -> dict[str, GenreWorker]:
-        return dict(self._workers)
+    def batchers(self) -> dict[str, GenreBatcher]:
+        return dict(self._batchers)
 
     def reload(self) -> None:
-        for worker in self.workers.values():
-            worker.request_reload()
+        for batcher in self.batchers.values():
+            batcher.request_reload()
 
     def stop(self) -> None:
         with self._lock:
             self._closed = True
-            workers = list(self._workers.values())
-        for worker in workers:
-            worker.stop()
+            batchers = list(self._batchers.values())
+        for batcher in batchers:
+            batcher.stop()

@@ -62,7 +62,7 @@ class LocalComposerClient:
         seed = new_seed() if seed is None else seed
         request = sample_request(seconds, temperature, top_p, seed, primer, self.max_seconds)
         model = self._model(genre)
-        tokens = model.composer.generate([request])[0]
+        tokens = model.sampler.generate([request])[0]
         return assemble(genre, model.version, request, tokens, audio_format, pianoroll)
 
     def _model(self, genre: str) -> LoadedModel:

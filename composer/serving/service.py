@@ -1,8 +1,8 @@
 """The composer as an HTTP service: genres, compositions, health and metrics.
 
-Requests for one genre are sampled together by that genre's worker (continuous
+Requests for one genre are sampled together by that genre's batcher (continuous
 batching, see ``composer.serving.batching``); this module only speaks HTTP: it checks requests,
-hands them to the workers, waits with a time limit and shapes the answers. OpenAPI docs
+hands them to the batchers, waits with a time limit and shapes the answers. OpenAPI docs
 are served at ``/docs``.
 """
 
@@ -41,7 +41,7 @@ from composer.contract import (
     new_seed,
 )
 from composer.models.store import SERVING_ENGINE
-from composer.serving.batching import Job, QueueFull, WorkerPool
+from composer.serving.batching import BatcherPool, PendingPiece, QueueFull
 from composer.serving.catalog import GENRE_PATTERN, genre_catalog
 from composer.serving.composition import (
     assemble,
@@ -166,13 +166,13 @@ class ClientGone(Exception):
     """The client hung up before its piece was finished."""
 
 
-async def until_done_or_gone(job: Job, request: Request, timeout: float, poll_s: float = 0.25) -> Any:
-    """The job's result; ClientGone as soon as the client disconnects, TimeoutError after ``timeout``.
+async def until_done_or_gone(pending: PendingPiece, request: Request, timeout: float, poll_s: float = 0.25) -> Any:
+    """The piece's result; ClientGone as soon as the client disconnects, TimeoutError after ``timeout``.
 
     Neither uvicorn nor Starlette cancels a handler when its client leaves, so a piece nobody
     waits for would hold its place in the batch to the end; asking every ``poll_s`` frees it.
     """
-    future = asyncio.wrap_future(job.future)
+    future = asyncio.wrap_future(pending.future)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         remaining = deadline - asyncio.get_running_loop().time()
@@ -200,7 +200,7 @@ def create_app(
     engine: str = SERVING_ENGINE,
     reload_check_s: float = 1.0,
 ) -> FastAPI:
-    """The service app; models load at startup in the workers' threads (GET /healthz says when).
+    """The service app; models load at startup in the batchers' threads (GET /healthz says when).
 
     ``max_batch=1`` turns batching off. On a CPU every ``engine`` keeps a piece independent
     of its batch, so a seed replays exactly (see composer.nn.fastlstm for CUDA).
@@ -210,7 +210,7 @@ def create_app(
     genres_dir = genres_dir or cfg.genres_dir
     max_seconds = min(max_seconds, MAX_SECONDS)
     metrics = ServiceMetrics()
-    pool = WorkerPool(
+    pool = BatcherPool(
         models_dir,
         genres_dir,
         device=device or cfg.device,
@@ -256,9 +256,9 @@ def create_app(
 
     @app.get("/v1/genres", response_model=list[GenreOut], summary="Genres, their model versions and cards")
     async def genres() -> list[GenreOut]:
-        workers = pool.workers
+        batchers = pool.batchers
         infos = await run_in_threadpool(genre_catalog, models_dir, genres_dir)
-        return [GenreOut(**vars(info), loaded=info.name in workers and workers[info.name].loaded) for info in infos]
+        return [GenreOut(**vars(info), loaded=info.name in batchers and batchers[info.name].loaded) for info in infos]
 
     @app.post(
         "/v1/compositions",
@@ -269,33 +269,33 @@ def create_app(
     async def compose(body: CompositionIn, http_request: Request) -> CompositionOut:
         seed = new_seed() if body.seed is None else body.seed
         try:
-            worker = pool.worker(body.genre)
+            batcher = pool.batcher(body.genre)
             check_audio_format(body.audio_format)
             primer = decode_primer_midi(body.primer) if isinstance(body.primer, str) else body.primer
             tokens = await run_in_threadpool(primer_from, primer, body.primer_seconds)
             request = sample_request(body.seconds, body.temperature, body.top_p, seed, tokens, max_seconds)
-            job = worker.submit(request)
+            pending = batcher.submit(request)
         except QueueFull as exc:
             raise HTTPException(503, exc.message, headers={"Retry-After": str(exc.retry_after)}) from None
         except CompositionError as exc:
             raise HTTPException(exc.status, exc.message) from None
         try:
-            sampled = await until_done_or_gone(job, http_request, request_timeout_s)
+            sampled = await until_done_or_gone(pending, http_request, request_timeout_s)
             piece = await run_in_threadpool(
                 assemble, body.genre, sampled.model_version, request, sampled.tokens, body.audio_format, body.pianoroll
             )
         except TimeoutError:
-            worker.cancel(job)
+            batcher.cancel(pending)
             raise HTTPException(
                 504, f"the piece was not finished within {request_timeout_s:g} s; try a shorter one, or later"
             ) from None
         except CompositionError as exc:
             raise HTTPException(exc.status, exc.message) from None
         except ClientGone:  # free its place in the batch; 499 (nginx's "client closed request") for the metrics
-            worker.cancel(job)
+            batcher.cancel(pending)
             raise HTTPException(499, "the client closed the connection") from None
         except asyncio.CancelledError:
-            worker.cancel(job)
+            batcher.cancel(pending)
             raise
         return CompositionOut(
             id=piece.id,
@@ -315,24 +315,24 @@ def create_app(
 
     @app.get("/healthz", summary="Readiness: models loaded, queue depth")
     async def healthz() -> JSONResponse:
-        workers = pool.workers
+        batchers = pool.batchers
         genres = {
             name: {
-                "loaded": w.loaded,
-                "version": w.version,
-                "queue_depth": w.queue_depth,
-                "active": w.active,
-                "error": w.error,
+                "loaded": b.loaded,
+                "version": b.version,
+                "queue_depth": b.queue_depth,
+                "active": b.active,
+                "error": b.error,
             }
-            for name, w in workers.items()
+            for name, b in batchers.items()
         }
-        ready = bool(workers) and all(w.loaded for w in workers.values())
-        failed = any(w.error and not w.loaded for w in workers.values())
+        ready = bool(batchers) and all(b.loaded for b in batchers.values())
+        failed = any(b.error and not b.loaded for b in batchers.values())
         body = {
-            "status": "ok" if ready else "error" if failed else "loading" if workers else "no models",
+            "status": "ok" if ready else "error" if failed else "loading" if batchers else "no models",
             "ready": ready,
-            "queue_depth": sum(w.queue_depth for w in workers.values()),
-            "active": sum(w.active for w in workers.values()),
+            "queue_depth": sum(b.queue_depth for b in batchers.values()),
+            "active": sum(b.active for b in batchers.values()),
             "max_batch": max_batch,
             "genres": genres,
         }
