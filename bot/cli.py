@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -44,7 +45,8 @@ def _settings(require_platform: bool = True) -> BotSettings:
         _fail(f"configuration: {exc}")
 
 
-def _worker() -> Worker:
+def build_worker(checkpoint: Callable[[str], None] | None = None) -> Worker:
+    """The worker of `bot once` and `bot run`, from the settings; ``checkpoint`` is Worker's hook (the crash tests')."""
     from bot.db import make_engine, session_factory
     from bot.migrate import is_current
     from bot.platforms import platform_from_settings
@@ -58,7 +60,8 @@ def _worker() -> Worker:
     env = dict(os.environ)
     if settings.composer_url:
         env["COMPOSER_URL"] = settings.composer_url
-    return Worker(settings, platform_from_settings(settings), composer_client_from_env(env), session_factory(engine))
+    platform, composer = platform_from_settings(settings), composer_client_from_env(env)
+    return Worker(settings, platform, composer, session_factory(engine), checkpoint=checkpoint)
 
 
 @app.command()
@@ -73,10 +76,15 @@ def genres() -> None:
 @app.command()
 def once() -> None:
     """One tick: fetch new mentions, then compose, render, upload and reply for each."""
+    run_once()
+
+
+def run_once(checkpoint: Callable[[str], None] | None = None) -> None:
+    """`bot once`, with ``checkpoint`` passed to the worker (tests/crash_worker.py kills itself there)."""
     from bot.platforms.base import ConfigurationError, TransientError
 
     _setup_logging()
-    worker = _worker()
+    worker = build_worker(checkpoint)
     try:
         report = worker.tick()
     except ConfigurationError as exc:
@@ -95,7 +103,7 @@ def run() -> None:
     from bot.platforms.base import ConfigurationError
 
     _setup_logging()
-    worker = _worker()
+    worker = build_worker()
     scheduler = BlockingScheduler(timezone="UTC")
     failure: list[str] = []
 

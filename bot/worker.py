@@ -12,9 +12,7 @@ outlasted its lease and lost the job to another worker stops there (``LeaseLost`
 from __future__ import annotations
 
 import logging
-import os
 import random
-import signal
 import time
 import zlib
 from collections.abc import Callable
@@ -70,7 +68,6 @@ from composer.contract import (
 
 log = logging.getLogger(__name__)
 
-CRASH_VARIABLE = "BOT_CRASH_AFTER"  # test hook: SIGKILL this process right after the named checkpoint
 ANSWERED_KINDS = (Kind.COMPOSE, Kind.MORE, Kind.HELP, Kind.SORRY)  # what counts against the per-account limit
 REPLY_LANGUAGE = "en"  # the replies are written in English, whatever the mention's language
 UNCUT_COLUMNS = frozenset({"mention_id", "idempotency_key"})  # cut, these would point at another status
@@ -128,9 +125,11 @@ class Worker:
         composer: ComposerClient,
         sessions: sessionmaker[Session],
         clock: Callable[[], datetime] = utcnow,
+        checkpoint: Callable[[str], None] | None = None,
     ):
         self.settings, self.platform, self.composer, self.sessions = settings, platform, composer, sessions
         self.clock = clock
+        self.checkpoint = checkpoint  # called with each checkpoint's name as it is passed (the crash tests kill here)
         self.media = MediaStore(settings.resolved_media_dir)
         self.limits = Limits(settings.bot_min_seconds, settings.bot_max_seconds, settings.bot_default_seconds)
         self.me: Identity | None = None
@@ -460,7 +459,12 @@ class Worker:
         for key, value in values.items():
             setattr(job, key, value)
         if checkpoint:
-            crash_point(checkpoint)
+            self.passed(checkpoint)
+
+    def passed(self, checkpoint: str) -> None:
+        """Tell the injected hook that the job just passed ``checkpoint`` ("composed", ..., "posted", "replied")."""
+        if self.checkpoint is not None:
+            self.checkpoint(checkpoint)
 
     def global_cap_reached(self) -> bool:
         since = self.clock() - timedelta(hours=1)
@@ -618,7 +622,7 @@ class Worker:
                 spoiler_text=job.spoiler_text[:200] if job.spoiler_text else "",
                 language=REPLY_LANGUAGE,
             )
-            crash_point("posted")
+            self.passed("posted")
         final = State.FAILED if job.kind == Kind.SORRY else State.REPLIED
         self.save(job, "replied", state=final, reply_id=posted.id, reply_url=posted.url, replied_at=self.clock())
 
@@ -679,12 +683,3 @@ class Worker:
             raise
         except Exception:  # the failure is recorded; the apology is retried next tick
             log.exception("mention %s: could not send the apology", job.mention_id)
-
-
-def crash_point(name: str) -> None:
-    """Test hook: BOT_CRASH_AFTER=name kills the process here, as kill -9 would."""
-    wanted = os.environ.get(CRASH_VARIABLE, "")
-    if wanted and name in wanted.split(","):
-        log.warning("crash hook: killing the worker after %s", name)
-        logging.shutdown()
-        os.kill(os.getpid(), signal.SIGKILL)

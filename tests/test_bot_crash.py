@@ -16,6 +16,7 @@ from bot.migrate import upgrade
 from tests.bot_helpers import bot_env, make_models, mock_mastodon, postgres_schema
 
 BOT = [sys.executable, "-m", "bot.cli"]
+CRASHING = [sys.executable, str(Path(__file__).with_name("crash_worker.py"))]  # `bot once`, killed at checkpoints
 CHECKPOINTS = "composed,rendered,media-posted,uploaded,posted,replied"
 
 
@@ -54,10 +55,10 @@ def states(url: str) -> tuple[dict[str, MentionRequest], int]:
 def test_kill_9_after_every_step_still_replies_exactly_once(server, models, database, tmp_path):
     piece = post(server, "alice", "@band folk, 2 seconds", visibility="direct")
     helped = post(server, "bob", "@band help")
-    env = bot_env(server, tmp_path, database, models, BOT_CRASH_AFTER=CHECKPOINTS)
+    env = bot_env(server, tmp_path, database, models)
     kills = 0
     for _ in range(20):
-        done = subprocess.run([*BOT, "once"], env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run([*CRASHING, CHECKPOINTS], env=env, capture_output=True, text=True, timeout=300)
         if done.returncode == 0:
             break
         assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
@@ -74,12 +75,11 @@ def test_kill_9_after_every_step_still_replies_exactly_once(server, models, data
 
 def test_a_crash_after_posting_finds_the_reply_instead_of_posting_again(server, models, database, tmp_path):
     status_id = post(server, "alice", "@band folk, 2 seconds")
-    env = bot_env(server, tmp_path, database, models, BOT_CRASH_AFTER="posted")
-    done = subprocess.run([*BOT, "once"], env=env, capture_output=True, text=True, timeout=300)
+    env = bot_env(server, tmp_path, database, models)
+    done = subprocess.run([*CRASHING, "posted"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL
     rows, _ = states(database)
     assert rows[status_id].reply_id is None and rows[status_id].reply_started_at is not None
-    env.pop("BOT_CRASH_AFTER")
     done = subprocess.run([*BOT, "once"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "found our earlier reply" in done.stderr
