@@ -1,0 +1,147 @@
+"""Measures of key and form on 30 s windows: does a piece keep its key, and do its melodic patterns return?
+
+Computed the same way on real pieces and on samples, so each genre's real music sets the
+target (issue #14):
+
+* ``key_clarity``: the Krumhansl-Kessler correlation of the window's best key (0..1, higher: clearer);
+* ``key_steadiness``: the share of the window's 10 s parts whose own best key is the window's;
+* ``recurrence``: the share of the top voice's 4-step melodic patterns (interval and rhythm,
+  so transposed restatements count) that occur again elsewhere in the window, not overlapping
+  themselves: a tune that plays each phrase twice scores high, noodling low;
+* ``loopiness``: how much of the top voice repeats itself at a short period (the best lag of 1..8
+  steps, the share of steps equal to the step that far back): a figure going round and round is
+  a stuck loop, not a theme, which comes back after a phrase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from itertools import pairwise
+
+import numpy as np
+
+from composer.codec.events import Note
+from composer.codec.keys import best_key, pitch_class_seconds
+
+WINDOW_S = 30.0
+PART_S = 10.0
+MIN_WINDOW_S = 20.0  # a piece's last, shorter window counts from this length on
+CHORD_S = 0.03  # onsets this close belong to one chord; its highest note is the top voice
+PATTERN = 4  # melodic steps in a pattern
+LOOP_LAGS = range(1, 9)  # periods, in melodic steps, short enough to be a loop rather than a phrase
+STUCK = 0.6  # loopiness above this: a stuck loop
+MEASURES = ("key_clarity", "key_steadiness", "recurrence", "loopiness")
+
+
+@dataclass(frozen=True)
+class WindowMeasures:
+    key: str | None
+    key_clarity: float
+    key_steadiness: float
+    recurrence: float
+    loopiness: float
+
+    @property
+    def stuck(self) -> bool:
+        return self.loopiness > STUCK
+
+
+def windows(notes: Sequence[Note], duration: float) -> list[list[Note]]:
+    """The piece's notes in consecutive 30 s windows (by onset), times relative to each window."""
+    out = []
+    start = 0.0
+    while start + MIN_WINDOW_S <= max(duration, 0.0) + 1e-9:
+        inside = [
+            Note(n.pitch, n.velocity, n.start - start, min(n.end, start + WINDOW_S) - start)
+            for n in notes
+            if start <= n.start < start + WINDOW_S
+        ]
+        out.append(inside)
+        start += WINDOW_S
+    return out
+
+
+def top_voice(notes: Sequence[Note]) -> list[Note]:
+    """The highest note of each onset group: the melody a listener follows."""
+    melody: list[Note] = []
+    group_start = None
+    for note in sorted(notes, key=lambda n: (n.start, -n.pitch)):
+        if group_start is None or note.start - group_start > CHORD_S:
+            melody.append(note)
+            group_start = note.start
+        elif note.pitch > melody[-1].pitch:
+            melody[-1] = note
+    return melody
+
+
+def melodic_steps(melody: Sequence[Note]) -> list[tuple[int, int]]:
+    """(interval in semitones, rhythm class) per step: transposition-invariant, tempo-coarse."""
+    steps = []
+    for a, b in pairwise(melody):
+        ioi = max(b.start - a.start, 1e-3)
+        rhythm = int(np.clip(np.round(np.log2(ioi / 0.125)), -2, 4))
+        steps.append((int(np.clip(b.pitch - a.pitch, -12, 12)), rhythm))
+    return steps
+
+
+def recurrence(steps: Sequence[tuple[int, int]], n: int = PATTERN) -> float:
+    """The share of n-step patterns that occur again at least n steps away."""
+    patterns = [tuple(steps[i : i + n]) for i in range(len(steps) - n + 1)]
+    if len(patterns) < 2:
+        return 0.0
+    where: dict[tuple, list[int]] = {}
+    for i, p in enumerate(patterns):
+        where.setdefault(p, []).append(i)
+    return sum(1 for i, p in enumerate(patterns) if any(abs(i - j) >= n for j in where[p])) / len(patterns)
+
+
+def loopiness(steps: Sequence[tuple[int, int]]) -> float:
+    """The largest share, over lags 1..8, of steps equal to the step that many places back."""
+    best = 0.0
+    for lag in LOOP_LAGS:
+        if len(steps) > 2 * lag:
+            same = sum(a == b for a, b in zip(steps[lag:], steps))
+            best = max(best, same / (len(steps) - lag))
+    return best
+
+
+def measure_window(notes: Sequence[Note]) -> WindowMeasures | None:
+    """The four measures of one window; None when it holds too few pitch classes to have a key."""
+    found = best_key(pitch_class_seconds(notes))
+    if found is None:
+        return None
+    key, clarity = found
+    parts = [[n for n in notes if k * PART_S <= n.start < (k + 1) * PART_S] for k in range(int(WINDOW_S // PART_S))]
+    part_keys = [best_key(pitch_class_seconds(p)) for p in parts]
+    judged = [k for k in part_keys if k is not None]
+    steadiness = sum(k[0] == key for k in judged) / len(judged) if judged else 0.0
+    steps = melodic_steps(top_voice(notes))
+    return WindowMeasures(key.name, clarity, steadiness, recurrence(steps), loopiness(steps))
+
+
+def measure_pieces(pieces: Sequence[tuple[Sequence[Note], float]]) -> list[WindowMeasures]:
+    """Every usable 30 s window of ``(notes, duration)`` pieces."""
+    out = []
+    for notes, duration in pieces:
+        for window in windows(notes, duration):
+            measured = measure_window(window)
+            if measured is not None:
+                out.append(measured)
+    return out
+
+
+def summarize(measured: Sequence[WindowMeasures]) -> dict[str, float]:
+    """Means of each measure over windows, the share of stuck windows, and the window count."""
+    if not measured:
+        return {**{m: float("nan") for m in MEASURES}, "stuck": float("nan"), "windows": 0}
+    rows = [asdict(w) for w in measured]
+    out = {m: float(np.mean([r[m] for r in rows])) for m in MEASURES}
+    out["stuck"] = float(np.mean([w.stuck for w in measured]))
+    out["windows"] = len(measured)
+    return out
+
+
+def relative_gap(sample: dict[str, float], real: dict[str, float]) -> dict[str, float]:
+    """Per measure, |sample - real| / real: the issue's goal is under 0.10 for each."""
+    return {m: abs(sample[m] - real[m]) / real[m] if real[m] else float("nan") for m in MEASURES}
