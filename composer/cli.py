@@ -328,6 +328,8 @@ def sample(
     ),
     primer: Path | None = typer.Option(None, help="A MIDI file to continue from."),
     primer_seconds: float = typer.Option(10.0, help="How much of the primer's end to continue from."),
+    key: str = typer.Option("", help='A key for a conditioned model: "D minor", "F# major", "B flat minor".'),
+    density: str = typer.Option("", help="Notes per second for a conditioned model, or calm, moderate or busy."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the MIDI file."),
     count: int = typer.Option(1, help="Compose this many pieces in one batch (seeds seed, seed+1, ...)."),
     version: str = typer.Option("", help="Model version (default: the current one)."),
@@ -342,6 +344,8 @@ def sample(
     import time
 
     from composer.codec import events
+    from composer.codec.controls import control_vector, parse_density
+    from composer.codec.keys import estimate_key, parse_key
     from composer.codec.midi import MidiError, load_notes, save_notes
     from composer.config import pick_device
     from composer.sampling.sample import MAX_SECONDS, Sampler, SampleRequest, piece_notes, primer_tokens
@@ -358,8 +362,13 @@ def sample(
             prime = primer_tokens(events.encode(load_notes(primer)), primer_seconds)
         except MidiError as exc:
             fail(str(exc))
+    try:
+        asked = control_vector(parse_key(key) if key else None, parse_density(density) if density else None)
+    except ValueError as exc:
+        fail(str(exc))
+    controls = asked if key or density else None
     seed = random.randrange(2**31) if seed is None else seed
-    requests = [SampleRequest(seconds, seed + i, temperature, top_p, prime) for i in range(count)]
+    requests = [SampleRequest(seconds, seed + i, temperature, top_p, prime, controls) for i in range(count)]
     try:
         sampler = Sampler.from_dir(directory, pick_device(device or settings().device), engine)
     except ValueError as exc:
@@ -372,9 +381,11 @@ def sample(
     for path, tokens, req in zip(outputs, pieces, requests):
         notes = piece_notes(tokens)
         save_notes(notes, path)
+        heard = estimate_key(notes)
         typer.echo(
             f"{path}: {genre}, seed {req.seed}, {len(tokens)} events, {len(notes)} notes, "
             f"{events.duration_steps(tokens) / events.STEPS_PER_SECOND:.1f} s"
+            + (f", sounds in {heard[0].name} (clarity {heard[1]:.2f})" if heard else "")
         )
     typer.echo(
         f"composed in {time.perf_counter() - started:.2f} s with {directory.parent.name}/{directory.name} "

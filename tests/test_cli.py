@@ -120,3 +120,11 @@ def test_eval_skips_bad_files_and_ends_with_json(env, tmp_path: Path):
     assert result["files"] == 3 and result["events"] > 100
     assert 4.0 < result["nll_per_event"] < 7.0  # an untrained model is near log(391) = 5.97
     assert "broken.midi" in done.stderr
+
+
+def test_sample_refuses_a_key_the_model_cannot_take_and_a_key_it_cannot_read(env, tmp_path: Path):
+    out = str(tmp_path / "k.mid")
+    asked = run(env, "sample", "--genre", "folk", "--seconds", "2", "--key", "D minor", "--out", out)
+    assert asked.returncode == 2 and "takes no key or density" in asked.stderr
+    unread = run(env, "sample", "--genre", "folk", "--seconds", "2", "--key", "H dorian", "--out", out)
+    assert unread.returncode == 2 and "name one like 'D minor'" in unread.stderr and not (tmp_path / "k.mid").exists()

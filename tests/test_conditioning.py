@@ -82,3 +82,26 @@ def test_a_conditioned_model_saves_and_loads_with_its_control_inputs(conditioned
 
 def test_an_unconditioned_engine_has_no_control_gates(plain):
     assert FusedLSTM(plain).control_gates(torch.zeros(1, CONTROL_DIM)) is None
+
+
+def test_a_conditioned_sampler_keeps_a_seed_alone_or_in_a_batch_and_the_key_changes_the_piece(conditioned, tmp_path):
+    from composer.sampling.sample import Sampler, SampleRequest
+
+    save_model(conditioned, tmp_path / "m", {"genre": "folk"})
+    engines = ["fused", "naive"] + (["int8"] if quantization_available() else [])
+    d_minor = control_vector(Key(2, "minor"), 4.0)
+    for engine in engines:
+        sampler = Sampler.from_dir(tmp_path / "m", "cpu", engine)
+        keyed = SampleRequest(2.0, seed=5, controls=d_minor)
+        alone = sampler.generate([keyed])[0]
+        batched = sampler.generate([SampleRequest(2.0, seed=9), keyed, SampleRequest(1.0, seed=3, controls=None)])
+        assert np.array_equal(batched[1], alone), engine
+        assert not np.array_equal(sampler.generate([SampleRequest(2.0, seed=5)])[0], alone), engine
+
+
+def test_an_unconditioned_sampler_refuses_a_key(plain, tmp_path):
+    from composer.sampling.sample import Sampler, SampleRequest
+
+    save_model(plain, tmp_path / "p", {"genre": "folk"})
+    with pytest.raises(ValueError, match="takes no key or density"):
+        Sampler.from_dir(tmp_path / "p").generate([SampleRequest(1.0, 1, controls=control_vector(Key(0, "major")))])

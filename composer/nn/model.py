@@ -45,15 +45,16 @@ class PerformanceRNN(nn.Module):
     ) -> tuple[torch.Tensor, State]:
         """tokens (batch, time) -> logits (batch, time, vocab) and the LSTM state after them.
 
-        A conditioned model takes ``controls`` (batch, time, control_dim), or (control_dim,) for
-        one control throughout; none means "no control" (composer.codec.controls.NO_CONTROL).
+        A conditioned model takes ``controls`` (batch, time, control_dim), or (batch, control_dim)
+        or (control_dim,) for one control throughout; none means "no control"
+        (composer.codec.controls.NO_CONTROL).
         """
         x = self.drop(self.embed(tokens))
         if self.config.control_dim:
             if controls is None:
                 controls = torch.as_tensor(no_control(self.config.control_dim), device=x.device)
-            if controls.dim() == 1:
-                controls = controls.expand(*tokens.shape, -1)
+            if controls.dim() < 3:  # (control_dim,) or (batch, control_dim): the same control throughout
+                controls = controls.reshape(-1, 1, controls.shape[-1]).expand(tokens.shape[0], tokens.shape[1], -1)
             x = torch.cat([x, controls.to(x.dtype)], dim=-1)
         hidden, state = self.lstm(x, state)
         return self.head(self.drop(hidden)), state

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from composer.codec import events
+from composer.codec.controls import CONTROL_DIM, NO_CONTROL
 from composer.config import settings
 from composer.contract import MAX_SECONDS
 from composer.nn.fastlstm import FusedLSTM, State, quantization_available
@@ -37,6 +38,9 @@ class SampleRequest:
     top_p: float = 1.0
     primer: np.ndarray | None = None
     """Event tokens the piece continues from (not part of the returned tokens)."""
+    controls: np.ndarray | None = None
+    """For a conditioned model: the piece's key and density (composer.codec.controls.control_vector);
+    None: no control. An unconditioned model takes none."""
 
 
 def validate(request: SampleRequest) -> None:
@@ -50,6 +54,9 @@ def validate(request: SampleRequest) -> None:
         p = request.primer
         if p.min() < 0 or p.max() >= events.NUM_EVENTS:
             raise ValueError("primer tokens must be performance events (0..387)")
+    if request.controls is not None and np.shape(request.controls) != (CONTROL_DIM,):
+        shape = np.shape(request.controls)
+        raise ValueError(f"controls must be {CONTROL_DIM} floats (composer.codec.controls), got {shape}")
 
 
 def filter_probs(
@@ -155,11 +162,35 @@ class Sampler:
         model, card = load_model(directory, device)
         return cls(model, card, device, engine)
 
-    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    @property
+    def conditioned(self) -> bool:
+        return bool(self.model.config.control_dim)
+
+    def control_input(self, request: SampleRequest) -> torch.Tensor | None:
+        """A stream's controls as each step takes them: (1, control_dim) for a conditioned model
+        (no control when the request has none), None for an unconditioned one."""
+        if not self.conditioned:
+            if request.controls is not None:
+                raise ValueError("this model takes no key or density (it was trained without --controls)")
+            return None
+        vector = request.controls if request.controls is not None else NO_CONTROL
+        return torch.as_tensor(np.asarray(vector, dtype=np.float32), device=self.device)[None]
+
+    def control_rows(self, control: torch.Tensor | None) -> torch.Tensor | None:
+        """What a stream's control adds at every step: the fused engines' first-layer gate rows
+        (one product per piece), or the control itself for the plain model."""
+        if control is None or self.fused is None:
+            return control
+        return self.fused.control_gates(control)
+
+    def step(
+        self, tokens: torch.Tensor, state: State, control_rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
         """One event for every stream: tokens (batch,) -> next logits (batch, vocab), new state."""
         if self.fused is not None:
-            return self.fused.step(tokens, state)
-        logits, state = self.model(tokens[:, None], state)
+            return self.fused.step(tokens, state, control_rows)
+        controls = control_rows[:, None, :] if control_rows is not None else None
+        logits, state = self.model(tokens[:, None], state, controls=controls)
         return logits[:, -1], state
 
     @torch.inference_mode()
@@ -167,7 +198,8 @@ class Sampler:
         """Read BOS and the request's primer; returns the state and the first logits."""
         primer = request.primer if request.primer is not None else np.zeros(0, np.int64)
         seq = np.concatenate([[events.BOS], primer]).astype(np.int64)[None]
-        logits, state = self.model(torch.from_numpy(seq).to(self.device))
+        control = self.control_input(request)
+        logits, state = self.model(torch.from_numpy(seq).to(self.device), controls=control)
         return state, logits[:, -1].float()
 
     def generate(self, requests: Sequence[SampleRequest]) -> list[np.ndarray]:
@@ -259,6 +291,7 @@ class BatchSampler:
         dev = sampler.device
         self._temperature = torch.empty(0, device=dev)
         self._top_p = torch.empty(0, device=dev)
+        self._control_rows: torch.Tensor | None = None  # a conditioned model's, one row per stream
 
     @property
     def active(self) -> int:
@@ -272,13 +305,17 @@ class BatchSampler:
         validate(request)
         stream = Stream(request)
         state, logits = self.sampler.prime(request)
+        rows = self.sampler.control_rows(self.sampler.control_input(request))
         dev = self.sampler.device
         temperature = torch.tensor([request.temperature], device=dev)
         top_p = torch.tensor([request.top_p], device=dev)
         if self._state is None:
             self._state, self._logits = state, logits
             self._temperature, self._top_p = temperature, top_p
+            self._control_rows = rows
         else:
+            if rows is not None:
+                self._control_rows = torch.cat([self._control_rows, rows])
             self._state = (torch.cat([self._state[0], state[0]], 1), torch.cat([self._state[1], state[1]], 1))
             self._logits = torch.cat([self._logits, logits])
             self._temperature = torch.cat([self._temperature, temperature])
@@ -306,13 +343,15 @@ class BatchSampler:
             keep = [i for i, s in enumerate(self.streams) if not s.done]
             self.streams = [self.streams[i] for i in keep]
             if not keep:
-                self._state = self._logits = None
+                self._state = self._logits = self._control_rows = None
                 return finished
             index = torch.tensor(keep, device=dev)
             tokens = tokens[index]
             self._state = (self._state[0][:, index], self._state[1][:, index])
             self._temperature, self._top_p = self._temperature[index], self._top_p[index]
-        logits, self._state = self.sampler.step(tokens, self._state)
+            if self._control_rows is not None:
+                self._control_rows = self._control_rows[index]
+        logits, self._state = self.sampler.step(tokens, self._state, self._control_rows)
         self._logits = logits.float()
         return finished
 
