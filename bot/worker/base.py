@@ -1,0 +1,72 @@
+"""What every part of the worker shares: its collaborators, its start, the checkpoint hook and the tick's report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.config import BotSettings
+from bot.db import reset_own_leases, utcnow
+from bot.media import MediaStore
+from bot.platforms.base import Identity, Platform
+from bot.request_text import Limits
+from composer.contract import ComposerClient
+
+log = logging.getLogger("bot.worker")  # one logger for all the worker's modules
+
+
+@dataclass
+class TickReport:
+    fetched: int = 0
+    stored: int = 0
+    replied: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retried: int = 0
+    deferred: int = 0
+    steps: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"fetched {self.fetched}, new {self.stored}, replied {self.replied}, failed {self.failed}, "
+            f"skipped {self.skipped}, retrying {self.retried}, deferred {self.deferred}"
+        )
+
+
+class WorkerBase:
+    """The state the worker's parts share (``Worker`` joins them): settings, platform, composer, database, clock."""
+
+    def __init__(
+        self,
+        settings: BotSettings,
+        platform: Platform,
+        composer: ComposerClient,
+        sessions: sessionmaker[Session],
+        clock: Callable[[], datetime] = utcnow,
+        checkpoint: Callable[[str], None] | None = None,
+    ):
+        self.settings, self.platform, self.composer, self.sessions = settings, platform, composer, sessions
+        self.clock = clock
+        self.checkpoint = checkpoint  # called with each checkpoint's name as it is passed (the crash tests kill here)
+        self.media = MediaStore(settings.resolved_media_dir)
+        self.limits = Limits(settings.bot_min_seconds, settings.bot_max_seconds, settings.bot_default_seconds)
+        self.me: Identity | None = None
+        self._genres: list[str] | None = None
+        self._aliases: dict[str, str] = {}  # words for genres, from their manifests (GenreInfo.aliases)
+
+    def start(self) -> Identity:
+        if self.me is None:
+            self.me = self.platform.start()
+            freed = reset_own_leases(self.sessions, self.settings.bot_worker_id)
+            if freed:
+                log.info("resuming %d job(s) this worker held when it stopped", freed)
+        return self.me
+
+    def passed(self, checkpoint: str) -> None:
+        """Tell the injected hook that the job just passed ``checkpoint`` ("composed", ..., "posted", "replied")."""
+        if self.checkpoint is not None:
+            self.checkpoint(checkpoint)

@@ -1,0 +1,254 @@
+"""The job's steps, compose -> render -> upload -> reply, each ending in a commit; ``advance`` runs them in turn."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from bot import replies
+from bot.db import ACTIVE_STATES, PIECE_KINDS, TEXT_KINDS, Composition, Kind, MentionRequest, State
+from bot.describe import describe
+from bot.platforms.base import (
+    Identity,
+    Media,
+    PermanentError,
+    Posted,
+    TransientError,
+    narrower_visibility,
+)
+from bot.worker.base import TickReport, log
+from bot.worker.saving import LeaseGuard
+from composer.contract import (
+    DEFAULT_TOP_P,
+    ComposedPiece,
+    ComposerUnavailable,
+    CompositionError,
+    CompositionRejected,
+    MusicSummary,
+    new_seed,
+)
+
+REPLY_LANGUAGE = "en"  # the replies are written in English, whatever the mention's language
+
+
+def count_outcome(job: MentionRequest, report: TickReport) -> None:
+    """Count a job that has left the active states by how it ended."""
+    if job.state == State.REPLIED:
+        report.replied += 1
+    elif job.state == State.FAILED:
+        report.failed += 1
+    elif job.state == State.SKIPPED:
+        report.skipped += 1
+
+
+class Steps(LeaseGuard):
+    """The state machine; with Intake (the genres, the parent piece, the cap) and FailurePolicy, in ``Worker``."""
+
+    def advance(self, job: MentionRequest, report: TickReport) -> None:
+        """Run the job's steps until it is done, must wait, or fails."""
+        try:
+            if not self.run_steps(job, report):
+                return
+        except (TransientError, ComposerUnavailable) as exc:
+            self.retry_later(job, exc, report)
+            return
+        except (PermanentError, CompositionRejected, CompositionError) as exc:
+            self.give_up(job, exc, report)
+            return
+        # LeaseLost passes up to tick(): the job is someone else's now, nothing more to record
+        count_outcome(job, report)
+
+    def run_steps(self, job: MentionRequest, report: TickReport) -> bool:
+        """Step by step until the job leaves the active states (True) or waits for the global cap (False)."""
+        steps = {
+            State.RECEIVED: self.compose,
+            State.COMPOSED: self.render,
+            State.RENDERED: self.upload,
+            State.UPLOADED: self.reply,
+        }
+        while job.state in ACTIVE_STATES:
+            if job.state == State.RECEIVED and job.kind in TEXT_KINDS:
+                self.reply(job)
+            elif job.state == State.RECEIVED and self.global_cap_reached():
+                self.defer(job, timedelta(minutes=5), "global hourly cap reached")
+                report.deferred += 1
+                return False
+            else:
+                steps[State(job.state)](job)
+            report.steps.append(f"{job.mention_id}:{job.state}")
+        return True
+
+    # --- compose: received -> composed ----------------------------------------------
+
+    def compose(self, job: MentionRequest) -> None:
+        """The piece, its files written and its archive row committed with the job's step."""
+        primer, parent_id = self.primer(job)
+        started = time.perf_counter()
+        piece = self.compose_piece(job, primer)
+        elapsed = time.perf_counter() - started
+        if piece.audio is None:
+            raise CompositionError("the composer sent the piece without its audio")
+        composition = self.file_piece(job, piece, parent_id, elapsed)
+        self.save(
+            job,
+            "composed",
+            _add=[composition],
+            composition_id=piece.id,
+            seed=piece.seed,
+            state=State.COMPOSED,
+            composed_at=self.clock(),
+        )
+
+    def primer(self, job: MentionRequest) -> tuple[bytes | None, str | None]:
+        """The MIDI a "more" continues and its piece's id; (None, None) for a new piece."""
+        if job.kind != Kind.MORE:
+            return None, None
+        with self.sessions() as session:
+            parent = self.parent_piece(session, job.in_reply_to_id)
+        if parent is None:
+            raise PermanentError("the piece to continue is gone from the archive")
+        return self.media.read(parent.midi_path), parent.id
+
+    def compose_piece(self, job: MentionRequest, primer: bytes | None) -> ComposedPiece:
+        """The composer's piece; our own seed is replaced (twice at most) when it gives one that cannot be rendered."""
+        seed_given = job.seed is not None  # the requester's seed is kept; ours may be replaced
+        seed = job.seed if seed_given else new_seed()
+        for _ in range(2):
+            try:
+                return self.ask_composer(job, seed, primer)
+            except (CompositionRejected, ComposerUnavailable):
+                raise
+            except CompositionError as exc:  # this seed gave a piece that cannot be rendered (near silence)
+                if seed_given:
+                    raise
+                log.warning("mention %s: seed %s failed (%s); trying another", job.mention_id, seed, exc.message)
+                seed = new_seed()
+        return self.ask_composer(job, seed, primer)  # the third seed's failure is the job's
+
+    def ask_composer(self, job: MentionRequest, seed: int, primer: bytes | None) -> ComposedPiece:
+        return self.composer.compose(
+            job.genre,
+            seconds=job.seconds,
+            temperature=job.temperature,
+            top_p=job.top_p or DEFAULT_TOP_P,
+            seed=seed,
+            primer_midi=primer,
+            audio_format=self.platform.audio_format,
+            pianoroll=True,
+        )
+
+    def file_piece(
+        self, job: MentionRequest, piece: ComposedPiece, parent_id: str | None, elapsed: float
+    ) -> Composition:
+        """Write the piece's MIDI, audio and piano roll to the media store; the archive row pointing at them."""
+        midi_path = self.media.write(piece.id, "mid", piece.midi)
+        audio_path = self.media.write(piece.id, self.platform.audio_format, piece.audio)
+        pianoroll_path = self.media.write(piece.id, "png", piece.pianoroll) if piece.pianoroll else None
+        return Composition(
+            id=piece.id,
+            request_id=job.id,
+            parent_id=parent_id,
+            genre=piece.genre,
+            model_version=piece.model_version,
+            seed=piece.seed,
+            temperature=job.temperature,
+            top_p=job.top_p or DEFAULT_TOP_P,
+            seconds_requested=job.seconds,
+            duration=piece.seconds,
+            events=piece.events,
+            midi_path=midi_path,
+            audio_path=audio_path,
+            audio_mime=piece.audio_mime,
+            pianoroll_path=pianoroll_path,
+            notes=piece.summary.notes,
+            summary=piece.summary.to_dict(),
+            compose_seconds=elapsed,
+            created_at=self.clock(),
+        )
+
+    def composition(self, job: MentionRequest) -> Composition:
+        with self.sessions() as session:
+            piece = session.get(Composition, job.composition_id)
+        if piece is None:
+            raise PermanentError(f"composition {job.composition_id} is missing from the archive")
+        return piece
+
+    # --- render: composed -> rendered; upload: rendered -> uploaded -------------------
+
+    def render(self, job: MentionRequest) -> None:
+        """The alt text, from the summary the composer sent with the piece (its audio and picture are filed)."""
+        piece = self.composition(job)
+        if piece.summary is not None:
+            piece.description = describe(MusicSummary.from_dict(piece.summary), piece.genre, piece.duration)
+        else:  # composed by a bot version that made the description itself, and died before it did
+            piece.description = f"A {piece.genre} piano piece composed by a neural network."
+        self.save(job, "rendered", _add=[piece], state=State.RENDERED, rendered_at=self.clock())
+
+    def upload(self, job: MentionRequest) -> None:
+        piece = self.composition(job)
+        if job.media_id is None:
+            media = Media(
+                path=self.media.path(piece.audio_path),
+                mime=piece.audio_mime or "audio/mpeg",
+                description=piece.description or f"A {piece.genre} piano piece.",
+                thumbnail=self.media.path(piece.pianoroll_path) if piece.pianoroll_path else None,
+            )
+            media_id = self.platform.upload(media)
+            self.save(job, "media-posted", media_id=media_id)
+        self.platform.wait_for_media(job.media_id, self.settings.bot_media_timeout_seconds)
+        self.save(job, "uploaded", state=State.UPLOADED, uploaded_at=self.clock())
+
+    # --- reply: uploaded (or a text's received) -> replied ----------------------------
+
+    def reply(self, job: MentionRequest) -> None:
+        """Post the reply once: a job that started posting before looks for its earlier reply first."""
+        me = self.start()
+        self.reload(job)  # the row, not our memory of it, says whether a reply may already be out
+        posted = self.earlier_reply(job, me)
+        if posted is None:
+            self.save(job, None, reply_started_at=self.clock())
+            posted = self.post_reply(job)
+            self.passed("posted")
+        final = State.FAILED if job.kind == Kind.SORRY else State.REPLIED
+        self.save(job, "replied", state=final, reply_id=posted.id, reply_url=posted.url, replied_at=self.clock())
+
+    def earlier_reply(self, job: MentionRequest, me: Identity) -> Posted | None:
+        """Our reply from an earlier try that may have posted before it died; None if none is found."""
+        if job.reply_started_at is None:
+            return None
+        posted = self.platform.find_reply(job.mention_id, me)
+        if posted:
+            log.info("mention %s: found our earlier reply %s; not posting again", job.mention_id, posted.id)
+        return posted
+
+    def post_reply(self, job: MentionRequest) -> Posted:
+        return self.platform.reply(
+            job.mention_id,
+            self.reply_text(job),
+            visibility=narrower_visibility(job.visibility),
+            idempotency_key=job.idempotency_key,
+            media_ids=[job.media_id] if job.media_id and job.kind in PIECE_KINDS else None,
+            spoiler_text=job.spoiler_text[:200] if job.spoiler_text else "",
+            language=REPLY_LANGUAGE,
+        )
+
+    def reply_text(self, job: MentionRequest) -> str:
+        limit = min(self.platform.max_chars, self.settings.bot_reply_limit_chars)
+        if job.kind == Kind.HELP:
+            return replies.help_reply(job.requester_acct, self.served_genres(), job.genre, limit)
+        if job.kind == Kind.LIMIT:
+            return replies.limit_reply(job.requester_acct, self.settings.bot_per_account_per_hour, limit)
+        if job.kind == Kind.SORRY:
+            return replies.sorry_reply(job.requester_acct, limit)
+        piece = self.composition(job)
+        return replies.piece_reply(
+            job.requester_acct,
+            piece.genre,
+            piece.duration,
+            piece.model_version,
+            piece.seed,
+            f"{self.settings.archive_base_url}/pieces/{piece.id}",
+            job.parse_notes or (),
+            continuation=job.kind == Kind.MORE,
+            limit=limit,
+        )
