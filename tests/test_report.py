@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from composer.codec import events
 from composer.corpus.data import prepare_genre
 from composer.corpus.genres import Genre
+from composer.models.registry import genres_with_models
 from composer.report.cache import cached
-from composer.report.compute import ReportOptions, compute_report, genres_with_models, matrix_summary
+from composer.report.compute import ReportOptions, compute_report, matrix_summary
 from composer.report.measures import FEATURES, feature_edges, histogram, overlap_area, piece_features
 from composer.serving.catalog import served_genres
 from composer.training.study import collect_study
@@ -92,7 +93,7 @@ def test_matrix_marks_row_minimum_and_diagonal():
 # ---------------------------------------------------------------- the model list and the cache
 
 
-def test_genres_with_models_leave_out_a_current_that_names_a_missing_version(tmp_path: Path):
+def test_one_list_of_genres_with_models_and_the_loadable_ones_among_them(tmp_path: Path):
     models = tmp_path / "models"
     tiny_model(models / "folk" / "v1")
     (models / "folk" / "CURRENT").write_text("v1\n")
@@ -100,8 +101,8 @@ def test_genres_with_models_leave_out_a_current_that_names_a_missing_version(tmp
     (models / "broken").mkdir()
     (models / "broken" / "CURRENT").write_text("v9\n")  # names a version that is not there
     (models / "README").write_text("not a genre")
-    assert genres_with_models(models) == ["folk"]
-    assert served_genres(models) == ["broken", "folk"]  # the catalog's list is looser: why the report keeps its own
+    assert genres_with_models(models, loadable=True) == ["folk"]  # what the report can load
+    assert genres_with_models(models) == served_genres(models) == ["broken", "folk"]  # what the service serves
     assert genres_with_models(tmp_path / "nowhere") == []
 
 

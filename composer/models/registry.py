@@ -78,6 +78,23 @@ def model_dir(genre: str, version: str | None = None, models_dir: Path | None = 
     return path
 
 
+def genres_with_models(models_dir: Path | None = None, loadable: bool = False) -> list[str]:
+    """The genres whose ``CURRENT`` names a version: the ones to serve (a version that turns out
+    missing is reported when loading fails). ``loadable``: only those whose current version has
+    its weights, the ones a report can load."""
+    root = models_dir or settings().models_dir
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        if current_version(path.name, root) is None:
+            continue
+        if loadable and not (path / current_version(path.name, root) / WEIGHTS_FILE).is_file():
+            continue
+        found.append(path.name)
+    return found
+
+
 def _write_current(root: Path, version: str) -> None:
     """Point CURRENT at ``version`` atomically: a reader sees the old or the new name, never half."""
     tmp = root / f".{CURRENT_FILE}.tmp"

@@ -36,6 +36,7 @@ import numpy as np
 
 from composer.codec import events
 from composer.corpus.data import split_fingerprint
+from composer.models.registry import genres_with_models
 from composer.report.cache import cached, digest, file_sha1, sampler_code
 from composer.report.measures import compare_features, set_features
 from composer.training.study import load_studies
@@ -92,25 +93,6 @@ class GenreModel:
         card = read_card(directory)
         key = f"{genre}/{directory.name}@{file_sha1(directory / WEIGHTS_FILE)[:16]}"
         return cls(genre, directory.name, directory, card, key)
-
-
-def genres_with_models(models_dir: Path) -> list[str]:
-    """The genres whose ``CURRENT`` names a version with weights: the ones ``GenreModel.current`` can load.
-
-    Stricter than ``composer.serving.catalog.served_genres``, which takes any non-empty ``CURRENT``:
-    a genre whose ``CURRENT`` names a missing version is left out here rather than failing the report.
-    """
-    from composer.models.registry import NoModelError, model_dir
-
-    found = []
-    if models_dir.is_dir():
-        for path in sorted(models_dir.iterdir()):
-            try:
-                model_dir(path.name, None, models_dir)
-            except NoModelError:
-                continue
-            found.append(path.name)
-    return found
 
 
 def heldout_sequences(cache_dir: Path, genre: str, pieces: int, max_events: int) -> list[np.ndarray]:
@@ -338,7 +320,7 @@ def compute_fidelity(
     """Both fidelity matrices over ``genres`` (default: every genre with a current model)."""
     opts.validate()
     cache = cache_dir / "report"
-    genres = list(genres or genres_with_models(models_dir))
+    genres = list(genres or genres_with_models(models_dir, loadable=True))
     if not genres:
         raise FileNotFoundError(f"no genre in {models_dir} has a current model")
     models = {g: GenreModel.current(g, models_dir) for g in genres}
@@ -378,7 +360,7 @@ def compute_report(
     opts = opts or ReportOptions()
     opts.validate()
     cache = cache_dir / "report"
-    everyone = genres_with_models(models_dir)
+    everyone = genres_with_models(models_dir, loadable=True)
     chosen = list(genres or everyone)
     unknown = [g for g in chosen if g not in everyone]
     if unknown:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from composer.contract import CompositionRejected, GenreInfo
 from composer.corpus.genres import list_genres, load_genre
-from composer.models.registry import CURRENT_FILE, card, current_version, list_versions
+from composer.models.registry import card, current_version, genres_with_models, list_versions
 
 GENRE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 """Genre names index directories, so nothing that could walk out of them is accepted."""
@@ -21,21 +21,15 @@ GENRE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 log = logging.getLogger(__name__)
 
 
-def _model_genres(models_dir: Path) -> list[str]:
-    if not models_dir.is_dir():
-        return []
-    return sorted(p.name for p in models_dir.iterdir() if (p / CURRENT_FILE).is_file())
-
-
 def served_genres(models_dir: Path) -> list[str]:
     """Genres that have a current model in ``models_dir``."""
-    return [g for g in _model_genres(models_dir) if current_version(g, models_dir)]
+    return genres_with_models(models_dir)
 
 
 def genre_catalog(models_dir: Path, genres_dir: Path) -> list[GenreInfo]:
     """Every genre with a manifest or a model, with its versions and current model card."""
     infos = []
-    for name in sorted(set(list_genres(genres_dir)) | set(_model_genres(models_dir))):
+    for name in sorted(set(list_genres(genres_dir)) | set(served_genres(models_dir))):
         version = current_version(name, models_dir)
         try:
             model_card = card(name, version, models_dir) if version else None
