@@ -86,6 +86,8 @@ class HttpComposerClient:
         audio_format: str | None = None,
         primer_seconds: float = DEFAULT_PRIMER_SECONDS,
         pianoroll: bool = False,
+        key: str | None = None,
+        density: float | None = None,
     ) -> ComposedPiece:
         body: dict[str, Any] = {
             "genre": genre,
@@ -96,6 +98,8 @@ class HttpComposerClient:
             "primer_seconds": primer_seconds,
             "audio_format": audio_format,
             "pianoroll": pianoroll,
+            "key": key,
+            "density": density,
         }
         if primer_midi is not None:
             body["primer"] = base64.b64encode(primer_midi).decode()
@@ -112,6 +116,9 @@ class HttpComposerClient:
             audio=base64.b64decode(out["audio"]) if out.get("audio") else None,
             audio_mime=out.get("audio_mime"),
             pianoroll=base64.b64decode(out["pianoroll"]) if out.get("pianoroll") else None,
+            asked_key=out.get("asked_key"),
+            asked_density=out.get("asked_density"),
+            controlled=bool(out.get("controlled")),
         )
 
     def _request(self, method: str, path: str, body: dict | None = None) -> Any:

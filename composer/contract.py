@@ -7,6 +7,7 @@ here: a worker pointed at a remote composer installs no model code at all.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
@@ -23,6 +24,38 @@ DEFAULT_PRIMER_SECONDS = 10.0
 MAX_SECONDS = 600.0
 MAX_SEED = 2**63 - 1
 NEW_SEED_LIMIT = 2**31  # seeds the composer picks itself stay short enough to quote in a reply
+
+
+TONICS = ("C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B")
+MODES = ("major", "minor")
+DENSITY_WORDS = {"calm": 2.0, "slow": 2.0, "moderate": 5.0, "busy": 12.0, "fast": 12.0}
+"""Notes per second for the words people use (Magenta's density bins: 2-4, 4-8, 8-16)."""
+MAX_DENSITY = 64.0
+
+_LETTERS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+_KEY = re.compile(r"^\s*([a-g])\s*(#|♯|sharp|b|♭|flat)?\s*(major|maj|minor|min|m)?\s*$", re.IGNORECASE)
+
+
+class UnknownKeyError(ValueError):
+    """A key name that could not be read; the message says what a key looks like."""
+
+
+def read_key(text: str) -> tuple[int, str]:
+    """(tonic pitch class, mode) from "D minor", "F# minor", "Eb major", "B flat minor", "E♭", "c"
+    (major unless said otherwise)."""
+    match = _KEY.match(text.replace("-", " "))
+    if not match:
+        raise UnknownKeyError(f"{text!r} is not a key: name one like 'D minor', 'F# major' or 'B flat minor'")
+    letter, accidental, mode = match.groups()
+    tonic = _LETTERS[letter.lower()]
+    if accidental:
+        tonic += 1 if accidental.lower() in ("#", "♯", "sharp") else -1
+    return tonic % 12, "minor" if mode and mode.lower() in ("minor", "min", "m") else "major"
+
+
+def key_name(tonic: int, mode: str) -> str:
+    """The name composer and bot write a key with: "E♭ major"."""
+    return f"{TONICS[tonic % 12]} {mode}"
 
 
 def new_seed() -> int:
@@ -109,6 +142,13 @@ class ComposedPiece:
     audio_mime: str | None = None
     pianoroll: bytes | None = None
     """A PNG piano roll of the piece, when asked for."""
+    asked_key: str | None = None
+    """The key asked for, as ``key_name`` writes it; ``summary.key`` is the key the notes are in."""
+    asked_density: float | None = None
+    """The notes per second asked for."""
+    controlled: bool = False
+    """Whether the model followed the key and density asked for (a model trained without
+    controls composes the piece without them)."""
 
 
 class ComposerClient(Protocol):
@@ -129,8 +169,11 @@ class ComposerClient(Protocol):
         audio_format: str | None = None,
         primer_seconds: float = DEFAULT_PRIMER_SECONDS,
         pianoroll: bool = False,
+        key: str | None = None,
+        density: float | None = None,
     ) -> ComposedPiece:
-        """A new piece; the same seed and settings give the same piece."""
+        """A new piece; the same seed and settings give the same piece. ``key`` ("D minor") and
+        ``density`` (notes per second) steer a model trained with controls."""
         ...
 
 

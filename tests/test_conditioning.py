@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,33 @@ def test_an_unconditioned_sampler_refuses_a_key(plain, tmp_path):
     save_model(plain, tmp_path / "p", {"genre": "folk"})
     with pytest.raises(ValueError, match="takes no key or density"):
         Sampler.from_dir(tmp_path / "p").generate([SampleRequest(1.0, 1, controls=control_vector(Key(0, "major")))])
+
+
+def test_the_composer_follows_a_key_when_its_model_can_and_says_so(conditioned, plain, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from composer.contract import CompositionRejected
+    from composer.serving.local import LocalComposerClient
+    from composer.serving.service import create_app
+
+    models = tmp_path / "models"
+    for genre, model in (("folk", conditioned), ("pop", plain)):
+        save_model(model, models / genre / "v1", {"genre": genre})
+        (models / genre / "CURRENT").write_text("v1\n")
+    local = LocalComposerClient(models_dir=models, genres_dir=tmp_path / "no-manifests")
+    keyed = local.compose("folk", 3, seed=4, key="d minor", density=6)
+    assert (keyed.asked_key, keyed.asked_density, keyed.controlled) == ("D minor", 6.0, True)
+    assert keyed.midi != local.compose("folk", 3, seed=4).midi
+    ignored = local.compose("pop", 3, seed=4, key="E flat")  # a model without controls composes anyway
+    assert (ignored.asked_key, ignored.controlled) == ("E♭ major", False)
+    assert ignored.midi == local.compose("pop", 3, seed=4).midi
+    with pytest.raises(CompositionRejected, match="name one like 'D minor'"):
+        local.compose("folk", 3, key="H dorian")
+
+    with TestClient(create_app(models_dir=models, genres_dir=tmp_path / "no-manifests")) as http:
+        body = {"genre": "folk", "seconds": 3, "seed": 4, "key": "d minor", "density": 6}
+        over_http = http.post("/v1/compositions", json=body).json()
+        assert (over_http["asked_key"], over_http["controlled"]) == ("D minor", True)
+        assert over_http["midi"] == base64.b64encode(keyed.midi).decode()
+        refused = http.post("/v1/compositions", json={**body, "key": "H dorian"})
+        assert refused.status_code == 422 and "name one like 'D minor'" in refused.json()["detail"]

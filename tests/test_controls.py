@@ -134,7 +134,7 @@ def test_a_control_vector_for_a_key_and_a_density_and_for_neither():
     neither = control_vector()
     assert neither[NO_KEY] == neither[NO_DENSITY] == 1 and neither.sum() == 2
     assert parse_density("busy") == 12.0 and parse_density("3.5") == 3.5
-    with pytest.raises(ValueError, match="calm, moderate, busy"):
+    with pytest.raises(ValueError, match="calm, slow, moderate, busy"):
         parse_density("frantic")
 
 

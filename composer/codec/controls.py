@@ -20,6 +20,7 @@ import numpy as np
 
 from composer.codec import events
 from composer.codec.keys import Key
+from composer.contract import DENSITY_WORDS, MAX_DENSITY
 
 KEY_WINDOW_STEPS = 5 * events.STEPS_PER_SECOND
 DENSITY_WINDOW_STEPS = 3 * events.STEPS_PER_SECOND
@@ -32,8 +33,6 @@ DENSITY = slice(13, 21)
 NO_DENSITY = 21
 CONTROL_DIM = 22
 
-DENSITY_WORDS = {"calm": 2.0, "moderate": 5.0, "busy": 12.0}
-"""Notes per second for the words people use (the bins they fall in: 2-4, 4-8, 8-16)."""
 
 
 def parse_density(text: str | float) -> float:
@@ -48,8 +47,8 @@ def parse_density(text: str | float) -> float:
         except ValueError:
             words = ", ".join(DENSITY_WORDS)
             raise ValueError(f"density must be notes per second or one of {words}, got {text!r}") from None
-    if not 0 <= value <= 200:
-        raise ValueError(f"density must be within 0..200 notes per second, got {value:g}")
+    if not 0 <= value <= MAX_DENSITY:
+        raise ValueError(f"density must be within 0..{MAX_DENSITY:g} notes per second, got {value:g}")
     return value
 
 

@@ -6,14 +6,14 @@ pitch class sounds correlates best with the profile of its key, rotated to its t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-MAJOR, MINOR = "major", "minor"
-TONICS = ("C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B")
+from composer.contract import MODES, UnknownKeyError, key_name, read_key
+
+MAJOR, MINOR = MODES
 KK_PROFILES = {  # tonic first
     MAJOR: np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]),
     MINOR: np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17]),
@@ -28,7 +28,7 @@ class Key:
 
     @property
     def name(self) -> str:
-        return f"{TONICS[self.tonic]} {self.mode}"
+        return key_name(self.tonic, self.mode)
 
     def histogram(self) -> np.ndarray:
         """The key's Krumhansl-Kessler profile on its tonic, summing to 1: the pitch-class histogram asked for."""
@@ -36,27 +36,13 @@ class Key:
         return profile / profile.sum()
 
 
+__all__ = ["ALL_KEYS", "Key", "UnknownKeyError", "best_key", "estimate_key", "parse_key"]
+
 ALL_KEYS = tuple(Key(tonic, mode) for tonic in range(12) for mode in (MAJOR, MINOR))
-
-_LETTERS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
-_KEY = re.compile(r"^\s*([a-g])\s*(#|♯|sharp|b|♭|flat)?\s*(major|maj|minor|min|m)?\s*$", re.IGNORECASE)
-
-
-class UnknownKeyError(ValueError):
-    """A key name that could not be read; the message says what a key looks like."""
-
 
 def parse_key(text: str) -> Key:
     """"D minor", "F# minor", "Eb major", "B flat minor", "E♭", "c" (major unless said otherwise)."""
-    match = _KEY.match(text.replace("-", " "))
-    if not match:
-        raise UnknownKeyError(f"{text!r} is not a key: name one like 'D minor', 'F# major' or 'B flat minor'")
-    letter, accidental, mode = match.groups()
-    tonic = _LETTERS[letter.lower()]
-    if accidental:
-        tonic += 1 if accidental.lower() in ("#", "♯", "sharp") else -1
-    mode = MINOR if mode and mode.lower() in ("minor", "min", "m") else MAJOR
-    return Key(tonic % 12, mode)
+    return Key(*read_key(text))
 
 
 def pitch_class_seconds(notes: Sequence) -> np.ndarray:

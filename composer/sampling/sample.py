@@ -9,7 +9,7 @@ is masked until then, and decoding closes every note that is still sounding.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +165,10 @@ class Sampler:
     @property
     def conditioned(self) -> bool:
         return bool(self.model.config.control_dim)
+
+    def fit(self, request: SampleRequest) -> SampleRequest:
+        """The request as this model can follow it: without controls for a model trained without them."""
+        return request if self.conditioned or request.controls is None else replace(request, controls=None)
 
     def control_input(self, request: SampleRequest) -> torch.Tensor | None:
         """A stream's controls as each step takes them: (1, control_dim) for a conditioned model

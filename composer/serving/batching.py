@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 class Sampled:
     tokens: np.ndarray
     model_version: str
+    controlled: bool = False
+    """Whether the model followed the request's key and density."""
 
 
 @dataclass(eq=False)
@@ -231,7 +233,7 @@ class GenreBatcher:
             if piece.cancelled or not piece.future.set_running_or_notify_cancel():
                 continue
             try:
-                piece.stream = self._batch.add(piece.request)
+                piece.stream = self._batch.add(self._model.sampler.fit(piece.request))
             except ValueError as exc:
                 piece.future.set_exception(CompositionRejected(str(exc)))
                 continue
@@ -259,7 +261,8 @@ class GenreBatcher:
         for stream in finished:
             piece = self._running.pop(id(stream))
             if not piece.cancelled:
-                piece.future.set_result(Sampled(stream.result(), self._model.version))
+                controlled = stream.request.controls is not None
+                piece.future.set_result(Sampled(stream.result(), self._model.version, controlled))
                 self._m_done.inc()
                 self._service_s = 0.9 * self._service_s + 0.1 * (now - piece.submitted)
         if finished:

@@ -17,6 +17,8 @@ import numpy as np
 
 from composer.audio.summary import summarize
 from composer.codec import events
+from composer.codec.controls import control_vector, parse_density
+from composer.codec.keys import parse_key
 from composer.codec.midi import MidiError, load_notes, midi_bytes
 from composer.contract import (
     AUDIO_FORMATS,
@@ -72,13 +74,21 @@ def sample_request(
     seed: int,
     primer: np.ndarray | None = None,
     max_seconds: float = MAX_SECONDS,
+    key: str | None = None,
+    density: float | None = None,
 ) -> SampleRequest:
     """A checked SampleRequest; CompositionRejected (422) says what is wrong."""
+    try:
+        asked_key = parse_key(key) if key else None
+        asked_density = parse_density(density) if density is not None else None
+    except ValueError as exc:
+        raise CompositionRejected(str(exc)) from None
+    controls = control_vector(asked_key, asked_density) if key or density is not None else None
     if not 0 < seconds <= max_seconds:
         raise CompositionRejected(f"seconds must be in (0, {max_seconds:g}], got {seconds:g}")
     if not 0 <= seed <= MAX_SEED:
         raise CompositionRejected(f"seed must be in 0..{MAX_SEED}, got {seed}")
-    request = SampleRequest(seconds, seed, temperature, top_p, primer)
+    request = SampleRequest(seconds, seed, temperature, top_p, primer, controls)
     try:
         validate(request)
     except ValueError as exc:
@@ -136,8 +146,12 @@ def assemble(
     tokens: np.ndarray,
     audio_format: str | None = None,
     pianoroll: bool = False,
+    key: str | None = None,
+    density: float | None = None,
+    controlled: bool = False,
 ) -> ComposedPiece:
-    """Sampled tokens to the finished piece: MIDI and a summary, and audio and a piano roll when asked."""
+    """Sampled tokens to the finished piece: MIDI and a summary, and audio and a piano roll when asked;
+    ``key`` and ``density`` as asked, ``controlled`` whether the model followed them."""
     notes = piece_notes(tokens)
     seconds = events.duration_steps(tokens) / events.STEPS_PER_SECOND
     audio, mime = render_audio(notes, audio_format) if audio_format else (None, None)
@@ -153,4 +167,7 @@ def assemble(
         audio=audio,
         audio_mime=mime,
         pianoroll=pianoroll_png(notes, f"{genre} · seed {request.seed}") if pianoroll else None,
+        asked_key=parse_key(key).name if key else None,
+        asked_density=parse_density(density) if density is not None else None,
+        controlled=controlled,
     )

@@ -55,15 +55,19 @@ class LocalComposerClient:
         audio_format: str | None = None,
         primer_seconds: float = DEFAULT_PRIMER_SECONDS,
         pianoroll: bool = False,
+        key: str | None = None,
+        density: float | None = None,
     ) -> ComposedPiece:
         resolve_genre(genre, self.models_dir, self.genres_dir)
         check_audio_format(audio_format)
         primer = primer_from(primer_midi, primer_seconds)
         seed = new_seed() if seed is None else seed
-        request = sample_request(seconds, temperature, top_p, seed, primer, self.max_seconds)
+        request = sample_request(seconds, temperature, top_p, seed, primer, self.max_seconds, key, density)
         model = self._model(genre)
+        request = model.sampler.fit(request)
         tokens = model.sampler.generate([request])[0]
-        return assemble(genre, model.version, request, tokens, audio_format, pianoroll)
+        controlled = request.controls is not None
+        return assemble(genre, model.version, request, tokens, audio_format, pianoroll, key, density, controlled)
 
     def _model(self, genre: str) -> LoadedModel:
         with self._lock:

@@ -33,6 +33,7 @@ from composer.contract import (
     DEFAULT_SECONDS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
+    MAX_DENSITY,
     MAX_SECONDS,
     MAX_SEED,
     MIDI_MIME,
@@ -94,6 +95,10 @@ class CompositionIn(BaseModel):
         None, description="Also render the piece as audio in this format (mp4: audio with the piano roll)."
     )
     pianoroll: bool = Field(False, description="Also draw the piece's piano roll (a PNG).")
+    key: str | None = Field(
+        None, max_length=40, description='A key to compose in, e.g. "D minor", "F# major", "B flat minor".'
+    )
+    density: float | None = Field(None, ge=0, le=MAX_DENSITY, description="Notes per second to aim for.")
     return_tokens: bool = Field(False, description="Also return the piece's event tokens.")
 
 
@@ -123,6 +128,9 @@ class CompositionOut(BaseModel):
     pianoroll: str | None = Field(None, description="The piano roll, a base64-encoded PNG, when asked for.")
     pianoroll_mime: str | None = Field(None, description=f"{PNG_MIME} when there is a piano roll.")
     summary: SummaryOut = Field(description="What the piece sounds like, measured from its notes.")
+    asked_key: str | None = Field(None, description="The key asked for, as the composer names it.")
+    asked_density: float | None = Field(None, description="The notes per second asked for.")
+    controlled: bool = Field(False, description="Whether the model followed the key and density asked for.")
 
 
 ERRORS = {
@@ -273,7 +281,9 @@ def create_app(
             check_audio_format(body.audio_format)
             primer = decode_primer_midi(body.primer) if isinstance(body.primer, str) else body.primer
             tokens = await run_in_threadpool(primer_from, primer, body.primer_seconds)
-            request = sample_request(body.seconds, body.temperature, body.top_p, seed, tokens, max_seconds)
+            request = sample_request(
+                body.seconds, body.temperature, body.top_p, seed, tokens, max_seconds, body.key, body.density
+            )
             pending = batcher.submit(request)
         except QueueFull as exc:
             raise HTTPException(503, exc.message, headers={"Retry-After": str(exc.retry_after)}) from None
@@ -282,7 +292,16 @@ def create_app(
         try:
             sampled = await until_done_or_gone(pending, http_request, request_timeout_s)
             piece = await run_in_threadpool(
-                assemble, body.genre, sampled.model_version, request, sampled.tokens, body.audio_format, body.pianoroll
+                assemble,
+                body.genre,
+                sampled.model_version,
+                request,
+                sampled.tokens,
+                body.audio_format,
+                body.pianoroll,
+                body.key,
+                body.density,
+                sampled.controlled,
             )
         except TimeoutError:
             batcher.cancel(pending)
@@ -311,6 +330,9 @@ def create_app(
             pianoroll=base64.b64encode(piece.pianoroll).decode() if piece.pianoroll is not None else None,
             pianoroll_mime=PNG_MIME if piece.pianoroll is not None else None,
             summary=SummaryOut(**piece.summary.to_dict()),
+            asked_key=piece.asked_key,
+            asked_density=piece.asked_density,
+            controlled=piece.controlled,
         )
 
     @app.get("/healthz", summary="Readiness: models loaded, queue depth")
