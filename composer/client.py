@@ -88,6 +88,7 @@ class HttpComposerClient:
         pianoroll: bool = False,
         key: str | None = None,
         density: float | None = None,
+        form: str | None = None,
     ) -> ComposedPiece:
         body: dict[str, Any] = {
             "genre": genre,
@@ -100,6 +101,7 @@ class HttpComposerClient:
             "pianoroll": pianoroll,
             "key": key,
             "density": density,
+            "form": form,
         }
         if primer_midi is not None:
             body["primer"] = base64.b64encode(primer_midi).decode()
@@ -119,6 +121,7 @@ class HttpComposerClient:
             asked_key=out.get("asked_key"),
             asked_density=out.get("asked_density"),
             controlled=bool(out.get("controlled")),
+            form=out.get("form"),
         )
 
     def _request(self, method: str, path: str, body: dict | None = None) -> Any:

@@ -31,6 +31,10 @@ MODES = ("major", "minor")
 DENSITY_WORDS = {"calm": 2.0, "slow": 2.0, "moderate": 5.0, "busy": 12.0, "fast": 12.0}
 """Notes per second for the words people use (Magenta's density bins: 2-4, 4-8, 8-16)."""
 MAX_DENSITY = 64.0
+FORMS = ("ABAB", "AABB", "AABA", "AA")
+"""Form plans: equal sections, a letter seen before restating its first section (with a fresh ending)."""
+FREE_FORM = "free"
+"""No plan: the model alone decides what comes back."""
 
 _LETTERS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 _KEY = re.compile(r"^\s*([a-g])\s*(#|♯|sharp|b|♭|flat)?\s*(major|maj|minor|min|m)?\s*$", re.IGNORECASE)
@@ -149,6 +153,8 @@ class ComposedPiece:
     controlled: bool = False
     """Whether the model followed the key and density asked for (a model trained without
     controls composes the piece without them)."""
+    form: str | None = None
+    """The form plan the piece was composed to; None: free."""
 
 
 class ComposerClient(Protocol):
@@ -171,9 +177,11 @@ class ComposerClient(Protocol):
         pianoroll: bool = False,
         key: str | None = None,
         density: float | None = None,
+        form: str | None = None,
     ) -> ComposedPiece:
         """A new piece; the same seed and settings give the same piece. ``key`` ("D minor") and
-        ``density`` (notes per second) steer a model trained with controls."""
+        ``density`` (notes per second) steer a model trained with controls; ``form`` is one of
+        FORMS or FREE_FORM (default: the genre's own, from its manifest)."""
         ...
 
 

@@ -10,6 +10,7 @@ A genre is a small TOML file in ``data/genres/``; adding one needs no code::
     split = "work"                        # file, work, asap or maestro (see composer.corpus.data)
     validation_fraction = 0.1
     aliases = ["bach", "chorales"]        # optional: words people use for it (the bot reads them)
+    form = "ABAB"                         # optional: the form plan pieces follow (composer.contract.FORMS)
 
     [scores]                              # optional: how notated scores are performed
     tempo_bpm = [66, 84]                  # quarter notes per minute, or a [low, high] range (per piece)
@@ -36,13 +37,25 @@ from pathlib import Path
 from typing import Any
 
 from composer.config import settings
+from composer.contract import FORMS
 
 SPLITS = ("asap", "maestro", "file", "work")
 MUSIC21_PREFIX = "music21:"
 TEMPO_MODES = ("missing", "override")
 PEDAL_MODES = ("none", "bar")
 MANIFEST_KEYS = frozenset(
-    {"name", "description", "sources", "license", "attribution", "split", "validation_fraction", "aliases", "scores"}
+    {
+        "name",
+        "description",
+        "sources",
+        "license",
+        "attribution",
+        "split",
+        "validation_fraction",
+        "aliases",
+        "form",
+        "scores",
+    }
 )
 _MUSIC21_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -77,6 +90,8 @@ class Genre:
     validation_fraction: float = 0.1
     manifest_sha1: str = ""
     aliases: tuple[str, ...] = ()
+    form: str | None = None
+    """The form plan its pieces follow (composer.contract.FORMS); None: free."""
     scores: ScoreOptions = field(default_factory=ScoreOptions)
 
     def source_dirs(self, data_root: Path) -> list[Path]:
@@ -185,8 +200,11 @@ def load_genre_file(path: Path) -> Genre:
         validation_fraction=spec.get("validation_fraction", 0.1),
         manifest_sha1=hashlib.sha1(raw).hexdigest(),
         aliases=tuple(dict.fromkeys(a.lower() for a in aliases)),
+        form=spec.get("form"),
         scores=m.scores(),
     )
+    if genre.form is not None and genre.form not in FORMS:
+        raise m.error("form", f"must be one of {', '.join(FORMS)}")
     if genre.split not in SPLITS:
         raise m.error("split", f"must be one of {', '.join(SPLITS)}")
     fraction = genre.validation_fraction

@@ -18,7 +18,7 @@ import torch
 from composer.codec import events
 from composer.codec.controls import CONTROL_DIM, NO_CONTROL
 from composer.config import settings
-from composer.contract import MAX_SECONDS
+from composer.contract import FORMS, MAX_SECONDS
 from composer.nn.fastlstm import FusedLSTM, State, quantization_available
 from composer.nn.model import PerformanceRNN, load_model
 
@@ -41,6 +41,31 @@ class SampleRequest:
     controls: np.ndarray | None = None
     """For a conditioned model: the piece's key and density (composer.codec.controls.control_vector);
     None: no control. An unconditioned model takes none."""
+    form: str | None = None
+    """A form plan (see ``FORMS``): sections of equal length, a repeated letter restating its first
+    appearance; None: the model alone decides."""
+
+
+VARIED_TAIL = 0.25
+"""The share of a restated section the model composes afresh: a repeat with its own ending."""
+
+
+@dataclass(frozen=True)
+class Section:
+    letter: str
+    end_step: int
+    restates: int | None  # the index of the section it repeats, None for new material
+
+
+def form_plan(form: str, seconds: float) -> list[Section]:
+    """Sections of equal length over ``seconds``; a letter seen before restates its first section."""
+    total = round(seconds * events.STEPS_PER_SECOND)
+    first: dict[str, int] = {}
+    plan = []
+    for i, letter in enumerate(form):
+        plan.append(Section(letter, round(total * (i + 1) / len(form)), first.get(letter)))
+        first.setdefault(letter, i)
+    return plan
 
 
 def validate(request: SampleRequest) -> None:
@@ -54,6 +79,8 @@ def validate(request: SampleRequest) -> None:
         p = request.primer
         if p.min() < 0 or p.max() >= events.NUM_EVENTS:
             raise ValueError("primer tokens must be performance events (0..387)")
+    if request.form is not None and request.form not in FORMS:
+        raise ValueError(f"form must be one of {', '.join(FORMS)}, got {request.form!r}")
     if request.controls is not None and np.shape(request.controls) != (CONTROL_DIM,):
         shape = np.shape(request.controls)
         raise ValueError(f"controls must be {CONTROL_DIM} floats (composer.codec.controls), got {shape}")
@@ -241,6 +268,10 @@ class Stream:
         self.ban[: events.VELOCITY] = True  # no velocity yet, nothing sounding
         self.strikes = np.zeros(events.NUM_PITCHES, dtype=np.int32)  # unreleased note-ons per key
         self._primer_velocity: int | None = None
+        self.plan = form_plan(request.form, request.seconds) if request.form else []
+        self._section = 0
+        self._section_starts = [0]  # token index where each section began
+        self._restating: list[int] = []  # tokens still to restate, next first
         for token in request.primer if request.primer is not None else ():
             self._follow(int(token))
             if int(token) >= events.VELOCITY:
@@ -265,13 +296,44 @@ class Stream:
         self._pos += 1
         return float(self._uniforms[self._pos - 1])
 
+    def restated(self) -> int | None:
+        """The token the form plan puts next, when this stream is restating a section (and the
+        grammar allows it here: a release of a key the restatement never struck is passed over)."""
+        while self._restating:
+            token = self._restating.pop(0)
+            if not self.ban[token]:
+                return token
+        return None
+
     def accept(self, token: int) -> None:
         self.tokens.append(token)
         if events.TIME_SHIFT <= token < events.VELOCITY:
             self.elapsed_steps += token - events.TIME_SHIFT + 1
+            if self.plan:
+                self._follow_plan()
         else:
             self._follow(token)
         self.done = self.elapsed_steps >= self.target_steps or len(self.tokens) >= self.max_events
+
+    def _follow_plan(self) -> None:
+        """At a section's end: start the next one, loading the section it restates (less its tail)."""
+        while self._section < len(self.plan) - 1 and self.elapsed_steps >= self.plan[self._section].end_step:
+            self._section += 1
+            self._section_starts.append(len(self.tokens))
+            source = self.plan[self._section].restates
+            self._restating = []
+            if source is not None:
+                lo = self._section_starts[source]
+                hi = self._section_starts[source + 1]
+                section_steps = self.plan[source].end_step - (self.plan[source - 1].end_step if source else 0)
+                keep_steps = section_steps * (1 - VARIED_TAIL)
+                elapsed = 0
+                for token in self.tokens[lo:hi]:
+                    if events.TIME_SHIFT <= token < events.VELOCITY:
+                        elapsed += token - events.TIME_SHIFT + 1
+                        if elapsed > keep_steps:
+                            break
+                    self._restating.append(token)
 
     def result(self) -> np.ndarray:
         """The sampled tokens; a continuation starts by re-stating its primer's loudness, since
@@ -339,6 +401,11 @@ class BatchSampler:
         probs = filter_probs(self._logits[:, : events.NUM_EVENTS], self._temperature, self._top_p, nucleus, ban)
         uniforms = torch.tensor([s.uniform() for s in self.streams], dtype=torch.float64, device=dev)
         tokens = draw(probs, uniforms)
+        if any(s.plan for s in self.streams):  # a stream restating a section takes its planned token
+            planned = [s.restated() for s in self.streams]
+            if any(p is not None for p in planned):
+                drawn = tokens.tolist()
+                tokens = torch.tensor([p if p is not None else d for p, d in zip(planned, drawn)], device=dev)
         for stream, token in zip(self.streams, tokens.tolist()):
             if not stream.done:  # a cancelled stream takes nothing more
                 stream.accept(token)

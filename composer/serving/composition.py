@@ -23,12 +23,15 @@ from composer.codec.midi import MidiError, load_notes, midi_bytes
 from composer.contract import (
     AUDIO_FORMATS,
     AUDIO_MIME,
+    FORMS,
+    FREE_FORM,
     MAX_SECONDS,
     MAX_SEED,
     ComposedPiece,
     CompositionError,
     CompositionRejected,
 )
+from composer.corpus.genres import UnknownGenreError, load_genre
 from composer.sampling.sample import SampleRequest, piece_notes, primer_tokens, validate
 
 MAX_PRIMER_EVENTS = 20_000  # priming reads the whole primer in one pass; this bounds that pass
@@ -76,8 +79,10 @@ def sample_request(
     max_seconds: float = MAX_SECONDS,
     key: str | None = None,
     density: float | None = None,
+    form: str | None = None,
 ) -> SampleRequest:
-    """A checked SampleRequest; CompositionRejected (422) says what is wrong."""
+    """A checked SampleRequest; CompositionRejected (422) says what is wrong. ``form``: a plan
+    from ``piece_form``, or None for none."""
     try:
         asked_key = parse_key(key) if key else None
         asked_density = parse_density(density) if density is not None else None
@@ -88,12 +93,27 @@ def sample_request(
         raise CompositionRejected(f"seconds must be in (0, {max_seconds:g}], got {seconds:g}")
     if not 0 <= seed <= MAX_SEED:
         raise CompositionRejected(f"seed must be in 0..{MAX_SEED}, got {seed}")
-    request = SampleRequest(seconds, seed, temperature, top_p, primer, controls)
+    request = SampleRequest(seconds, seed, temperature, top_p, primer, controls, form)
     try:
         validate(request)
     except ValueError as exc:
         raise CompositionRejected(str(exc)) from None
     return request
+
+
+def piece_form(asked: str | None, genre: str, genres_dir: Path) -> str | None:
+    """The form plan a piece follows: the one asked for, none for FREE_FORM, else the genre's own
+    (its manifest's ``form``; none without one)."""
+    if asked == FREE_FORM:
+        return None
+    if asked is not None:
+        if asked not in FORMS:
+            raise CompositionRejected(f"form must be one of {', '.join((*FORMS, FREE_FORM))}, got {asked!r}")
+        return asked
+    try:
+        return load_genre(genre, genres_dir).form
+    except (UnknownGenreError, ValueError):  # a genre served from a models directory alone
+        return None
 
 
 def check_audio_format(audio_format: str | None) -> None:
@@ -170,4 +190,5 @@ def assemble(
         asked_key=parse_key(key).name if key else None,
         asked_density=parse_density(density) if density is not None else None,
         controlled=controlled,
+        form=request.form,
     )

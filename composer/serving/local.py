@@ -19,7 +19,7 @@ from composer.contract import (
 )
 from composer.models.store import SERVING_ENGINE, LoadedModel, current_key, load_current
 from composer.serving.catalog import genre_catalog, resolve_genre
-from composer.serving.composition import assemble, check_audio_format, primer_from, sample_request
+from composer.serving.composition import assemble, check_audio_format, piece_form, primer_from, sample_request
 
 
 class LocalComposerClient:
@@ -57,12 +57,14 @@ class LocalComposerClient:
         pianoroll: bool = False,
         key: str | None = None,
         density: float | None = None,
+        form: str | None = None,
     ) -> ComposedPiece:
         resolve_genre(genre, self.models_dir, self.genres_dir)
         check_audio_format(audio_format)
         primer = primer_from(primer_midi, primer_seconds)
         seed = new_seed() if seed is None else seed
-        request = sample_request(seconds, temperature, top_p, seed, primer, self.max_seconds, key, density)
+        plan = piece_form(form, genre, self.genres_dir)
+        request = sample_request(seconds, temperature, top_p, seed, primer, self.max_seconds, key, density, plan)
         model = self._model(genre)
         request = model.sampler.fit(request)
         tokens = model.sampler.generate([request])[0]

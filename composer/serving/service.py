@@ -33,6 +33,8 @@ from composer.contract import (
     DEFAULT_SECONDS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
+    FORMS,
+    FREE_FORM,
     MAX_DENSITY,
     MAX_SECONDS,
     MAX_SEED,
@@ -48,6 +50,7 @@ from composer.serving.composition import (
     assemble,
     check_audio_format,
     decode_primer_midi,
+    piece_form,
     primer_from,
     sample_request,
 )
@@ -99,6 +102,9 @@ class CompositionIn(BaseModel):
         None, max_length=40, description='A key to compose in, e.g. "D minor", "F# major", "B flat minor".'
     )
     density: float | None = Field(None, ge=0, le=MAX_DENSITY, description="Notes per second to aim for.")
+    form: Literal[(*FORMS, FREE_FORM)] | None = Field(
+        None, description="A form plan (sections; a repeated letter restates its section); default: the genre's."
+    )
     return_tokens: bool = Field(False, description="Also return the piece's event tokens.")
 
 
@@ -131,6 +137,7 @@ class CompositionOut(BaseModel):
     asked_key: str | None = Field(None, description="The key asked for, as the composer names it.")
     asked_density: float | None = Field(None, description="The notes per second asked for.")
     controlled: bool = Field(False, description="Whether the model followed the key and density asked for.")
+    form: str | None = Field(None, description="The form plan the piece follows; null: free.")
 
 
 ERRORS = {
@@ -281,8 +288,9 @@ def create_app(
             check_audio_format(body.audio_format)
             primer = decode_primer_midi(body.primer) if isinstance(body.primer, str) else body.primer
             tokens = await run_in_threadpool(primer_from, primer, body.primer_seconds)
+            plan = piece_form(body.form, body.genre, genres_dir)
             request = sample_request(
-                body.seconds, body.temperature, body.top_p, seed, tokens, max_seconds, body.key, body.density
+                body.seconds, body.temperature, body.top_p, seed, tokens, max_seconds, body.key, body.density, plan
             )
             pending = batcher.submit(request)
         except QueueFull as exc:
@@ -333,6 +341,7 @@ def create_app(
             asked_key=piece.asked_key,
             asked_density=piece.asked_density,
             controlled=piece.controlled,
+            form=piece.form,
         )
 
     @app.get("/healthz", summary="Readiness: models loaded, queue depth")

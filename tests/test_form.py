@@ -1,0 +1,61 @@
+"""Form plans: sections that come back (composer.sampling.sample), chosen per genre or per request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from composer.codec import events
+from composer.contract import FREE_FORM, CompositionRejected
+from composer.report.structure import measure_pieces, summarize
+from composer.sampling.sample import Sampler, SampleRequest, form_plan, piece_notes
+from composer.serving.composition import piece_form
+
+
+def test_a_plan_cuts_the_piece_into_equal_sections_and_names_what_each_restates():
+    plan = form_plan("ABAB", 30.0)
+    assert [s.end_step for s in plan] == [750, 1500, 2250, 3000]
+    assert [s.restates for s in plan] == [None, None, 0, 1]
+    assert [s.restates for s in form_plan("AABA", 8.0)] == [None, 0, None, 0]
+
+
+def test_a_restated_section_begins_as_its_first_appearance_did(tiny_model_dir: Path):
+    sampler = Sampler.from_dir(tiny_model_dir, "cpu", "fused")
+    tokens = sampler.generate([SampleRequest(8.0, seed=3, form="ABAB")])[0].tolist()
+    times = np.cumsum([t - events.TIME_SHIFT + 1 if events.TIME_SHIFT <= t < events.VELOCITY else 0 for t in tokens])
+    first = [t for t, at in zip(tokens, times) if at < 150]
+    third = [t for t, at in zip(tokens, times) if 400 <= at < 550]
+    notes = lambda part: [t for t in part if t < events.NOTE_OFF]  # noqa: E731
+    assert len(notes(first)) >= 3 and notes(third)[: len(notes(first)) // 2] == notes(first)[: len(notes(first)) // 2]
+
+
+def test_a_planned_piece_replays_alone_or_in_a_batch_and_its_themes_recur(tiny_model_dir: Path):
+    sampler = Sampler.from_dir(tiny_model_dir, "cpu", "fused")
+    planned = SampleRequest(30.0, seed=1, form="ABAB")
+    alone = sampler.generate([planned])[0]
+    batch = sampler.generate([SampleRequest(10.0, seed=2), planned, SampleRequest(30.0, seed=1)])
+    assert np.array_equal(batch[1], alone)
+    measured = {
+        name: summarize(measure_pieces([(piece_notes(t), events.duration_steps(t) / 100)]))
+        for name, t in (("planned", alone), ("free", batch[2]))
+    }
+    assert measured["planned"]["recurrence"] > measured["free"]["recurrence"] + 0.2
+
+
+def test_the_form_comes_from_the_request_or_the_genres_manifest(tmp_path: Path):
+    genres = tmp_path / "genres"
+    genres.mkdir()
+    (genres / "reel.toml").write_text('name = "reel"\nsources = ["x"]\nlicense = "MIT"\nform = "AABB"\n')
+    (genres / "drone.toml").write_text('name = "drone"\nsources = ["x"]\nlicense = "MIT"\n')
+    assert piece_form(None, "reel", genres) == "AABB" and piece_form("ABAB", "reel", genres) == "ABAB"
+    assert piece_form(FREE_FORM, "reel", genres) is None and piece_form(None, "drone", genres) is None
+    assert piece_form(None, "models-only", genres) is None
+    with pytest.raises(CompositionRejected, match="form must be one of ABAB"):
+        piece_form("ABCD", "reel", genres)
+    (genres / "bad.toml").write_text('name = "bad"\nsources = ["x"]\nlicense = "MIT"\nform = "ABC"\n')
+    from composer.corpus.genres import load_genre
+
+    with pytest.raises(ValueError, match="form must be one of"):
+        load_genre("bad", genres)
