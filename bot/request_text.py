@@ -1,22 +1,32 @@
-"""What a mention asks for: genre, length, mood and seed, read from free text.
+"""What a mention asks for: genre, length, mood, key, pace and seed, read from free text.
 
-People write "@band a calm jig, 1 min please" or "<p>folk music!! seed 42</p>", so the
-parser is forgiving: HTML is stripped, other @handles and links are ignored, genres are
-found by name, synonym or near miss, and anything it cannot place falls back to a
-default. It never raises: whatever the text, the worst outcome is a help reply.
+People write "@band a calm jig, 1 min please", "<p>folk music!! seed 42</p>" or "something
+folk in D minor, busy", so the parser is forgiving: HTML is stripped, other @handles and
+links are ignored, genres are found by name, synonym or near miss, and anything it cannot
+place falls back to a default. It never raises: whatever the text, the worst outcome is a
+help reply (a key it cannot read is a note in the reply, never a help reply).
+
+Keys are read as whole words, and a lone letter only where it cannot be ordinary English:
+"C major", "e flat", "F#", "B-flat minor" (a mode or accidental follows), "in D", "in the
+key of A" ("in" or "key of" before it). "a jig", "plan b" and "in a minute" name no key; "a
+minor-key tune" asks for the mode alone (the tonic is then picked from the mention, so a
+retry asks the same).
 """
 
 from __future__ import annotations
 
 import difflib
 import html
+import itertools
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from html.parser import HTMLParser
 
 from bot.db import Kind
-from composer.contract import MAX_SEED
+from composer.contract import DENSITY_WORDS, MAX_SEED, MODES, UnknownKeyError, key_name, read_key
 
 MAX_TEXT = 5_000  # a mention is at most a few hundred characters; longer input is cut, never parsed whole
 
@@ -141,7 +151,9 @@ MOODS = {**CALM, **WILD}
 
 HELP_WORDS = frozenset({"help", "commands", "usage", "genres", "howto", "how-to", "?"})
 MORE_WORDS = frozenset({"more", "again", "continue", "encore", "another", "longer"})
-MORE_FILLER = frozenset({"please", "pls", "thanks", "thank", "you", "some", "a", "bit", "one", "the"})
+MORE_FILLER = frozenset({"please", "pls", "thanks", "thank", "you", "some", "a", "bit", "one", "the"}) | {
+    *("in", "but", "and", "key", "of", "now")  # "more, but in D minor" continues in that key
+}
 COMPOSE_WORDS = frozenset(
     [
         "play",
@@ -188,10 +200,35 @@ _URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
 _SEED = re.compile(r"\bseed\s*(?:[:=#]|no\.?|number|of|is)?\s*(\d{1,25})\b", re.IGNORECASE)
 _CLOCK = re.compile(r"\b(\d{1,2}):([0-5]\d)\b")
 _NUMBER = r"(\d{1,6}(?:[.,]\d{1,3})?|" + "|".join(sorted(map(re.escape, NUMBER_WORDS), key=len, reverse=True)) + ")"
-_LENGTH = re.compile(
-    _NUMBER + r"[\s\-]*(seconds?|secs?|s|minutes?|mins?|m)\b(?:\s+and\s+(?:a\s+)?half)?", re.IGNORECASE
+_LENGTH = re.compile(  # the number a whole word: "banana minute" is no minute
+    r"(?<![\w.,])" + _NUMBER + r"[\s\-]*(seconds?|secs?|s|minutes?|mins?|m)\b(?:\s+and\s+(?:a\s+)?half)?",
+    re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z0-9&]+(?:-[a-z0-9]+)*")
+
+# A key: a letter as a whole word, then an accidental, a mode and "key", each optional.
+_END = r"(?![\w'’#♯♭])"
+_KEY = re.compile(
+    r"(?<![\w'’.#♯♭-])(?P<letter>[a-g])"
+    rf"(?:(?P<accidental>\s*[#♯♭]|[\s-]*(?:sharp|flat){_END})|(?P<attached>b)(?=m?{_END}))?"
+    rf"(?:(?P<mode>[\s-]*(?:major|minor){_END})|(?P<short>[\s-]*(?:maj|min){_END}|m{_END}))?"
+    rf"(?P<keyword>[\s-]*key{_END})?"
+    r"(?![\w'’#♯♭]|[.\-]\w)",
+    re.IGNORECASE,
+)
+_BEFORE_KEY = re.compile(r"(?:^|[^\w'’])(?:in|key\s+of)\s+$", re.IGNORECASE)  # "in D", "the key of D"
+_CLAUSE_END = re.compile(r"\s*(?:$|[,;:.!?)])")
+_MODE_ONLY = re.compile(
+    rf"(?<![\w'’])(?:(?P<mode>major|minor)[\s-]*key|in\s+(?P<mode2>major|minor)){_END}", re.IGNORECASE
+)
+_OTHER_MODES = "dorian|phrygian|lydian|mixolydian|locrian|aeolian|ionian"
+_OTHER_MODE_AFTER = re.compile(rf"[\s-]*(?:{_OTHER_MODES}){_END}", re.IGNORECASE)
+_UNKNOWN_KEY = re.compile(
+    rf"(?<![\w'’])(?:in|key\s+of)\s+[h-z](?:\s*[#♯♭]|[\s-]*(?:sharp|flat))?[\s-]*(?:major|minor){_END}"
+    rf"|(?<![\w'’])(?:[a-h](?:\s*[#♯♭]|[\s-]*(?:sharp|flat))?[\s-]*)?(?:{_OTHER_MODES}){_END}",
+    re.IGNORECASE,
+)
+UNKNOWN_KEY_NOTE = "I can't read that key (name one like D minor, F♯ major or B flat minor), so the model chose one"
 
 
 @dataclass(frozen=True)
@@ -212,6 +249,22 @@ class Request:
     moods: tuple[str, ...] = ()
     unknown_genre: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)  # what the reply should mention (clamped length, ...)
+    key: str | None = None  # as composer.contract.key_name writes it: "E♭ major"
+    density: float | None = None  # notes per second (composer.contract.DENSITY_WORDS)
+
+
+@dataclass(frozen=True)
+class KeyAsked:
+    """The key a mention names, if any: ``key`` (canonical), or ``unreadable`` when it names one we cannot
+    read; ``spans`` are where the key words are in the text (left out of the rest of the parsing)."""
+
+    key: str | None = None
+    unreadable: bool = False
+    spans: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def asked(self) -> bool:
+        return self.key is not None or self.unreadable
 
 
 class _TextExtractor(HTMLParser):
@@ -264,6 +317,71 @@ def _seconds(text: str) -> float | None:
     return number * 60 if unit.startswith("m") else number
 
 
+def _is_key(match: re.Match[str], text: str) -> bool:
+    """Whether a key-shaped ``match`` in ``text`` names a key rather than being ordinary English."""
+    letter, accidental, attached, mode, short, keyword = match.group(
+        "letter", "accidental", "attached", "mode", "short", "keyword"
+    )
+    if not (mode or short) and _OTHER_MODE_AFTER.match(text, match.end()):
+        return False  # "D dorian": a mode we cannot play (read as an unknown key)
+    if letter == "a" and keyword and (mode or short) and not accidental:
+        return False  # "a minor-key tune": the article, then the mode alone
+    if accidental or mode:
+        return True  # "C major", "e flat", "F#", "B-flat minor"
+    if not _BEFORE_KEY.search(text, 0, match.start()):
+        return False  # "a jig", "plan b", "vitamin C", "Eb" alone, "DM me"
+    if letter.isupper():
+        return True  # "in A", "in Eb", "in Dm", "the key of G"
+    if attached:
+        return False  # "the size in gb"
+    if letter == "a":  # "in a minute", "in a calm mood": only "in a" ending the clause is the key
+        return not short and _CLAUSE_END.match(text, match.end()) is not None
+    return True  # "in d", "in c min"
+
+
+def _key_text(match: re.Match[str]) -> str:
+    """The matched key as ``read_key`` takes it: "E flat minor"."""
+    accidental = (match.group("accidental") or match.group("attached") or "").strip(" -").lower()
+    accidental = {"#": "sharp", "♯": "sharp", "♭": "flat", "b": "flat"}.get(accidental, accidental)
+    mode = (match.group("mode") or match.group("short") or "").strip(" -").lower()
+    mode = "minor" if mode in ("minor", "min", "m") else "major"
+    return f"{match.group('letter')} {accidental} {mode}".replace("  ", " ")
+
+
+def read_key_asked(text: str, pick: str) -> KeyAsked:
+    """The key ``text`` asks for: a named key, else a mode alone (its tonic picked by hashing ``pick``),
+    else an unreadable key ("in H major", "D dorian"); an empty KeyAsked when it names none."""
+    for match in _KEY.finditer(text):
+        if _is_key(match, text):
+            try:
+                key = key_name(*read_key(_key_text(match)))
+            except UnknownKeyError:  # cannot happen for what _KEY matches; an unreadable key is a note
+                return KeyAsked(unreadable=True, spans=(match.span(),))
+            return KeyAsked(key, spans=(match.span(),))
+    if unknown := _UNKNOWN_KEY.search(text):
+        return KeyAsked(unreadable=True, spans=(unknown.span(),))
+    if mode_only := _MODE_ONLY.search(text):
+        mode = (mode_only.group("mode") or mode_only.group("mode2")).lower()
+        tonic = zlib.crc32(pick.encode("utf-8", "replace")) % 12
+        return KeyAsked(key_name(tonic, MODES[MODES.index(mode)]), spans=(mode_only.span(),))
+    return KeyAsked()
+
+
+def _blank(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    for start, end in spans:
+        text = text[:start] + " " * (end - start) + text[end:]
+    return text
+
+
+def _density(words: list[str]) -> float | None:
+    """Notes per second from the pace words: a pace word ("busy") beats a mood that implies one ("calm"),
+    then the first one said."""
+    said = [w for w in dict.fromkeys(words) if w in DENSITY_WORDS]
+    if not said:
+        return None
+    return DENSITY_WORDS[min(said, key=lambda w: (w in MOODS, said.index(w)))]
+
+
 def genre_aliases(infos: Iterable[object]) -> dict[str, str]:
     """Alias -> genre from the composer's genre list (``GenreInfo.aliases``, from each manifest).
 
@@ -303,7 +421,7 @@ def _find_genre(
         if word in OTHER_GENRES or word in SYNONYMS or word in aliases:  # a genre we know of but cannot play (yet)
             return None, word
     for word in words:
-        if len(word) >= 4 and word not in MOODS and word not in COMPOSE_WORDS:
+        if len(word) >= 4 and word not in MOODS and word not in COMPOSE_WORDS and word not in DENSITY_WORDS:
             close = difflib.get_close_matches(word, list(vocabulary), n=1, cutoff=0.75)
             if close:
                 return vocabulary[close[0]], None
@@ -311,20 +429,28 @@ def _find_genre(
 
 
 def parse_request(
-    markup: str, genres: Iterable[str], limits: Limits | None = None, aliases: Mapping[str, str] | None = None
+    markup: str,
+    genres: Iterable[str],
+    limits: Limits | None = None,
+    aliases: Mapping[str, str] | None = None,
+    pick: str | None = None,
 ) -> Request:
     """Read one mention. ``genres`` are those the composer can play now; ``aliases`` maps
-    more words to genres (``genre_aliases`` of the composer's genre list)."""
+    more words to genres (``genre_aliases`` of the composer's genre list); ``pick`` (the
+    mention's id; its text when not given) picks the tonic of a key asked by its mode alone."""
     limits = limits or Limits()
     genres = list(genres)
     aliases = dict(aliases or {})
     try:
         text = clean_text(markup)
-        lower = text.lower()
+        key = read_key_asked(text, text if pick is None else pick)
+        lower = _blank(text, key.spans).lower()  # the key's words are read: they name no genre, length or mood
         words = _WORD.findall(lower)
     except Exception:  # defensive: the fuzz test holds this, but a reply must still go out
         return Request(Kind.HELP, "")
-    if not words or (set(words) & HELP_WORDS and not set(words) & (set(genres) | set(SYNONYMS) | set(aliases))):
+    if not (words or key.asked) or (
+        set(words) & HELP_WORDS and not set(words) & (set(genres) | set(SYNONYMS) | set(aliases))
+    ):
         return Request(Kind.HELP, text)
 
     notes: list[str] = []
@@ -334,6 +460,8 @@ def parse_request(
         seed = value if value <= MAX_SEED else None
         if seed is None:
             notes.append("that seed is too large, so I picked a new one")
+    if key.unreadable:
+        notes.append(UNKNOWN_KEY_NOTE)
 
     seconds = _seconds(lower)
     if seconds is None:
@@ -346,11 +474,73 @@ def parse_request(
     temperature = 1.0
     if moods:
         temperature = round(sum(MOODS[m] for m in moods) / len(moods), 3)
+    density = _density(words)
+    asked = dict(key=key.key, density=density, notes=tuple(notes))
 
-    if set(words) & MORE_WORDS and set(words) <= MORE_WORDS | MORE_FILLER:  # "thanks!" alone asks for nothing
-        return Request(Kind.MORE, text, seconds=seconds, temperature=temperature, moods=moods, seed=seed)
+    # "thanks!" alone asks for nothing; "more, in D minor" or "more, but busy" continues in that key or pace
+    if set(words) & MORE_WORDS and set(words) <= MORE_WORDS | MORE_FILLER | set(DENSITY_WORDS):
+        return Request(Kind.MORE, text, seconds=seconds, temperature=temperature, moods=moods, seed=seed, **asked)
 
     genre, unknown = _find_genre(words, lower, genres, aliases)
-    if genre is None and (unknown is not None or not (set(words) & COMPOSE_WORDS or moods or seed is not None)):
+    wants_piece = set(words) & COMPOSE_WORDS or moods or seed is not None or key.asked or density is not None
+    if genre is None and (unknown is not None or not wants_piece):
         return Request(Kind.HELP, text, unknown_genre=unknown)
-    return Request(Kind.COMPOSE, text, genre, float(seconds), temperature, seed, moods, None, tuple(notes))
+    return Request(Kind.COMPOSE, text, genre, float(seconds), temperature, seed, moods, None, **asked)
+
+
+DEFAULT_TEMPERATURE = 1.0  # what a mention without a mood word gets
+MAX_MOOD_WORDS = 3  # mood words mixed to give a temperature, besides one pace word
+
+
+@lru_cache(maxsize=256)
+def asking_words(temperature: float, density: float | None = None) -> str | None:
+    """Mood and pace words a mention can carry to be composed at ``temperature`` and ``density``: ""
+    for the defaults, None when no mix of up to MAX_MOOD_WORDS moods and one pace word gives both exactly.
+
+    The parser averages the temperatures of the mood words it finds (``MOODS``) and takes the
+    density of a pace word (``DENSITY_WORDS``; "calm" and "slow" are both), so several words
+    map to one value and a mix maps to the mean: the first mix found (fewest words, in the
+    parser's order) is checked against the parser itself before it is offered.
+    """
+    wanted = round(temperature, 3)
+    if density is None:
+        paces: list[str | None] = [None]
+    else:
+        paces = [w for w, value in DENSITY_WORDS.items() if value == density]
+    plain_moods = [m for m in MOODS if m not in DENSITY_WORDS]  # moods that leave the pace alone
+    for size in range(MAX_MOOD_WORDS + 1):
+        for pace in paces:
+            for words in itertools.combinations(plain_moods, size):
+                said = [*words, pace] if pace else list(words)
+                moods = [w for w in said if w in MOODS]
+                mean = round(sum(MOODS[m] for m in moods) / len(moods), 3) if moods else DEFAULT_TEMPERATURE
+                if mean != wanted:
+                    continue
+                text = " ".join(said)
+                heard = parse_request(text, [])
+                if round(heard.temperature, 3) == wanted and heard.density == density:
+                    return text
+    return None
+
+
+def replay_text(
+    genre: str,
+    seed: int,
+    temperature: float = DEFAULT_TEMPERATURE,
+    key: str | None = None,
+    density: float | None = None,
+    seconds: float | None = None,
+) -> str:
+    """The words of a mention that asks for a piece again: "calm folk in D minor seed 7, 30 seconds".
+
+    When no mix of mood words gives ``temperature`` exactly, the words ask at the default one
+    (with the pace kept): the same seed then gives a related piece, not the same.
+    """
+    words = asking_words(temperature, density)
+    if words is None:
+        words = asking_words(DEFAULT_TEMPERATURE, density) or ""
+    text = f"{words} {genre}".lstrip()
+    if key:
+        text += f" in {key}"
+    text += f" seed {seed}"
+    return f"{text}, {seconds:g} seconds" if seconds is not None else text

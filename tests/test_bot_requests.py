@@ -168,3 +168,184 @@ def test_any_html_parses(parts):
 def test_huge_input_is_cut_not_parsed_whole():
     request = parse("@band folk " + "la " * 1_000_000)
     assert request.genre == "folk"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("@band something folk in D minor, busy", "D minor"),
+        ("@band folk in E flat", "E♭ major"),
+        ("@band folk in e flat", "E♭ major"),
+        ("@band e flat folk", "E♭ major"),
+        ("@band folk in F#", "F♯ major"),
+        ("@band something in B flat minor", "B♭ minor"),
+        ("@band folk in B-flat minor", "B♭ minor"),
+        ("@band folk in Bb major", "B♭ major"),
+        ("@band folk in Eb", "E♭ major"),
+        ("@band C major folk", "C major"),
+        ("@band folk, c major", "C major"),
+        ("@band folk in c#m", "C♯ minor"),
+        ("@band folk in Dm", "D minor"),
+        ("@band folk in A min", "A minor"),
+        ("@band folk in the key of G", "G major"),
+        ("@band folk in g", "G major"),
+        ("@band folk in A", "A major"),
+        ("@band folk in A, 20 seconds", "A major"),
+        ("@band folk in a minor", "A minor"),
+        ("@band a flat folk tune", "A♭ major"),
+        ("@band folk in A Minor Key", "A minor"),
+        ("@band folk in E♭ major", "E♭ major"),
+        ("@band folk in F♯ minor seed 7, 30 seconds", "F♯ minor"),
+        ("<p>@band folk in D&nbsp;minor</p>", "D minor"),
+    ],
+)
+def test_keys(text, key):
+    request = parse(text)
+    assert request.kind is Kind.COMPOSE and request.key == key and not request.notes
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@band a jig",
+        "@band be busy, folk",
+        "@band plan b: folk",
+        "@band folk with vitamin C",
+        "@band folk in a minute",
+        "@band folk in a min",
+        "@band folk in a calm mood",
+        "@band folk in e-mail form",
+        "@band I'd like folk",
+        "@band folk, e.g. calm",
+        "@band DM me some folk",
+        "@band Eb folk",
+        "@band folk, sizes in gb",
+        "@band A folk tune",
+        "@band folk, a cab, a bed, a dad",
+    ],
+)
+def test_ordinary_words_name_no_key(text):
+    assert parse(text).key is None
+
+
+def test_key_words_are_not_read_as_a_length_or_a_genre():
+    request = parse("@band folk in A min")
+    assert request.seconds == 30 and request.key == "A minor"
+    assert parse("@band folk in a min").seconds == 60
+    assert parse("@band banana minute folk").seconds == 30  # numbers only as whole words
+    assert parse("@band in D minor").genre is None and parse("@band in D minor").kind is Kind.COMPOSE
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        ("@band a minor-key folk tune", "minor"),
+        ("@band folk in a major key", "major"),
+        ("@band something in a minor key", "minor"),
+        ("@band folk in minor", "minor"),
+    ],
+)
+def test_a_mode_alone_gets_a_tonic_picked_from_the_mention(text, mode):
+    request = parse_request(text, GENRES, LIMITS, pick="109348")
+    assert request.key is not None and request.key.endswith(f" {mode}")
+    assert parse_request(text, GENRES, LIMITS, pick="109348").key == request.key  # a retry asks the same
+    tonics = {parse_request(text, GENRES, LIMITS, pick=str(i)).key for i in range(40)}
+    assert len(tonics) > 3  # the mention, not a constant, picks it
+    assert parse(text).key == parse(text).key  # without an id, the text picks it
+
+
+@pytest.mark.parametrize(
+    "text", ["@band folk in H major", "@band folk in D dorian", "@band lydian folk", "@band in X minor"]
+)
+def test_an_unreadable_key_composes_without_a_key_and_says_so(text):
+    request = parse(text)
+    assert request.kind is Kind.COMPOSE and request.key is None
+    (note,) = request.notes
+    assert "D minor" in note and "H" not in note and "dorian" not in note  # never quotes the mention back
+
+
+@pytest.mark.parametrize(
+    ("text", "density", "temperature"),
+    [
+        ("@band slow folk", 2.0, 0.85),
+        ("@band calm folk", 2.0, 0.85),
+        ("@band moderate folk", 5.0, 1.0),
+        ("@band busy folk", 12.0, 1.0),
+        ("@band fast folk", 12.0, 1.0),
+        ("@band folk", None, 1.0),
+        ("@band calm but busy folk", 12.0, 0.85),  # a pace word beats a mood that implies one
+        ("@band busy, fast or slow folk", 12.0, 0.85),  # then the first said
+        ("@band gentle folk", None, 0.85),
+    ],
+)
+def test_density_words(text, density, temperature):
+    request = parse(text)
+    assert request.density == density and request.temperature == temperature
+
+
+def test_a_key_or_a_pace_alone_asks_for_a_piece():
+    assert parse("@band busy please").kind is Kind.COMPOSE
+    assert parse("@band in F# minor").kind is Kind.COMPOSE
+    assert parse("@band in H major").kind is Kind.COMPOSE
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "density"),
+    [
+        ("@band more", None, None),
+        ("@band more in D minor", "D minor", None),
+        ("@band more, but busy", None, 12.0),
+        ("@band more in the key of G please", "G major", None),
+    ],
+)
+def test_more_may_ask_for_another_key_or_pace(text, key, density):
+    request = parse(text)
+    assert request.kind is Kind.MORE and (request.key, request.density) == (key, density)
+
+
+def test_replay_text_reads_back_to_the_same_request():
+    from bot.request_text import asking_words, replay_text
+
+    for temperature, density, key in [
+        (1.0, None, None),
+        (0.85, None, "E♭ major"),
+        (0.85, 2.0, "A minor"),
+        (1.0, 2.0, "B major"),
+        (1.15, 5.0, None),
+        (0.75, 12.0, "F♯ minor"),
+    ]:
+        text = replay_text("folk", 77, temperature, key, density, 20)
+        again = parse_request(text, GENRES, LIMITS)
+        assert (again.genre, again.seed, again.seconds) == ("folk", 77, 20)
+        assert (again.temperature, again.density, again.key) == (temperature, density, key), text
+    assert asking_words(0.85) == "gentle"  # "calm" would ask for a pace too
+    assert asking_words(0.777) is None
+    assert replay_text("folk", 1, 0.777, None, 12.0) == "busy folk seed 1"  # the pace kept, the mood given up
+
+
+ORDINARY_TEXT = (
+    "I you we it is be been in at on of to and but or play me some folk jig reel tune song piece music "
+    "please thanks calm busy slow fast wild happy mood minute minutes seconds day bed cab dad bag age face cafe bee "
+    "egg fig gig ace add bad beg fed key keys mode modest majority minority flats sharply e-mail c'mon I'd we'd "
+    "she'd o'clock plan vitamin grade heavy light loud quiet for my sister with like love more again seed one two "
+    "ten 30 1:15 ! ? , . ... 🎻 #folk @alice"
+)
+ORDINARY = ORDINARY_TEXT.split()
+SPELLED_OUT = [  # an article comes with its noun: "in a" never ends an English clause
+    *("a jig", "a bee", "a cab", "an egg", "the key", "a key", "a face", "a dad", "in a minute", "in a calm mood"),
+    *("in a jig", "plan b", "vitamin c", "grade a", "e.g.", "be busy", "in the key of life"),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(st.sampled_from(ORDINARY), st.sampled_from(SPELLED_OUT)), min_size=1, max_size=25),
+    st.booleans(),
+)
+def test_ordinary_sentences_name_no_key(words, capitalized):
+    """English without a key name in it ("a", "b" or "c" alone among the words, "in a ...") asks for no key."""
+    sentence = " ".join(words)
+    if capitalized:
+        sentence = sentence[0].upper() + sentence[1:]
+    request = parse("@band " + sentence)
+    assert request.key is None and not any("key" in note for note in request.notes), sentence
