@@ -133,6 +133,8 @@ class MentionRequest(Base):
     temperature: Mapped[float | None] = mapped_column(Float)
     top_p: Mapped[float | None] = mapped_column(Float)
     seed: Mapped[int | None] = mapped_column(BigInteger)
+    key: Mapped[str | None] = mapped_column(String(32))  # the key the mention asked, as key_name writes it (0005)
+    density: Mapped[float | None] = mapped_column(Float)  # the notes per second it asked (0005)
     parse_notes: Mapped[list | None] = mapped_column(JSON)
 
     state: Mapped[str] = mapped_column(String(16), default=State.RECEIVED)  # a State
@@ -189,6 +191,11 @@ class Composition(Base):
     pianoroll_path: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)  # the alt text
     summary: Mapped[dict | None] = mapped_column(JSON)  # composer.contract.MusicSummary, as the composer sent it
+    # What the composer was asked (a "more" keeps its source's) and whether the model followed it (0005):
+    # NULL when nothing was asked; the key the notes are in is summary["key"].
+    asked_key: Mapped[str | None] = mapped_column(String(32))
+    asked_density: Mapped[float | None] = mapped_column(Float)
+    key_followed: Mapped[bool | None] = mapped_column(Boolean)
     compose_seconds: Mapped[float | None] = mapped_column(Float)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # operator takedown (issue 7)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -8,10 +8,11 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, inspect, select
+from sqlalchemy import event, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from bot.db import (
+    Composition,
     MentionRequest,
     State,
     claim_next,
@@ -199,4 +200,61 @@ def test_the_list_filters_have_composite_indexes_that_their_queries_use(database
     names = {i["name"] for i in inspect(engine).get_indexes("compositions")}
     assert "ix_compositions_genre_created" in names and "ix_compositions_genre_created_id" not in names
     upgrade(database_url)
+    engine.dispose()
+
+
+def test_migration_0005_adds_the_key_and_density_asked_and_keeps_older_rows(database_url):
+    """0004 -> 0005 on a database with a piece in it: the piece keeps its data, with NULL for what it was
+    never asked; the columns hold a key and a density; downgrading drops them and keeps the rows."""
+    upgrade(database_url, "0004")
+    engine = make_engine(database_url)
+    now = utcnow()
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO compositions (id, genre, model_version, seed, temperature, top_p, seconds_requested,"
+                " duration, events, notes, midi_path, hidden, created_at)"
+                " VALUES ('old1', 'folk', 'v1', 7, 1.0, 0.95, 30, 29.5, 400, 120, 'ol/old1.mid', :no, :now)"
+            ),
+            {"no": False, "now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO requests (platform, bot_account, mention_id, idempotency_key, requester_id,"
+                " requester_acct, requester_display_name, text, plain_text, visibility, spoiler_text, kind,"
+                " state, attempts, next_attempt_at, mentioned_at, received_at, updated_at, composition_id)"
+                " VALUES ('mastodon', 'band', '1', 'k1', '9', 'alice', '', '', '', 'public', '', 'compose',"
+                " 'replied', 1, :now, :now, :now, :now, 'old1')"
+            ),
+            {"now": now},
+        )
+
+    def columns(table: str) -> set[str]:
+        return {c["name"] for c in inspect(engine).get_columns(table)}
+
+    assert "key" not in columns("requests") and "asked_key" not in columns("compositions")
+    upgrade(database_url)
+    assert {"key", "density"} <= columns("requests")
+    assert {"asked_key", "asked_density", "key_followed"} <= columns("compositions")
+    sessions = session_factory(engine)
+    with transaction(sessions) as session:
+        old = session.get(Composition, "old1")
+        request = session.scalars(select(MentionRequest)).one()
+        assert (old.asked_key, old.asked_density, old.key_followed) == (None, None, None)
+        assert (request.key, request.density, request.composition_id) == (None, None, "old1")
+        old.asked_key, old.asked_density, old.key_followed = "E♭ minor", 12.0, False
+        request.key, request.density = "E♭ minor", 12.0
+    with sessions() as session:
+        old = session.get(Composition, "old1")
+        assert (old.asked_key, old.asked_density, old.key_followed) == ("E♭ minor", 12.0, False)
+        assert session.scalars(select(MentionRequest.key)).one() == "E♭ minor"
+    engine.dispose()
+    downgrade(database_url, "0004")
+    engine = make_engine(database_url)
+    assert "key" not in columns("requests") and "key_followed" not in columns("compositions")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT seed FROM compositions WHERE id = 'old1'")).scalar() == 7
+        assert connection.execute(text("SELECT composition_id FROM requests")).scalar() == "old1"
+    upgrade(database_url)
+    assert "key_followed" in columns("compositions")
     engine.dispose()
