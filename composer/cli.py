@@ -416,7 +416,7 @@ def baseline(
 def _report_options(pieces, events_per_piece, samples, seconds, seed, orders, rolls, device, threads):
     import torch
 
-    from composer.report.report import ReportOptions
+    from composer.report.compute import ReportOptions
 
     torch.set_num_threads(max(threads, 1))
     try:
@@ -453,7 +453,9 @@ def report(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
 ) -> None:
     """One self-contained HTML page: learning curves, n-gram baseline, genre fidelity, sample statistics."""
-    from composer.report.report import compute_report, format_matrix, format_overlaps, write_report
+    from composer.report.compute import compute_report
+    from composer.report.page import write_report
+    from composer.report.text import format_matrix, format_overlaps
 
     cfg = settings()
     opts = _report_options(pieces, events_per_piece, samples, seconds, seed, baseline_orders, rolls, device, threads)
@@ -482,7 +484,8 @@ def fidelity(
     as_json: bool = typer.Option(False, "--json", help="Only the JSON line."),
 ) -> None:
     """Genre-fidelity matrices: NLL of every genre's held-out pieces and samples under every genre model."""
-    from composer.report.report import compute_fidelity, format_matrix
+    from composer.report.compute import compute_fidelity
+    from composer.report.text import format_matrix
 
     cfg = settings()
     opts = _report_options(pieces, events_per_piece, samples, seconds, seed, "3", 0, device, threads)
@@ -494,6 +497,49 @@ def fidelity(
         typer.echo(format_matrix(result["heldout"], "held-out pieces: mean NLL per event"))
         typer.echo(format_matrix(result["samples"], "samples: mean NLL per event"))
     typer.echo(json.dumps(result))
+
+
+@app.command()
+def structure(
+    genre: str = typer.Option(..., "--genre", "-g", help="Genre whose current model to measure."),
+    samples: int = typer.Option(24, help="30 s samples per form plan (seeds SEED, SEED+1, ...)."),
+    forms: str = typer.Option(
+        "", help="Comma-separated plans to compare: free, ABAB, AABB, AABA, AA (default: free and the genre's)."
+    ),
+    seed: int = typer.Option(2000, help="Seed of the first sample."),
+    version: str = typer.Option("", help="Model version (default: the current one)."),
+    model_dir: Path | None = typer.Option(None, help="Measure this model directory instead."),
+    threads: int = typer.Option(1, help="CPU threads for torch."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON line."),
+) -> None:
+    """Keys and themes: key clarity and steadiness, melodic recurrence and stuck loops of real pieces
+    against samples (free and to a form plan), and the key and density a conditioned model plays."""
+    import dataclasses
+
+    import torch
+
+    from composer.contract import FORMS, FREE_FORM
+    from composer.corpus.genres import load_genre
+    from composer.report.form_and_key import format_structure, structure_report
+    from composer.sampling.sample import Sampler
+
+    directory = _find_model(genre, version, model_dir)
+    own = load_genre(genre).form
+    plans = [p.strip() for p in forms.split(",") if p.strip()] or [FREE_FORM, *([own] if own else [])]
+    unknown = [p for p in plans if p not in (*FORMS, FREE_FORM)]
+    if unknown:
+        fail(f"--forms: {', '.join(unknown)} not among {', '.join((FREE_FORM, *FORMS))}")
+    torch.set_num_threads(threads)
+    sampler = Sampler.from_dir(directory, "cpu")
+    try:
+        result = structure_report(
+            sampler, settings().cache_dir, genre, samples, [None if p == FREE_FORM else p for p in plans], seed
+        )
+    except FileNotFoundError as exc:
+        fail(f"{exc} (run `composer prepare --genre {genre}` first)")
+    if not as_json:
+        typer.echo(format_structure(result))
+    typer.echo(json.dumps(dataclasses.asdict(result)))
 
 
 @app.command()

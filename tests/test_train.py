@@ -324,3 +324,15 @@ def test_conditioned_training_scores_with_and_without_controls(project):
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert load_model(Path(project["COMPOSER_RUNS_DIR"]) / "tunes" / "keys-ft" / "best")[0].config.control_dim == 22
+
+    measured = composer(
+        project, "structure", "--genre", "tunes", "--model-dir", str(best), "--samples", "3", "--forms", "free,ABAB"
+    )
+    assert measured.returncode == 0, measured.stderr
+    result = json.loads(measured.stdout.strip().splitlines()[-1])
+    assert set(result["samples"]) == {"free", "ABAB"} and result["real"]["windows"] >= 1
+    assert 0 <= result["key_accuracy"] <= result["relative_key_accuracy"] <= 1
+    assert [asked for asked, _ in result["density_asked_played"]] == [2.0, 5.0, 12.0]
+    assert "key asked = key heard" in measured.stdout and "gap to real, ABAB" in measured.stdout
+    refused = composer(project, "structure", "--genre", "tunes", "--model-dir", str(best), "--forms", "ABCD")
+    assert refused.returncode == 2 and "not among free, ABAB" in refused.stderr
