@@ -3,7 +3,7 @@
 Screen-reader users meet the attachment's description instead of the sound's first
 seconds, so it says the genre and length, the pace (notes per second), the register,
 the loudness and the most likely key (the composer measures it with Krumhansl-Kessler
-key profiles).
+key profiles), beside the key the mention asked for, if it asked for one.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def loudness(mean_velocity: float) -> str:
     return "soft" if mean_velocity < 50 else "moderately loud" if mean_velocity < 85 else "loud"
 
 
-def describe(summary: MusicSummary, genre: str, seconds: float) -> str:
-    """One or two plain sentences, well under Mastodon's 1,500-character limit."""
+def describe(summary: MusicSummary, genre: str, seconds: float, asked_key: str | None = None) -> str:
+    """One or two plain sentences, well under Mastodon's 1,500-character limit; ``asked_key`` (the key
+    the mention asked for) is named beside the key heard."""
     length = f"{seconds:.0f}-second" if seconds < 90 else f"{seconds / 60:.1f}-minute"
     head = f"A {length} {genre} piano piece composed by a neural network"
     if not summary.notes:
@@ -45,6 +46,11 @@ def describe(summary: MusicSummary, genre: str, seconds: float) -> str:
         parts.append(register(summary.median_pitch, summary.lowest_pitch, summary.highest_pitch))
     if summary.mean_velocity is not None:
         parts.append(loudness(summary.mean_velocity))
-    if summary.key is not None and summary.key_clarity is not None and summary.key_clarity > CLEAR_KEY:
-        parts.append(f"in or around {summary.key}")
+    clear = summary.key is not None and summary.key_clarity is not None and summary.key_clarity > CLEAR_KEY
+    if clear and asked_key == summary.key:
+        parts.append(f"in or around {summary.key}, as asked")
+    elif clear:
+        parts.append(f"in or around {summary.key}" + (f" ({asked_key} was asked for)" if asked_key else ""))
+    elif asked_key:
+        parts.append(f"in no clear key ({asked_key} was asked for)")
     return f"{head}: {', '.join(parts)}."

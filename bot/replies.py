@@ -35,14 +35,36 @@ def piece_reply(
     notes: Sequence[str] = (),
     continuation: bool = False,
     limit: int = 500,
+    key: str | None = None,
+    caveat: str = "",
+    again: str | None = None,
 ) -> str:
+    """The reply carrying a piece; ``key`` the key asked, ``caveat`` what the model could not do
+    (``not_followed``), ``again`` the words that ask for the piece again (genre and seed by default)."""
     what = f"the continuation of your {genre} piece" if continuation else f"your {genre} piece"
+    if key:
+        what += f" in {key}"
     head = f"@{acct} Here is {what}: {minutes(seconds)}, {genre} model {model_version}, seed {seed}."
     optional = [
+        f"({caveat})" if caveat else "",
         f"({'; '.join(notes)})" if notes else "",
-        f'Ask "{genre} seed {seed}" to hear it again, or reply "more" to continue it.',
+        f'Ask "{again or f"{genre} seed {seed}"}" to hear it again, or reply "more" to continue it.',
     ]
     return _fit([head], optional, limit, tail=link)
+
+
+def not_followed(genre: str, key: str | None, density: float | None, heard_key: str | None) -> str:
+    """The honest note for a piece whose model composed without the key or pace asked (no controls yet)."""
+    if key and density is not None:
+        cannot = "pick keys or set the pace"
+    elif key:
+        cannot = "pick keys"
+    elif density is not None:
+        return f"the {genre} model can't set the pace yet"
+    else:
+        return ""
+    chose = f", so it chose {heard_key}" if heard_key else ""
+    return f"the {genre} model can't {cannot} yet{chose}"
 
 
 def help_reply(acct: str, genres: Sequence[str], unknown: str | None = None, limit: int = 500) -> str:

@@ -228,7 +228,7 @@ _UNKNOWN_KEY = re.compile(
     rf"|(?<![\w'’])(?:[a-h](?:\s*[#♯♭]|[\s-]*(?:sharp|flat))?[\s-]*)?(?:{_OTHER_MODES}){_END}",
     re.IGNORECASE,
 )
-UNKNOWN_KEY_NOTE = "I can't read that key (name one like D minor, F♯ major or B flat minor), so the model chose one"
+UNKNOWN_KEY_NOTE = "I can't read that key, so the model chose one: name one like D minor, F♯ major or B flat minor"
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import subprocess
 import sys
 import time
@@ -377,3 +379,93 @@ def test_a_genres_manifest_aliases_reach_the_worker(server, make_worker, tmp_pat
     assert worker.tick().replied == 1
     assert jobs(make_worker)[status].genre == "chorale"
     assert "chorale" in server.replies_to(status)[0]["content"]
+
+
+def text_of(reply: dict) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", reply["content"]))
+
+
+def test_a_key_and_pace_are_asked_for_stored_and_named_and_an_unfollowed_key_is_owned_up_to(server, make_worker):
+    """The tiny models take no controls: the piece is composed anyway, and the reply says so honestly."""
+    status_id = post(server, "alice", "@band something folk in D minor, busy")
+    assert make_worker().tick().replied == 1
+    (reply,) = server.replies_to(status_id)
+    job = jobs(make_worker)[status_id]
+    assert (job.key, job.density) == ("D minor", 12.0)
+    with make_worker.sessions() as session:
+        piece = session.get(Composition, job.composition_id)
+    assert (piece.asked_key, piece.asked_density, piece.key_followed) == ("D minor", 12.0, False)
+    heard = piece.summary["key"]
+    text = text_of(reply)
+    assert "Here is your folk piece in D minor:" in text
+    chose = f", so it chose {heard}" if heard else ""
+    assert f"(the folk model can't pick keys or set the pace yet{chose})" in text
+    assert f'Ask "busy folk in D minor seed {piece.seed}" to hear it again' in text
+    assert len(text) <= 500
+    (media,) = reply["media_attachments"]
+    assert "D minor was asked for" in media["description"] or "D minor, as asked" in media["description"]
+    assert piece.description == media["description"]
+
+
+def test_asking_again_with_the_replys_words_replays_the_piece(server, make_worker):
+    first = post(server, "alice", "@band a calm folk tune in B flat minor")
+    worker = make_worker()
+    worker.tick()
+    again = re.search(r'Ask "([^"]+)" to hear it again', text_of(server.replies_to(first)[0])).group(1)
+    assert again.startswith("calm folk in B♭ minor seed ")
+    second = post(server, "bob", f"@band {again}")
+    worker.tick()
+    rows = jobs(make_worker)
+    assert (rows[second].key, rows[second].density, rows[second].temperature) == ("B♭ minor", 2.0, 0.85)
+    with make_worker.sessions() as session:
+        one, two = (session.get(Composition, rows[i].composition_id) for i in (first, second))
+        assert (two.seed, two.asked_key, two.asked_density) == (one.seed, one.asked_key, one.asked_density)
+        assert worker.media.read(two.midi_path) == worker.media.read(one.midi_path)
+
+
+@pytest.mark.parametrize("text", ["@band folk in H major", "@band something in D dorian"])
+def test_an_unreadable_key_gets_a_piece_and_a_note(server, make_worker, text):
+    status_id = post(server, "alice", text)
+    assert make_worker().tick().replied == 1
+    (reply,) = server.replies_to(status_id)
+    assert reply["media_attachments"]
+    reply_text = text_of(reply)
+    assert "I can't read that key, so the model chose one: name one like D minor" in reply_text
+    assert "H major" not in reply_text and "dorian" not in reply_text  # the mention is never quoted back
+    job = jobs(make_worker)[status_id]
+    assert job.state == State.REPLIED and job.key is None
+    with make_worker.sessions() as session:
+        piece = session.get(Composition, job.composition_id)
+        assert (piece.asked_key, piece.asked_density, piece.key_followed) == (None, None, None)
+
+
+def test_a_mode_alone_gets_a_tonic_picked_by_the_mention(server, make_worker):
+    from bot.request_text import parse_request
+
+    status_id = post(server, "alice", "@band a minor-key folk tune")
+    make_worker().tick()
+    job = jobs(make_worker)[status_id]
+    assert job.key.endswith(" minor")
+    assert job.key == parse_request("a minor-key folk tune", ["folk"], pick=status_id).key  # the id picks it
+    assert f"your folk piece in {job.key}:" in text_of(server.replies_to(status_id)[0])
+
+
+def test_more_keeps_the_key_and_pace_of_its_source_unless_it_asks_for_others(server, make_worker):
+    first = post(server, "alice", "@band folk in E flat minor, slow")
+    worker = make_worker()
+    worker.tick()
+    (reply,) = server.replies_to(first)
+    more = post(server, "alice", "@band more", in_reply_to_id=reply["id"])
+    worker.tick()
+    (continued,) = server.replies_to(more)
+    assert "the continuation of your folk piece in E♭ minor:" in text_of(continued)
+    other = post(server, "alice", "@band more, but in G", in_reply_to_id=continued["id"])
+    worker.tick()
+    rows = jobs(make_worker)
+    assert (rows[more].key, rows[more].density) == (None, None)  # the mention asked nothing itself
+    assert (rows[other].key, rows[other].density) == ("G major", None)
+    with make_worker.sessions() as session:
+        pieces = [session.get(Composition, rows[i].composition_id) for i in (first, more, other)]
+    assert [(p.asked_key, p.asked_density) for p in pieces] == [("E♭ minor", 2.0), ("E♭ minor", 2.0), ("G major", 2.0)]
+    assert pieces[2].parent_id == pieces[1].id and pieces[1].parent_id == pieces[0].id
+    assert "your folk piece in G major:" in text_of(server.replies_to(other)[0])

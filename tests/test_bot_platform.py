@@ -16,7 +16,7 @@ from bot.config import load_settings
 from bot.describe import describe
 from bot.platforms.base import ConfigurationError, Media, PermanentError, TransientError, narrower_visibility
 from bot.platforms.mastodon import MastodonPlatform
-from bot.replies import help_reply, limit_reply, piece_reply, sorry_reply
+from bot.replies import help_reply, limit_reply, not_followed, piece_reply, sorry_reply
 from composer.codec.events import Note
 
 # As Mastodon 4.3 answers POST /api/v2/media for audio: 202, url still null.
@@ -189,6 +189,25 @@ def test_replies_fit_in_500_characters(acct):
     assert texts[1].endswith(link) and len(texts[1]) <= 200
 
 
+@pytest.mark.parametrize("limit", [500, 280, 200])
+@pytest.mark.parametrize("acct", ["a", "someone_with_a_long_name@a.very.long.instance.domain.example"])
+def test_a_piece_reply_names_the_key_asked_and_owns_up_to_a_model_that_could_not_follow_it(acct, limit):
+    link = "https://band.example/pieces/" + "f" * 36
+    caveat = not_followed("classical", "F♯ minor", 12.0, "A major")
+    assert caveat == "the classical model can't pick keys or set the pace yet, so it chose A major"
+    assert not_followed("folk", "D minor", None, None) == "the folk model can't pick keys yet"
+    assert not_followed("folk", None, 2.0, "C major") == "the folk model can't set the pace yet"
+    again = "wild calm classical in F♯ minor seed 9223372036854775807"
+    notes = ["pieces are 5–120 s long", "that seed is too large, so I picked a new one"]
+    text = piece_reply(acct, "classical", 75.2, "v12", 2**63 - 1, link, notes, False, limit, "F♯ minor", caveat, again)
+    assert len(text) <= limit and text.startswith(f"@{acct} Here is your classical piece in F♯ minor: 1:15 min")
+    assert text.endswith(link)
+    if limit == 500:
+        assert f"({caveat})" in text and f'Ask "{again}" to hear it again' in text
+    plain = piece_reply(acct, "folk", 30, "v1", 7, link, limit=limit)
+    assert "Here is your folk piece: 30 s" in plain and "can't" not in plain
+
+
 def test_alt_text_describes_the_composers_summary_of_the_notes():
     from composer.audio.summary import summarize
     from composer.codec.keys import estimate_key
@@ -206,6 +225,9 @@ def test_alt_text_describes_the_composers_summary_of_the_notes():
     assert describe(summarize([], 5), "pop", 5).endswith("almost silent.")
     unclear = MusicSummary(30, 2.0, 60, 72, 66.0, 64.0, key="C major", key_clarity=0.4)
     assert "C major" not in describe(unclear, "folk", 15)
+    assert "in or around C major, as asked." in describe(summary, "folk", 16.0, asked_key="C major")
+    assert "in or around C major (D minor was asked for)." in describe(summary, "folk", 16.0, asked_key="D minor")
+    assert "in no clear key (E♭ major was asked for)." in describe(unclear, "folk", 15, asked_key="E♭ major")
 
 
 def test_wait_or_raise_sleeps_through_a_short_limit_and_raises_on_a_long_one(monkeypatch):

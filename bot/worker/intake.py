@@ -197,8 +197,8 @@ class Intake(WorkerBase):
         )
 
     def read_request(self, session: Session, job: MentionRequest, mention: Mention) -> None:
-        """What the mention asks for, onto ``job``: its kind, genre, length, temperature and seed."""
-        request = parse_request(mention.text, self.served_genres(), self.limits, self._aliases)
+        """What the mention asks for, onto ``job``: its kind, genre, length, temperature, seed, key and density."""
+        request = parse_request(mention.text, self.served_genres(), self.limits, self._aliases, pick=mention.id)
         job.parse_notes = list(request.notes)
         job.kind = request.kind
         if request.kind is Kind.HELP:
@@ -206,6 +206,7 @@ class Intake(WorkerBase):
         else:
             job.seconds, job.temperature, job.top_p = request.seconds, request.temperature, DEFAULT_TOP_P
             job.seed = request.seed  # None: compose picks one (and may pick again if it fails)
+            job.key, job.density = request.key, request.density  # as asked; a "more" adds its source's at compose
         if request.kind is Kind.MORE:
             parent = self.parent_piece(session, mention.in_reply_to_id)
             if parent is None:  # "more" to something that is not one of our pieces

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from bot import replies
@@ -16,6 +17,7 @@ from bot.platforms.base import (
     TransientError,
     narrower_visibility,
 )
+from bot.request_text import replay_text
 from bot.worker.base import TickReport, log
 from bot.worker.saving import LeaseGuard
 from composer.contract import (
@@ -29,6 +31,18 @@ from composer.contract import (
 )
 
 REPLY_LANGUAGE = "en"  # the replies are written in English, whatever the mention's language
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The key ("D minor", as ``composer.contract.key_name`` writes it) and density (notes per second) to ask for."""
+
+    key: str | None = None
+    density: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.key is not None or self.density is not None
 
 
 def count_outcome(job: MentionRequest, report: TickReport) -> None:
@@ -82,13 +96,14 @@ class Steps(LeaseGuard):
 
     def compose(self, job: MentionRequest) -> None:
         """The piece, its files written and its archive row committed with the job's step."""
-        primer, parent_id = self.primer(job)
+        primer, parent = self.primer(job)
+        asked = self.asked(job, parent)
         started = time.perf_counter()
-        piece = self.compose_piece(job, primer)
+        piece = self.compose_piece(job, primer, asked)
         elapsed = time.perf_counter() - started
         if piece.audio is None:
             raise CompositionError("the composer sent the piece without its audio")
-        composition = self.file_piece(job, piece, parent_id, elapsed)
+        composition = self.file_piece(job, piece, parent.id if parent else None, elapsed, asked)
         self.save(
             job,
             "composed",
@@ -99,23 +114,30 @@ class Steps(LeaseGuard):
             composed_at=self.clock(),
         )
 
-    def primer(self, job: MentionRequest) -> tuple[bytes | None, str | None]:
-        """The MIDI a "more" continues and its piece's id; (None, None) for a new piece."""
+    def primer(self, job: MentionRequest) -> tuple[bytes | None, Composition | None]:
+        """The MIDI a "more" continues and its piece; (None, None) for a new piece."""
         if job.kind != Kind.MORE:
             return None, None
         with self.sessions() as session:
             parent = self.parent_piece(session, job.in_reply_to_id)
         if parent is None:
             raise PermanentError("the piece to continue is gone from the archive")
-        return self.media.read(parent.midi_path), parent.id
+        return self.media.read(parent.midi_path), parent
 
-    def compose_piece(self, job: MentionRequest, primer: bytes | None) -> ComposedPiece:
+    @staticmethod
+    def asked(job: MentionRequest, parent: Composition | None) -> Asked:
+        """The key and density to ask the composer for: the mention's, else (for a "more") its source's."""
+        if parent is None:
+            return Asked(job.key, job.density)
+        return Asked(job.key or parent.asked_key, job.density if job.density is not None else parent.asked_density)
+
+    def compose_piece(self, job: MentionRequest, primer: bytes | None, asked: Asked) -> ComposedPiece:
         """The composer's piece; our own seed is replaced (twice at most) when it gives one that cannot be rendered."""
         seed_given = job.seed is not None  # the requester's seed is kept; ours may be replaced
         seed = job.seed if seed_given else new_seed()
         for _ in range(2):
             try:
-                return self.ask_composer(job, seed, primer)
+                return self.ask_composer(job, seed, primer, asked)
             except (CompositionRejected, ComposerUnavailable):
                 raise
             except CompositionError as exc:  # this seed gave a piece that cannot be rendered (near silence)
@@ -123,9 +145,9 @@ class Steps(LeaseGuard):
                     raise
                 log.warning("mention %s: seed %s failed (%s); trying another", job.mention_id, seed, exc.message)
                 seed = new_seed()
-        return self.ask_composer(job, seed, primer)  # the third seed's failure is the job's
+        return self.ask_composer(job, seed, primer, asked)  # the third seed's failure is the job's
 
-    def ask_composer(self, job: MentionRequest, seed: int, primer: bytes | None) -> ComposedPiece:
+    def ask_composer(self, job: MentionRequest, seed: int, primer: bytes | None, asked: Asked) -> ComposedPiece:
         return self.composer.compose(
             job.genre,
             seconds=job.seconds,
@@ -135,12 +157,23 @@ class Steps(LeaseGuard):
             primer_midi=primer,
             audio_format=self.platform.audio_format,
             pianoroll=True,
+            key=asked.key,
+            density=asked.density,
         )
 
     def file_piece(
-        self, job: MentionRequest, piece: ComposedPiece, parent_id: str | None, elapsed: float
+        self,
+        job: MentionRequest,
+        piece: ComposedPiece,
+        parent_id: str | None,
+        elapsed: float,
+        asked: Asked,
     ) -> Composition:
-        """Write the piece's MIDI, audio and piano roll to the media store; the archive row pointing at them."""
+        """Write the piece's MIDI, audio and piano roll to the media store; the archive row pointing at them.
+
+        What was asked is kept as the composer names it (as we asked it, from a composer too old
+        to say), with whether the model followed it; NULL when nothing was asked.
+        """
         midi_path = self.media.write(piece.id, "mid", piece.midi)
         audio_path = self.media.write(piece.id, self.platform.audio_format, piece.audio)
         pianoroll_path = self.media.write(piece.id, "png", piece.pianoroll) if piece.pianoroll else None
@@ -162,6 +195,9 @@ class Steps(LeaseGuard):
             pianoroll_path=pianoroll_path,
             notes=piece.summary.notes,
             summary=piece.summary.to_dict(),
+            asked_key=piece.asked_key or asked.key,
+            asked_density=piece.asked_density if piece.asked_density is not None else asked.density,
+            key_followed=piece.controlled if asked.any else None,
             compose_seconds=elapsed,
             created_at=self.clock(),
         )
@@ -179,7 +215,8 @@ class Steps(LeaseGuard):
         """The alt text, from the summary the composer sent with the piece (its audio and picture are filed)."""
         piece = self.composition(job)
         if piece.summary is not None:
-            piece.description = describe(MusicSummary.from_dict(piece.summary), piece.genre, piece.duration)
+            summary = MusicSummary.from_dict(piece.summary)
+            piece.description = describe(summary, piece.genre, piece.duration, piece.asked_key)
         else:  # composed by a bot version that made the description itself, and died before it did
             piece.description = f"A {piece.genre} piano piece composed by a neural network."
         self.save(job, "rendered", _add=[piece], state=State.RENDERED, rendered_at=self.clock())
@@ -241,6 +278,10 @@ class Steps(LeaseGuard):
         if job.kind == Kind.SORRY:
             return replies.sorry_reply(job.requester_acct, limit)
         piece = self.composition(job)
+        caveat = ""
+        if piece.key_followed is False:  # a model trained without controls composed it as it liked
+            heard = (piece.summary or {}).get("key")
+            caveat = replies.not_followed(piece.genre, piece.asked_key, piece.asked_density, heard)
         return replies.piece_reply(
             job.requester_acct,
             piece.genre,
@@ -251,4 +292,7 @@ class Steps(LeaseGuard):
             job.parse_notes or (),
             continuation=job.kind == Kind.MORE,
             limit=limit,
+            key=piece.asked_key,
+            caveat=caveat,
+            again=replay_text(piece.genre, piece.seed, piece.temperature, piece.asked_key, piece.asked_density),
         )
