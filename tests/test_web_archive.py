@@ -32,6 +32,9 @@ def archive_specs() -> list[dict]:
     specs[4] |= dict(spoiler=WARNING, temperature=0.85)  # public; "calm" asks for 0.85
     specs[5] |= dict(temperature=0.777)  # unlisted; no mix of mood words gives 0.777
     specs[6] |= dict(spoiler=PRIVATE_WARNING, temperature=1.15)  # private: its warning stays private too
+    heard = {"notes": 80, "notes_per_second": 3.25, "key": "G major", "key_clarity": 0.82}
+    specs[8] |= dict(key="E♭ minor", density=12.0, key_followed=False, summary=heard)  # public, pop
+    specs[12] |= dict(summary={"notes": 8, "notes_per_second": 1.0, "key": "<b>B minor</b>", "key_clarity": 0.3})
     return specs
 
 
@@ -311,10 +314,11 @@ def test_piece_page_shows_the_content_warning_around_the_request_and_the_mood_to
     assert "<summary>Content warning: flashing lights &amp; loud bits</summary>" in details
     assert warned.text in details  # the request text is behind the warning, not beside it
     assert html.count(warned.text) == 1
-    ask = f"@band calm {warned.genre} seed {warned.seed}, 30 seconds"
+    ask = f"@band gentle {warned.genre} seed {warned.seed}, 30 seconds"  # "calm" would also ask for a pace
     assert f'<code class="ask">{ask}</code>' in html
     again = parse_request(ask, [warned.genre])  # the parser reads the mention back to the same piece
     assert (again.genre, again.seed, again.seconds, again.temperature) == (warned.genre, warned.seed, 30.0, 0.85)
+    assert (again.key, again.density) == (None, None)
     api = client.get(f"/api/v1/pieces/{warned.id}").json()
     assert api["request"]["content_warning"] == WARNING and api["ask_again"] == ask
     assert api["temperature"] == 0.85
@@ -400,3 +404,39 @@ def test_health_and_readiness(tmp_path):
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["status"] == "database unavailable"
+
+
+def test_piece_page_and_api_show_the_key_and_pace_asked_and_the_key_heard(archive):
+    from bot.request_text import parse_request
+
+    client, pieces = archive
+    asked, faint, plain = pieces[8], pieces[12], pieces[0]
+    html = client.get(f"/pieces/{asked.id}").text
+    for expected in (
+        "<dt>Key asked</dt><dd>E♭ minor (this model cannot follow a key yet)</dd>",
+        "<dt>Key heard</dt><dd>G major</dd>",
+        "<dt>Density asked</dt><dd>12 notes a second (3.2 played)</dd>",
+        "The same genre, seed, length, mood, key and pace give the same piece",
+    ):
+        assert expected in html, expected
+    ask = f"@band busy {asked.genre} in E♭ minor seed {asked.seed}, 30 seconds"
+    assert f'<code class="ask">{ask}</code>' in html
+    again = parse_request(ask, [asked.genre])
+    assert (again.genre, again.seed, again.seconds, again.temperature) == (asked.genre, asked.seed, 30.0, 1.0)
+    assert (again.key, again.density) == ("E♭ minor", 12.0)
+    api = client.get(f"/api/v1/pieces/{asked.id}").json()
+    assert (api["asked_key"], api["asked_density"], api["key_followed"], api["key_heard"]) == (
+        "E♭ minor",
+        12.0,
+        False,
+        "G major",
+    )
+    assert api["ask_again"] == ask
+    faint_html = client.get(f"/pieces/{faint.id}").text  # a summary's key is escaped like any text
+    assert "<dt>Key heard</dt><dd>&lt;b&gt;B minor&lt;/b&gt; (faintly)</dd>" in faint_html
+    assert "<b>B minor" not in faint_html and "Key asked" not in faint_html
+    plain_html = client.get(f"/pieces/{plain.id}").text  # an older piece: nothing asked, no summary
+    assert "Key asked" not in plain_html and "Key heard" not in plain_html and "Density asked" not in plain_html
+    assert "The same genre, seed, length and mood give the same piece" in plain_html
+    plain_api = client.get(f"/api/v1/pieces/{plain.id}").json()
+    assert plain_api["asked_key"] is None and plain_api["key_followed"] is None and plain_api["key_heard"] is None

@@ -55,7 +55,7 @@ def filed(tmp_path_factory):
     with mock_mastodon(workdir / "mock") as server:
         texts = {
             "public": '@band folk <script>alert(1)</script> "onmouseover=alert(2) 3 seconds',
-            "unlisted": "@band pop seed 4242, 3 seconds",
+            "unlisted": "@band pop in B flat minor, busy, seed 4242, 3 seconds",
             "direct": "@band folk for my secret valentine, 3 seconds",
         }
         ids = {
@@ -116,7 +116,13 @@ def test_the_archive_shows_what_the_bot_filed(filed, web):
     assert "&#34;onmouseover=alert(2)" in public and '"onmouseover' not in public
     assert jobs["public"].reply_url and jobs["public"].reply_url in public
     unlisted = web.get(f"/pieces/{jobs['unlisted'].composition_id}").text
-    assert "@band pop seed 4242, 3 seconds" in unlisted and "<dd>4242</dd>" in unlisted
+    assert "@band pop in B flat minor, busy, seed 4242, 3 seconds" in unlisted and "<dd>4242</dd>" in unlisted
+    assert '<code class="ask">@band busy pop in B♭ minor seed 4242, 3 seconds</code>' in unlisted
+    assert "<dt>Key asked</dt><dd>B♭ minor (this model cannot follow a key yet)</dd>" in unlisted
+    assert "<dt>Key heard</dt><dd>" in unlisted and "<dt>Density asked</dt><dd>12 notes a second (" in unlisted
+    asked = web.get(f"/api/v1/pieces/{jobs['unlisted'].composition_id}").json()
+    assert (asked["asked_key"], asked["asked_density"], asked["key_followed"]) == ("B♭ minor", 12.0, False)
+    assert asked["key_heard"] and asked["key_heard"] in unlisted
     direct = web.get(f"/pieces/{jobs['direct'].composition_id}").text
     assert "valentine" not in direct and "carol" not in direct and "private mention" in direct
     api = web.get("/api/v1/pieces").json()

@@ -120,7 +120,8 @@ def fill_archive(url: str, media_dir: Path, specs: list[dict], sample_dir: Path)
 
     Optional spec keys: ``spoiler`` (the mention's content warning), ``temperature``, ``parent``
     (the index of an earlier spec this piece continues: a "more"), ``state`` (another job state
-    than replied: a piece whose reply is not out, as a job stopped after rendering leaves it).
+    than replied: a piece whose reply is not out, as a job stopped after rendering leaves it),
+    ``key`` and ``density`` (asked for), ``key_followed``, ``summary`` (the composer's, as stored).
     """
     midi, audio, roll = sample_media(sample_dir)
     upgrade(url)
@@ -153,6 +154,8 @@ def fill_archive(url: str, media_dir: Path, specs: list[dict], sample_dir: Path)
                 temperature=spec.get("temperature", 1.0),
                 top_p=0.95,
                 seed=7000 + i,
+                key=spec.get("key"),
+                density=spec.get("density"),
                 state=replied,
                 next_attempt_at=created,
                 mentioned_at=created - timedelta(seconds=30 + i),
@@ -182,6 +185,10 @@ def fill_archive(url: str, media_dir: Path, specs: list[dict], sample_dir: Path)
                     audio_mime="audio/mpeg",
                     pianoroll_path=store.write(piece_id, "png", roll),
                     description=f"A short {spec['genre']} piece, calm and quiet.",
+                    summary=spec.get("summary"),
+                    asked_key=spec.get("key"),
+                    asked_density=spec.get("density"),
+                    key_followed=spec.get("key_followed"),
                     created_at=created,
                 )
             )

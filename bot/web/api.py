@@ -48,6 +48,10 @@ class PieceOut(BaseModel):
     pianoroll_url: str | None
     reply_url: str | None
     continues: str | None  # the id of the piece this one continues, while that piece is public
+    asked_key: str | None  # the key the mention asked for ("D minor"; a "more" keeps its source's)
+    asked_density: float | None  # the notes per second it asked for
+    key_followed: bool | None  # whether the model followed them; null when nothing was asked
+    key_heard: str | None  # the key the notes are in (Krumhansl-Kessler)
     ask_again: str
     request: RequestOut | None  # null when the mention was direct or followers-only
 
@@ -97,6 +101,10 @@ def piece_out(piece: PieceView, base_url: str) -> PieceOut:
         pianoroll_url=base_url + media_url(piece.id, "png") if piece.has_pianoroll else None,
         reply_url=piece.reply_url,
         continues=piece.parent_id,
+        asked_key=piece.asked_key,
+        asked_density=piece.asked_density,
+        key_followed=piece.key_followed,
+        key_heard=piece.key_heard,
         ask_again=piece.ask_again(),
         request=request,
     )

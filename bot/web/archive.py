@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import itertools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from urllib.parse import urlsplit
 
 from sqlalchemy import Select, and_, false, or_, select
 from sqlalchemy.orm import Session
 
 from bot.db import Composition, MentionRequest, State
+from bot.describe import CLEAR_KEY  # below this clarity the key heard is faint (the alt text names none)
+from bot.request_text import asking_words, replay_text
 
 PUBLIC_VISIBILITIES = frozenset({"public", "unlisted"})
 PAGE_SIZE = 20
@@ -76,34 +76,6 @@ def valid_id(piece_id: str) -> bool:
     return 0 < len(piece_id) <= 64 and set(piece_id) <= ID_CHARS
 
 
-DEFAULT_TEMPERATURE = 1.0  # what a mention without a mood word gets (bot.request_text)
-MAX_MOOD_WORDS = 3
-
-
-@lru_cache(maxsize=256)
-def mood_words(temperature: float) -> str | None:
-    """Mood words a mention can carry to be composed at ``temperature``: "" for the default,
-    None when no mix of up to MAX_MOOD_WORDS of them gives it exactly.
-
-    The parser averages the temperatures of the mood words it finds (``bot.request_text.MOODS``),
-    so several words map to one value and a mix maps to the mean: the first mix found (fewest
-    words, in the parser's order) is checked against the parser itself before it is offered.
-    """
-    from bot.request_text import MOODS, parse_request
-
-    wanted = round(temperature, 3)
-    if wanted == DEFAULT_TEMPERATURE:
-        return ""
-    for size in range(1, MAX_MOOD_WORDS + 1):
-        for words in itertools.combinations(MOODS, size):
-            if round(sum(MOODS[w] for w in words) / size, 3) != wanted:
-                continue
-            text = " ".join(words)
-            if round(parse_request(text, []).temperature, 3) == wanted:
-                return text
-    return None
-
-
 @dataclass(frozen=True)
 class PieceView:
     """One piece as the public may see it (request fields are None unless the mention was public or unlisted)."""
@@ -126,6 +98,12 @@ class PieceView:
     parent_id: str | None  # the piece it continues, only while that piece is public
     bot_account: str | None
     shown: bool  # the request was public or unlisted
+    asked_key: str | None = None  # the key asked for ("D minor"); None when none was
+    asked_density: float | None = None  # the notes per second asked for
+    key_followed: bool | None = None  # whether the model followed them (None: nothing asked, or an older piece)
+    key_heard: str | None = None  # the key the notes are in (Krumhansl-Kessler), from the composer's summary
+    key_clarity: float | None = None  # how clearly (-1..1; above CLEAR_KEY a listener hears it)
+    pace_heard: float | None = None  # notes per second in the piece
     request_text: str | None = None
     content_warning: str | None = None  # the request's spoiler text, shown as such
     requester_acct: str | None = None
@@ -141,18 +119,26 @@ class PieceView:
 
     @property
     def mood(self) -> str | None:
-        """The mood words that give this piece's temperature ("" at the default; None if none can)."""
-        return mood_words(self.temperature)
+        """The mood and pace words that give this piece's temperature and density asked ("" at the
+        defaults; None if none can)."""
+        return asking_words(self.temperature, self.asked_density)
+
+    @property
+    def key_clear(self) -> bool:
+        return self.key_clarity is None or self.key_clarity > CLEAR_KEY
 
     def ask_again(self) -> str:
-        """What to post to get this piece again: same genre, seed, length and, through mood words, temperature.
+        """What to post to get this piece again: same genre, seed, length, key and, through mood and
+        pace words, temperature and density.
 
         When no mood words give the temperature exactly, the mention asks at the default one
         (the page says so).
         """
         who = f"@{self.bot_account} " if self.bot_account else ""
-        mood = f"{self.mood} " if self.mood else ""
-        return f"{who}{mood}{self.genre} seed {self.seed}, {self.seconds_requested:g} seconds"
+        again = replay_text(
+            self.genre, self.seed, self.temperature, self.asked_key, self.asked_density, self.seconds_requested
+        )
+        return who + again
 
 
 def piece_view(piece: Composition, request: object | None, public_parents: Collection[str] = ()) -> PieceView:
@@ -164,6 +150,7 @@ def piece_view(piece: Composition, request: object | None, public_parents: Colle
     visibility = getattr(request, "visibility", None)
     shown = visibility in PUBLIC_VISIBILITIES
     audio_ext = piece.audio_path.rsplit(".", 1)[-1].lower() if piece.audio_path and "." in piece.audio_path else None
+    summary = piece.summary if isinstance(piece.summary, dict) else {}
     base = dict(
         id=piece.id,
         genre=piece.genre,
@@ -183,6 +170,12 @@ def piece_view(piece: Composition, request: object | None, public_parents: Colle
         parent_id=piece.parent_id if piece.parent_id in public_parents else None,
         bot_account=getattr(request, "bot_account", None) or None,
         shown=shown,
+        asked_key=piece.asked_key,
+        asked_density=piece.asked_density,
+        key_followed=piece.key_followed,
+        key_heard=summary.get("key") if isinstance(summary.get("key"), str) else None,
+        key_clarity=_number(summary.get("key_clarity")),
+        pace_heard=_number(summary.get("notes_per_second")),
     )
     if not shown:
         return PieceView(**base)
@@ -197,6 +190,10 @@ def piece_view(piece: Composition, request: object | None, public_parents: Colle
         reply_url=safe_url(request.reply_url),
         platform=request.platform,
     )
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def encode_cursor(created_at: datetime, piece_id: str) -> str:
