@@ -209,7 +209,7 @@ def test_a_piece_reply_names_the_key_asked_and_owns_up_to_a_model_that_could_not
 
 
 def test_alt_text_describes_the_composers_summary_of_the_notes():
-    from composer.audio.summary import summarize
+    from composer.analysis.summary import summarize
     from composer.codec.keys import estimate_key
     from composer.contract import MusicSummary
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from composer.analysis.structure import measure_pieces, summarize
 from composer.codec import events
 from composer.contract import FREE_FORM, CompositionRejected
-from composer.report.structure import measure_pieces, summarize
 from composer.sampling.sample import Sampler, SampleRequest, form_plan, piece_notes
 from composer.serving.composition import piece_form
 

@@ -1,4 +1,4 @@
-"""composer.report.measures: the music measures of the report, on small hand-made pieces."""
+"""composer.analysis.measures: the music measures of the report, on small hand-made pieces."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from composer.codec.events import NUM_VELOCITY_BINS, Note, velocity_to_bin
-from composer.report.measures import (
+from composer.analysis.measures import (
     DENSITY_MAX,
     FEATURE_LABELS,
     FEATURES,
@@ -21,6 +20,7 @@ from composer.report.measures import (
     piece_features,
     set_features,
 )
+from composer.codec.events import NUM_VELOCITY_BINS, Note, velocity_to_bin
 
 # Two bars of a C major figure: a held chord, a melody above it, and one late note.
 PIECE = [
@@ -108,6 +108,6 @@ def test_set_features_pool_pieces_and_a_set_compared_with_itself_overlaps_fully(
 
 
 def test_measures_need_neither_torch_nor_matplotlib():
-    code = "import sys, composer.report.measures; print(sorted({'torch', 'matplotlib', 'jinja2'} & set(sys.modules)))"
+    code = "import sys, composer.analysis.measures; print(sorted({'torch', 'matplotlib', 'jinja2'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

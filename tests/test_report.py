@@ -16,13 +16,13 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from composer.analysis.measures import FEATURES, feature_edges, histogram, overlap_area, piece_features
 from composer.codec import events
 from composer.corpus.data import prepare_genre
 from composer.corpus.genres import Genre
 from composer.models.registry import genres_with_models
 from composer.report.cache import cached
 from composer.report.compute import ReportOptions, compute_report, matrix_summary
-from composer.report.measures import FEATURES, feature_edges, histogram, overlap_area, piece_features
 from composer.serving.catalog import served_genres
 from composer.training.study import collect_study
 from tests.conftest import needs_corpora, tiny_model

@@ -1,11 +1,10 @@
-"""Key and form measures on 30 s windows (composer.report.structure)."""
+"""Key and form measures on 30 s windows (composer.analysis.structure)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from composer.codec.events import Note
-from composer.report.structure import (
+from composer.analysis.structure import (
     loopiness,
     measure_pieces,
     measure_window,
@@ -15,6 +14,7 @@ from composer.report.structure import (
     top_voice,
     windows,
 )
+from composer.codec.events import Note
 
 C_MAJOR = [60, 62, 64, 65, 67, 69, 71, 72]
 

@@ -16,7 +16,7 @@
 * the training studies kept under ``data/studies/`` (``composer study``): several runs of
   one genre with their validation and training-piece NLL, read fresh on every render.
 
-The music measures live in ``composer.report.measures``, the cache in ``composer.report.cache``;
+The music measures live in ``composer.analysis.measures``, the cache in ``composer.report.cache``;
 ``composer.report.page`` turns the plain dict into the HTML page and ``composer.report.text``
 prints its tables for the CLI.
 """
@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from composer.analysis.measures import compare_features, set_features
 from composer.codec import events
 from composer.corpus.data import split_fingerprint
 from composer.models.registry import genres_with_models
 from composer.report.cache import cached, digest, file_sha1, sampler_code
-from composer.report.measures import compare_features, set_features
 from composer.training.study import load_studies
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from composer.report.measures import FEATURE_LABELS, FEATURES
+from composer.analysis.measures import FEATURE_LABELS, FEATURES
 
 
 def _png_uri(fig) -> str:

@@ -1,6 +1,6 @@
 """Does a genre model keep its key, follow the key asked, and bring its themes back? Real pieces against samples.
 
-``composer structure`` prints this: the measures of ``composer.report.structure`` on the
+``composer structure`` prints this: the measures of ``composer.analysis.structure`` on the
 genre's validation pieces and on samples composed free and to a form plan, and, for a model
 trained with controls, how often a piece is in the key it was asked for (Krumhansl-Kessler,
 goal >= 90 %) and the density played against the density asked.
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from composer.analysis.structure import MEASURES, measure_pieces, relative_gap, summarize
 from composer.codec import events
 from composer.codec.controls import control_vector
 from composer.codec.keys import ALL_KEYS, estimate_key
-from composer.report.structure import MEASURES, measure_pieces, relative_gap, summarize
 
 SAMPLE_SECONDS = 30.0
 DENSITIES = (2.0, 5.0, 12.0)  # calm, moderate, busy

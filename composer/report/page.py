@@ -11,9 +11,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from composer.analysis.measures import FEATURE_LABELS, FEATURES
 from composer.codec import events
 from composer.report.figures import baseline_figure, curve_figure, feature_figure, roll_uri, study_figure
-from composer.report.measures import FEATURE_LABELS, FEATURES
 
 
 @dataclass

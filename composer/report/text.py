@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from composer.report.measures import FEATURES
+from composer.analysis.measures import FEATURES
 
 
 def format_matrix(matrix: dict, title: str) -> str:

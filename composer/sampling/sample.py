@@ -268,6 +268,7 @@ class Stream:
         self.ban[: events.VELOCITY] = True  # no velocity yet, nothing sounding
         self.strikes = np.zeros(events.NUM_PITCHES, dtype=np.int32)  # unreleased note-ons per key
         self._primer_velocity: int | None = None
+        self.log_likelihood = 0.0  # of the events taken, under the model at temperature 1
         self.plan = form_plan(request.form, request.seconds) if request.form else []
         self._section = 0
         self._section_starts = [0]  # token index where each section began
@@ -406,8 +407,10 @@ class BatchSampler:
             if any(p is not None for p in planned):
                 drawn = tokens.tolist()
                 tokens = torch.tensor([p if p is not None else d for p, d in zip(planned, drawn)], device=dev)
-        for stream, token in zip(self.streams, tokens.tolist()):
+        taken = torch.log_softmax(self._logits[:, : events.NUM_EVENTS], -1).gather(1, tokens[:, None]).squeeze(1)
+        for stream, token, log_p in zip(self.streams, tokens.tolist(), taken.tolist()):
             if not stream.done:  # a cancelled stream takes nothing more
+                stream.log_likelihood += log_p
                 stream.accept(token)
         finished = [s for s in self.streams if s.done]
         if finished:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from composer.audio.summary import summarize
+from composer.analysis.summary import summarize
 from composer.codec import events
 from composer.codec.controls import control_vector, parse_density
 from composer.codec.keys import parse_key
