@@ -23,6 +23,22 @@ def make_models(root: Path, genres: tuple[str, ...] = ("classical", "folk", "pop
     return root
 
 
+def make_conditioned_model(root: Path, genre: str = "folk") -> Path:
+    """A tiny model that takes a key and a density (composer.codec.controls), as ``composer train
+    --controls`` makes them: untrained, so it follows them in form only."""
+    import torch
+
+    from composer.codec.controls import CONTROL_DIM
+    from composer.nn.model import ModelConfig, PerformanceRNN, save_model
+
+    torch.manual_seed(5)
+    model = PerformanceRNN(ModelConfig(embed_dim=16, hidden_size=32, num_layers=2, control_dim=CONTROL_DIM))
+    card = {"genre": genre, "validation_nll": 9.9, "version": "v1"}
+    save_model(model, root / genre / "v1", card, half=False)
+    (root / genre / "CURRENT").write_text("v1\n")
+    return root
+
+
 @contextmanager
 def postgres_schema() -> Iterator[str]:
     """A fresh schema in the test database, dropped afterwards; yields a URL whose search_path is that schema."""

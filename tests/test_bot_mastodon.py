@@ -19,7 +19,7 @@ from bot.migrate import upgrade
 from bot.platforms.mastodon import MastodonPlatform
 from bot.worker import Worker
 from composer.serving.local import LocalComposerClient
-from tests.bot_helpers import bot_env, make_models, mock_mastodon
+from tests.bot_helpers import bot_env, make_conditioned_model, make_models, mock_mastodon
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -42,8 +42,17 @@ def composer(models):
 
 @pytest.fixture
 def make_worker(server, composer, tmp_path):
+    yield from worker_factory(server, composer, tmp_path, f"sqlite:///{tmp_path / 'bot.sqlite3'}")
+
+
+@pytest.fixture
+def make_worker_on_both(server, composer, tmp_path, database_url):
+    """``make_worker`` on SQLite, then on PostgreSQL."""
+    yield from worker_factory(server, composer, tmp_path, database_url)
+
+
+def worker_factory(server, composer, tmp_path, url):
     server.reset()
-    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
     upgrade(url)
     sessions = session_factory(make_engine(url))
 
@@ -69,7 +78,8 @@ def make_worker(server, composer, tmp_path):
         return Worker(settings, platform, composer, sessions, clock=clock)
 
     make.sessions = sessions
-    return make
+    yield make
+    sessions.kw["bind"].dispose()
 
 
 def post(server, user: str, text: str, **kwargs) -> str:
@@ -347,13 +357,19 @@ def test_bot_once_composes_through_the_composer_service(server, models, tmp_path
             time.sleep(0.2)
         url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
         env = bot_env(server, tmp_path, url, tmp_path / "no-models", COMPOSER_URL=f"http://127.0.0.1:{port}")
-        status_id = post(server, "alice", "@band pop, 3 seconds")
+        status_id = post(server, "alice", "@band pop in D minor, 3 seconds")
         bot = [sys.executable, "-m", "bot.cli"]
         assert subprocess.run([*bot, "db", "upgrade"], env=env, capture_output=True).returncode == 0
         done = subprocess.run([*bot, "once"], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         (reply,) = server.replies_to(status_id)
         assert "pop model v1" in reply["content"] and reply["media_attachments"]
+        assert "your pop piece in D minor:" in text_of(reply) and "can't pick keys yet" in text_of(reply)
+        engine = make_engine(url)
+        with session_factory(engine)() as session:  # the key crossed the line and came back with the piece
+            piece = session.scalars(select(Composition)).one()
+            assert (piece.asked_key, piece.key_followed) == ("D minor", False)
+        engine.dispose()
     finally:
         service.terminate()
         service.wait(30)
@@ -385,8 +401,11 @@ def text_of(reply: dict) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", reply["content"]))
 
 
-def test_a_key_and_pace_are_asked_for_stored_and_named_and_an_unfollowed_key_is_owned_up_to(server, make_worker):
+def test_a_key_and_pace_are_asked_for_stored_and_named_and_an_unfollowed_key_is_owned_up_to(
+    server, make_worker_on_both
+):
     """The tiny models take no controls: the piece is composed anyway, and the reply says so honestly."""
+    make_worker = make_worker_on_both
     status_id = post(server, "alice", "@band something folk in D minor, busy")
     assert make_worker().tick().replied == 1
     (reply,) = server.replies_to(status_id)
@@ -469,3 +488,18 @@ def test_more_keeps_the_key_and_pace_of_its_source_unless_it_asks_for_others(ser
     assert [(p.asked_key, p.asked_density) for p in pieces] == [("E♭ minor", 2.0), ("E♭ minor", 2.0), ("G major", 2.0)]
     assert pieces[2].parent_id == pieces[1].id and pieces[1].parent_id == pieces[0].id
     assert "your folk piece in G major:" in text_of(server.replies_to(other)[0])
+
+
+def test_a_model_that_takes_controls_follows_the_key_and_the_reply_says_no_more(server, make_worker, tmp_path):
+    """A conditioned folk model (as `composer train --controls` makes): the piece is composed in the key asked."""
+    worker = make_worker()
+    worker.composer = LocalComposerClient(models_dir=make_conditioned_model(tmp_path / "models"))
+    status_id = post(server, "alice", "@band folk in F sharp minor, moderate, 3 seconds")
+    assert worker.tick().replied == 1
+    job = jobs(make_worker)[status_id]
+    with make_worker.sessions() as session:
+        piece = session.get(Composition, job.composition_id)
+    assert (piece.asked_key, piece.asked_density, piece.key_followed) == ("F♯ minor", 5.0, True)
+    text = text_of(server.replies_to(status_id)[0])
+    assert "Here is your folk piece in F♯ minor:" in text and "can't" not in text
+    assert f'Ask "moderate folk in F♯ minor seed {piece.seed}" to hear it again' in text
