@@ -75,7 +75,8 @@ def help_reply(acct: str, genres: Sequence[str], unknown: str | None = None, lim
     return _fit(
         [f"@{acct} {opening} Genres: {names}."],
         [
-            'Add a length ("45 seconds", "1 min"), a mood ("calm", "wild") or "seed 1234" to replay a piece.',
+            'Add a length ("45 seconds", "1 min"), a mood ("calm", "wild"), a key ("in D minor"), a pace ("busy")'
+            ' or "seed 1234" to replay a piece.',
             'Reply "more" to one of my pieces to continue it.',
         ],
         limit,

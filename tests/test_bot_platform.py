@@ -187,6 +187,7 @@ def test_replies_fit_in_500_characters(acct):
         assert text.startswith(f"@{acct} ") and len(text) <= 500
     assert texts[0].endswith(link) and "1:15 min" in texts[0] and "seed 9223372036854775807" in texts[0]
     assert texts[1].endswith(link) and len(texts[1]) <= 200
+    assert 'a key ("in D minor"), a pace ("busy")' in help_reply(acct, ["folk"])
 
 
 @pytest.mark.parametrize("limit", [500, 280, 200])
