@@ -26,7 +26,7 @@ from functools import lru_cache
 from html.parser import HTMLParser
 
 from bot.db import Kind
-from composer.contract import DENSITY_WORDS, MAX_SEED, MODES, UnknownKeyError, key_name, read_key
+from composer.contract import DENSITY_WORDS, MAX_SEED, UnknownKeyError, key_name, read_key
 
 MAX_TEXT = 5_000  # a mention is at most a few hundred characters; longer input is cut, never parsed whole
 
@@ -328,7 +328,7 @@ def _is_key(match: re.Match[str], text: str) -> bool:
         return False  # "a minor-key tune": the article, then the mode alone
     if accidental or mode:
         return True  # "C major", "e flat", "F#", "B-flat minor"
-    if not _BEFORE_KEY.search(text, 0, match.start()):
+    if not _BEFORE_KEY.search(text, max(0, match.start() - 24), match.start()):  # a window: linear in the text
         return False  # "a jig", "plan b", "vitamin C", "Eb" alone, "DM me"
     if letter.isupper():
         return True  # "in A", "in Eb", "in Dm", "the key of G"
@@ -363,7 +363,7 @@ def read_key_asked(text: str, pick: str) -> KeyAsked:
     if mode_only := _MODE_ONLY.search(text):
         mode = (mode_only.group("mode") or mode_only.group("mode2")).lower()
         tonic = zlib.crc32(pick.encode("utf-8", "replace")) % 12
-        return KeyAsked(key_name(tonic, MODES[MODES.index(mode)]), spans=(mode_only.span(),))
+        return KeyAsked(key_name(tonic, mode), spans=(mode_only.span(),))
     return KeyAsked()
 
 
