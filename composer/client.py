@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from composer.contract import (
+    DEFAULT_CANDIDATES,
     DEFAULT_PRIMER_SECONDS,
     DEFAULT_SECONDS,
     DEFAULT_TEMPERATURE,
@@ -89,6 +90,7 @@ class HttpComposerClient:
         key: str | None = None,
         density: float | None = None,
         form: str | None = None,
+        candidates: int = DEFAULT_CANDIDATES,
     ) -> ComposedPiece:
         body: dict[str, Any] = {
             "genre": genre,
@@ -102,6 +104,7 @@ class HttpComposerClient:
             "key": key,
             "density": density,
             "form": form,
+            "candidates": candidates,
         }
         if primer_midi is not None:
             body["primer"] = base64.b64encode(primer_midi).decode()

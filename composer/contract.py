@@ -31,6 +31,9 @@ MODES = ("major", "minor")
 DENSITY_WORDS = {"calm": 2.0, "slow": 2.0, "moderate": 5.0, "busy": 12.0, "fast": 12.0}
 """Notes per second for the words people use (Magenta's density bins: 2-4, 4-8, 8-16)."""
 MAX_DENSITY = 64.0
+DEFAULT_CANDIDATES = 4
+"""Pieces composed in one batch for each asked; the composer keeps the most musical (composer.analysis.musicality)."""
+MAX_CANDIDATES = 8
 FORMS = ("ABAB", "AABB", "AABA", "AA")
 """Form plans: equal sections, a letter seen before restating its first section (with a fresh ending)."""
 FREE_FORM = "free"
@@ -178,10 +181,12 @@ class ComposerClient(Protocol):
         key: str | None = None,
         density: float | None = None,
         form: str | None = None,
+        candidates: int = DEFAULT_CANDIDATES,
     ) -> ComposedPiece:
         """A new piece; the same seed and settings give the same piece. ``key`` ("D minor") and
         ``density`` (notes per second) steer a model trained with controls; ``form`` is one of
-        FORMS or FREE_FORM (default: the genre's own, from its manifest)."""
+        FORMS or FREE_FORM (default: the genre's own, from its manifest); ``candidates`` pieces
+        are composed and the most musical kept."""
         ...
 
 

@@ -203,11 +203,20 @@ def test_openapi_documents_the_fields(url: str):
 
 def test_a_full_queue_answers_503_with_retry_after(tmp_path: Path):
     with running(make_models(tmp_path), max_batch=1, queue_limit=1) as base, ThreadPoolExecutor(6) as pool:
-        responses = list(pool.map(lambda s: compose(base, seconds=LONG, seed=s), range(6)))
+        responses = list(pool.map(lambda s: compose(base, seconds=LONG, seed=s, candidates=1), range(6)))
     codes = sorted(r.status_code for r in responses)
     assert 200 in codes and 503 in codes and set(codes) <= {200, 503}, codes
     busy = next(r for r in responses if r.status_code == 503)
     assert int(busy.headers["retry-after"]) >= 1 and "try again" in busy.json()["detail"]
+
+
+def test_a_piece_whose_candidates_do_not_all_fit_takes_no_place(tmp_path: Path):
+    with running(make_models(tmp_path), max_batch=1, queue_limit=2) as base:
+        assert compose(base, seconds=2, candidates=4).status_code == 503
+        assert httpx.get(f"{base}/healthz").json()["queue_depth"] == 0
+        chosen = compose(base, seconds=2, seed=3, candidates=2)
+        assert chosen.status_code == 200 and chosen.json()["seed"] == 3
+        assert compose(base, seconds=2, seed=3, candidates=2).json()["midi"] == chosen.json()["midi"]
 
 
 def test_timeouts_and_promoted_models(tmp_path: Path):

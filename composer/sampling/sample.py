@@ -235,11 +235,15 @@ class Sampler:
 
     def generate(self, requests: Sequence[SampleRequest]) -> list[np.ndarray]:
         """Event tokens for each request (primer excluded), sampled together in one batch."""
+        return [tokens for tokens, _ in self.generate_scored(requests)]
+
+    def generate_scored(self, requests: Sequence[SampleRequest]) -> list[tuple[np.ndarray, float]]:
+        """Each request's tokens with their mean log-likelihood per event under the model."""
         batch = BatchSampler(self)
         streams = [batch.add(r) for r in requests]
         while batch.active:
             batch.step()
-        return [s.result() for s in streams]
+        return [(s.result(), s.log_likelihood_per_event) for s in streams]
 
 
 class Stream:
@@ -296,6 +300,10 @@ class Stream:
             self._pos = 0
         self._pos += 1
         return float(self._uniforms[self._pos - 1])
+
+    @property
+    def log_likelihood_per_event(self) -> float:
+        return self.log_likelihood / max(len(self.tokens), 1)
 
     def restated(self) -> int | None:
         """The token the form plan puts next, when this stream is restating a section (and the

@@ -34,6 +34,8 @@ class Sampled:
     model_version: str
     controlled: bool = False
     """Whether the model followed the request's key and density."""
+    log_likelihood: float = 0.0
+    """Per event, under the model: one part of a candidate's musicality."""
 
 
 @dataclass(eq=False)
@@ -262,7 +264,9 @@ class GenreBatcher:
             piece = self._running.pop(id(stream))
             if not piece.cancelled:
                 controlled = stream.request.controls is not None
-                piece.future.set_result(Sampled(stream.result(), self._model.version, controlled))
+                piece.future.set_result(
+                    Sampled(stream.result(), self._model.version, controlled, stream.log_likelihood_per_event)
+                )
                 self._m_done.inc()
                 self._service_s = 0.9 * self._service_s + 0.1 * (now - piece.submitted)
         if finished:

@@ -11,10 +11,12 @@ import binascii
 import tempfile
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from composer.analysis.musicality import best_candidate, candidate_seeds
 from composer.analysis.summary import summarize
 from composer.codec import events
 from composer.codec.controls import control_vector, parse_density
@@ -25,6 +27,7 @@ from composer.contract import (
     AUDIO_MIME,
     FORMS,
     FREE_FORM,
+    MAX_CANDIDATES,
     MAX_SECONDS,
     MAX_SEED,
     ComposedPiece,
@@ -114,6 +117,21 @@ def piece_form(asked: str | None, genre: str, genres_dir: Path) -> str | None:
         return load_genre(genre, genres_dir).form
     except (UnknownGenreError, ValueError):  # a genre served from a models directory alone
         return None
+
+
+def candidate_requests(request: SampleRequest, count: int) -> list[SampleRequest]:
+    """The request's candidates: itself first, then the same with seeds derived from its own."""
+    if not 1 <= count <= MAX_CANDIDATES:
+        raise CompositionRejected(f"candidates must be in 1..{MAX_CANDIDATES}, got {count}")
+    return [replace(request, seed=seed) for seed in candidate_seeds(request.seed, count)]
+
+
+def keep_best(scored: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
+    """The tokens of the most musical of the candidates, given with their log-likelihood per event."""
+    if len(scored) == 1:
+        return scored[0][0]
+    measured = [(ll, piece_notes(t), events.duration_steps(t) / events.STEPS_PER_SECOND) for t, ll in scored]
+    return scored[best_candidate(measured)][0]
 
 
 def check_audio_format(audio_format: str | None) -> None:

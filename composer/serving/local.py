@@ -7,6 +7,7 @@ from pathlib import Path
 
 from composer.config import settings
 from composer.contract import (
+    DEFAULT_CANDIDATES,
     DEFAULT_PRIMER_SECONDS,
     DEFAULT_SECONDS,
     DEFAULT_TEMPERATURE,
@@ -19,7 +20,15 @@ from composer.contract import (
 )
 from composer.models.store import SERVING_ENGINE, LoadedModel, current_key, load_current
 from composer.serving.catalog import genre_catalog, resolve_genre
-from composer.serving.composition import assemble, check_audio_format, piece_form, primer_from, sample_request
+from composer.serving.composition import (
+    assemble,
+    candidate_requests,
+    check_audio_format,
+    keep_best,
+    piece_form,
+    primer_from,
+    sample_request,
+)
 
 
 class LocalComposerClient:
@@ -58,6 +67,7 @@ class LocalComposerClient:
         key: str | None = None,
         density: float | None = None,
         form: str | None = None,
+        candidates: int = DEFAULT_CANDIDATES,
     ) -> ComposedPiece:
         resolve_genre(genre, self.models_dir, self.genres_dir)
         check_audio_format(audio_format)
@@ -65,9 +75,10 @@ class LocalComposerClient:
         seed = new_seed() if seed is None else seed
         plan = piece_form(form, genre, self.genres_dir)
         request = sample_request(seconds, temperature, top_p, seed, primer, self.max_seconds, key, density, plan)
+        asked = candidate_requests(request, candidates)
         model = self._model(genre)
         request = model.sampler.fit(request)
-        tokens = model.sampler.generate([request])[0]
+        tokens = keep_best(model.sampler.generate_scored([model.sampler.fit(r) for r in asked]))
         controlled = request.controls is not None
         return assemble(genre, model.version, request, tokens, audio_format, pianoroll, key, density, controlled)
 

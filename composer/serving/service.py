@@ -29,12 +29,14 @@ from starlette.concurrency import run_in_threadpool
 from composer.config import ComposerSettings, settings
 from composer.contract import (
     AUDIO_FORMATS,
+    DEFAULT_CANDIDATES,
     DEFAULT_PRIMER_SECONDS,
     DEFAULT_SECONDS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     FORMS,
     FREE_FORM,
+    MAX_CANDIDATES,
     MAX_DENSITY,
     MAX_SECONDS,
     MAX_SEED,
@@ -48,8 +50,10 @@ from composer.serving.batching import BatcherPool, PendingPiece, QueueFull
 from composer.serving.catalog import GENRE_PATTERN, genre_catalog
 from composer.serving.composition import (
     assemble,
+    candidate_requests,
     check_audio_format,
     decode_primer_midi,
+    keep_best,
     piece_form,
     primer_from,
     sample_request,
@@ -102,6 +106,9 @@ class CompositionIn(BaseModel):
         None, max_length=40, description='A key to compose in, e.g. "D minor", "F# major", "B flat minor".'
     )
     density: float | None = Field(None, ge=0, le=MAX_DENSITY, description="Notes per second to aim for.")
+    candidates: int = Field(
+        DEFAULT_CANDIDATES, ge=1, le=MAX_CANDIDATES, description="Pieces composed to keep the most musical of."
+    )
     form: Literal[(*FORMS, FREE_FORM)] | None = Field(
         None, description="A form plan (sections; a repeated letter restates its section); default: the genre's."
     )
@@ -202,6 +209,11 @@ async def until_done_or_gone(pending: PendingPiece, request: Request, timeout: f
             raise ClientGone
 
 
+def _cancel(batcher, pendings) -> None:
+    for pending in pendings:
+        batcher.cancel(pending)
+
+
 def create_app(
     cfg: ComposerSettings | None = None,
     *,
@@ -292,19 +304,30 @@ def create_app(
             request = sample_request(
                 body.seconds, body.temperature, body.top_p, seed, tokens, max_seconds, body.key, body.density, plan
             )
-            pending = batcher.submit(request)
+            pendings = []
+            for candidate in candidate_requests(request, body.candidates):
+                try:
+                    pendings.append(batcher.submit(candidate))
+                except QueueFull:  # all of a piece's candidates or none: free the places already taken
+                    _cancel(batcher, pendings)
+                    raise
         except QueueFull as exc:
             raise HTTPException(503, exc.message, headers={"Retry-After": str(exc.retry_after)}) from None
         except CompositionError as exc:
             raise HTTPException(exc.status, exc.message) from None
         try:
-            sampled = await until_done_or_gone(pending, http_request, request_timeout_s)
+            deadline = time.monotonic() + request_timeout_s
+            results = [
+                await until_done_or_gone(p, http_request, max(deadline - time.monotonic(), 0.0)) for p in pendings
+            ]
+            sampled = results[0]
+            tokens = await run_in_threadpool(keep_best, [(r.tokens, r.log_likelihood) for r in results])
             piece = await run_in_threadpool(
                 assemble,
                 body.genre,
                 sampled.model_version,
                 request,
-                sampled.tokens,
+                tokens,
                 body.audio_format,
                 body.pianoroll,
                 body.key,
@@ -312,17 +335,17 @@ def create_app(
                 sampled.controlled,
             )
         except TimeoutError:
-            batcher.cancel(pending)
+            _cancel(batcher, pendings)
             raise HTTPException(
                 504, f"the piece was not finished within {request_timeout_s:g} s; try a shorter one, or later"
             ) from None
         except CompositionError as exc:
             raise HTTPException(exc.status, exc.message) from None
         except ClientGone:  # free its place in the batch; 499 (nginx's "client closed request") for the metrics
-            batcher.cancel(pending)
+            _cancel(batcher, pendings)
             raise HTTPException(499, "the client closed the connection") from None
         except asyncio.CancelledError:
-            batcher.cancel(pending)
+            _cancel(batcher, pendings)
             raise
         return CompositionOut(
             id=piece.id,
@@ -332,7 +355,7 @@ def create_app(
             events=piece.events,
             seconds=piece.seconds,
             midi=base64.b64encode(piece.midi).decode(),
-            tokens=sampled.tokens.tolist() if body.return_tokens else None,
+            tokens=tokens.tolist() if body.return_tokens else None,
             audio=base64.b64encode(piece.audio).decode() if piece.audio is not None else None,
             audio_mime=piece.audio_mime,
             pianoroll=base64.b64encode(piece.pianoroll).decode() if piece.pianoroll is not None else None,

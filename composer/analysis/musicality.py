@@ -1,0 +1,40 @@
+"""Choosing among candidate pieces: a musicality score, so the composer keeps the best of a few.
+
+score = the model's mean log-likelihood per event of the piece (how typical of the genre it is)
+      + KEY_WEIGHT x its key clarity (Krumhansl-Kessler, over its first 30 s)
+      - STUCK_PENALTY if its top voice is a stuck loop (composer.analysis.structure).
+Themes are the form plan's job, so recurrence is not scored. Measured on folk v3 (ABAB, 24
+pieces, best of 4 against the first candidate): key clarity 0.867 -> 0.903, key steadiness
+0.708 -> 0.875, recurrence 0.644 -> 0.659 (real tunes: 0.903, 0.822, 0.658).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from composer.analysis.structure import measure_window, windows
+from composer.codec.events import Note
+
+KEY_WEIGHT = 0.5
+STUCK_PENALTY = 1.0
+NO_KEY_PENALTY = 1.0  # too few pitch classes to have a key at all
+
+
+def musicality(log_likelihood_per_event: float, notes: Sequence[Note], seconds: float) -> float:
+    parts = windows(notes, seconds)
+    measured = measure_window(parts[0] if parts else notes)
+    if measured is None:
+        return log_likelihood_per_event - NO_KEY_PENALTY
+    return log_likelihood_per_event + KEY_WEIGHT * measured.key_clarity - STUCK_PENALTY * measured.stuck
+
+
+def candidate_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of a piece's candidates: its own first, then others derived from it, so the
+    same seed always weighs the same candidates and keeps the same one."""
+    return [seed] + [(seed * 1_000_003 + i) % 2**63 for i in range(1, count)]
+
+
+def best_candidate(scored: Sequence[tuple[float, Sequence[Note], float]]) -> int:
+    """The index of the best of (log-likelihood per event, notes, seconds) candidates; the first wins ties."""
+    scores = [musicality(*candidate) for candidate in scored]
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
