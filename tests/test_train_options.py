@@ -57,7 +57,8 @@ def train_params() -> dict:
 def test_every_train_config_field_is_one_option_and_every_option_a_field_or_cli_only():
     params = train_params()
     config_fields = {f.name for f in fields(TrainConfig)} - {"model"}
-    model_fields = {f.name for f in fields(ModelConfig)} - {"vocab_size"}  # the codec fixes the vocabulary
+    # the codec fixes the vocabulary; --controls sets control_dim to what composer.codec.controls makes
+    model_fields = {f.name for f in fields(ModelConfig)} - {"vocab_size", "control_dim"}
     assert set(params) - CLI_ONLY == config_fields | model_fields
     assert set(params) >= CLI_ONLY
     defaults, model_defaults = TrainConfig(), ModelConfig()
