@@ -268,6 +268,7 @@ def test_the_gpu_run_on_the_cpu_writes_models_that_promotion_accepts(tiny, tmp_p
         "half_vs_float",
         "cuda_graphs",
         "engine_only_events_per_s",
+        "targets",
     ):
         assert key in sampling, key
     assert sampling["seed_replay"]["same_seed_twice_identical"]
