@@ -356,3 +356,19 @@ def test_a_conditioned_run_trains_models_that_take_controls(tiny, tmp_path):
     assert model.config.control_dim == controls.CONTROL_DIM and card["training"]["controls"]
     assert "validation_nll_controlled" in figures["genres"]["folk"]
     assert any("val_nll_controlled" in r for r in figures["stages"]["finetune-folk"]["curve"])
+
+
+def test_a_model_that_never_beat_its_shipped_start_is_not_published_again(tiny, tmp_path):
+    torch.manual_seed(2)
+    model = PerformanceRNN(ModelConfig(embed_dim=16, hidden_size=32, num_layers=2))
+    card = {"genre": "folk", "training": {"init_from": "data/models/folk/v1"}, "gpu_run": {"kept_start": True}}
+    save_model(model, tmp_path / "returned" / "folk" / "best", card)
+    out = tmp_path / "out"
+    out.mkdir()
+    with tarfile.open(out / "folk.tar", "w") as tar:
+        tar.add(tmp_path / "returned" / "folk", "folk")
+    models = tmp_path / "models"
+    shutil.copytree(tiny["models"], models)
+    done = gpu_run.publish_results(out, "v9", work=tmp_path / "runs", cache_dir=tiny["cache"], models_dir=models)
+    assert done == [{"genre": "folk", "skipped": "the fine-tune never beat its start, data/models/folk/v1"}]
+    assert not (models / "folk" / "v9").exists()

@@ -791,14 +791,15 @@ class Trainer:
         started = time.monotonic()
         budget = max(1e-3, stage_end - started)
         eval_every = budget / max(1, o.evals_per_stage)
-        best_state, evals_since_best = None, 0
+        best_state, evals_since_best, evaluated_at = None, 0, -1
         window_loss = torch.zeros((), device=self.device)
         window_events = torch.zeros((), dtype=torch.long, device=self.device)
         window_steps, window_t = 0, time.monotonic()
         control_dropout = 0.5 if self.conditioned else 0.0
 
         def evaluate() -> None:
-            nonlocal best_state, evals_since_best
+            nonlocal best_state, evals_since_best, evaluated_at
+            evaluated_at = stage.steps
             total = count = 0
             record = {"step": stage.steps}
             for g, (seqs, _) in val.items():
@@ -875,7 +876,7 @@ class Trainer:
                 window_steps, window_t = 0, time.monotonic()
         if window_steps:
             stage.events_seen += int(window_events)
-        if stage.best_step != stage.steps and time.monotonic() < self.deadline.end - o.margin_s:
+        if evaluated_at != stage.steps and time.monotonic() < self.deadline.end - o.margin_s:
             evaluate()  # the last weights too: cosine decay usually makes them the best
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -1168,6 +1169,7 @@ def finish_genre(trainer: Trainer, net, genre: str, manifest, stage: Stage, stag
             if k in ("pretrain", stage.name)
         },
         "note": "training.init_from names the shipped model the GPU run began from; stages lists what it did",
+        "kept_start": stage.best_step == 0,
     }
     best = run_dir / "best"
     save_model(net.cpu(), best, card, half=True)
@@ -1185,6 +1187,7 @@ def finish_genre(trainer: Trainer, net, genre: str, manifest, stage: Stage, stag
         "events_seen": stage.events_seen,
         "train_seconds": round(stage.seconds, 1),
         "stopped": stage.stopped,
+        "kept_start": stage.best_step == 0,
         "training_validation_nll": stage.best_nll,
         "validation_nll": nll,
         "validation_events": count,
@@ -1516,7 +1519,8 @@ def publish_results(
 ) -> list[dict]:
     """Add each returned genre model as ``version`` (scored on the whole validation split
     prepared here, its curves kept with the GPU pre-train's) and, with ``promote``, make it
-    current when its NLL is not worse than the current version's."""
+    current when its NLL is not worse than the current version's. A genre whose fine-tune
+    never beat the shipped model it started from is passed over: it is that model."""
     from composer.config import settings
     from composer.models.registry import NotBetterError, publish_run
     from composer.models.registry import promote as make_current
@@ -1534,6 +1538,11 @@ def publish_results(
             continue
         with tarfile.open(tar_path) as tar:
             tar.extractall(work, filter="data")
+        returned = json.loads((work / genre / "best" / "card.json").read_text())
+        origin = returned.get("training", {}).get("init_from", "")
+        if returned.get("gpu_run", {}).get("kept_start") and origin.startswith("data/models/"):
+            results.append({"genre": genre, "skipped": f"the fine-tune never beat its start, {origin}"})
+            continue
         target = publish_run(work / genre / "best", genre, version, cache_dir, models_dir)
         for name in ("metrics.jsonl", "curve.png"):
             if (work / "pretrain" / name).is_file():
