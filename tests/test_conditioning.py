@@ -137,3 +137,15 @@ def test_the_composer_follows_a_key_when_its_model_can_and_says_so(conditioned, 
         assert over_http["midi"] == base64.b64encode(keyed.midi).decode()
         refused = http.post("/v1/compositions", json={**body, "key": "H dorian"})
         assert refused.status_code == 422 and "name one like 'D minor'" in refused.json()["detail"]
+
+
+def test_stepping_a_conditioned_model_without_controls_means_no_control(conditioned):
+    tokens = torch.randint(0, 388, (2, 15))
+    engine = FusedLSTM(conditioned)
+    state, out = engine.zero_state(2), []
+    for t in range(tokens.shape[1]):
+        logits, state = engine.step(tokens[:, t], state)
+        out.append(logits)
+    with torch.no_grad():
+        reference, _ = conditioned(tokens)
+    assert (torch.stack(out, dim=1) - reference).abs().max() < 1e-5

@@ -34,7 +34,12 @@ def candidate_seeds(seed: int, count: int) -> list[int]:
     return [seed] + [(seed * 1_000_003 + i) % 2**63 for i in range(1, count)]
 
 
+SCORE_DECIMALS = 3
+"""Scores are compared rounded: the int8 engine's log-likelihoods differ in the fourth decimal
+between CPUs (AVX2, AVX-512), and a near tie must not pick another piece on another machine."""
+
+
 def best_candidate(scored: Sequence[tuple[float, Sequence[Note], float]]) -> int:
     """The index of the best of (log-likelihood per event, notes, seconds) candidates; the first wins ties."""
-    scores = [musicality(*candidate) for candidate in scored]
+    scores = [round(musicality(*candidate), SCORE_DECIMALS) for candidate in scored]
     return max(range(len(scores)), key=lambda i: (scores[i], -i))

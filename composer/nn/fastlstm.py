@@ -32,7 +32,7 @@ import warnings
 
 import torch
 
-from composer.nn.model import PerformanceRNN
+from composer.nn.model import PerformanceRNN, no_control
 
 State = tuple[torch.Tensor, torch.Tensor]  # h and c, each (layers, batch, hidden), as nn.LSTM keeps them
 WEIGHTS = ("fp32", "fp16", "int8", "int8w", "half")
@@ -124,6 +124,13 @@ class FusedLSTM:
             self.input_table = (model.embed.weight.float() @ w_ih0[:, :embed_dim].t() + b0).contiguous()
             # A conditioned model's controls enter the first layer beside the token (see control_gates).
             self.control_weight = w_ih0[:, embed_dim:].t().contiguous() if w_ih0.shape[1] > embed_dim else None
+            # What "no control" adds: a conditioned model stepped without controls must see the
+            # no-control flags it was trained with, not zeros.
+            self.no_control_gates = (
+                torch.as_tensor(no_control(w_ih0.shape[1] - embed_dim), device=device)[None] @ self.control_weight
+                if self.control_weight is not None
+                else None
+            )
             self.cells = [_Linear(w_hh0, torch.zeros_like(b0), weights)]
             for layer in range(1, self.layers):
                 w = torch.cat([getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")], dim=1)
@@ -148,7 +155,10 @@ class FusedLSTM:
     def step(
         self, tokens: torch.Tensor, state: State, control_gates: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State]:
-        """tokens (batch,) -> logits (batch, vocab) and the new state; ``control_gates`` from control_gates()."""
+        """tokens (batch,) -> logits (batch, vocab) and the new state; ``control_gates`` from control_gates()
+        (none: "no control" for a conditioned model)."""
+        if control_gates is None and self.no_control_gates is not None:
+            control_gates = self.no_control_gates.expand(tokens.shape[0], -1)
         if not self.row_block:
             return self._step(tokens, state, control_gates)
         h, c = state

@@ -126,12 +126,12 @@ def candidate_requests(request: SampleRequest, count: int) -> list[SampleRequest
     return [replace(request, seed=seed) for seed in candidate_seeds(request.seed, count)]
 
 
-def keep_best(scored: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
-    """The tokens of the most musical of the candidates, given with their log-likelihood per event."""
+def keep_best(scored: Sequence[tuple[np.ndarray, float]]) -> int:
+    """The index of the most musical of the candidates, given as tokens and log-likelihood per event."""
     if len(scored) == 1:
-        return scored[0][0]
+        return 0
     measured = [(ll, piece_notes(t), events.duration_steps(t) / events.STEPS_PER_SECOND) for t, ll in scored]
-    return scored[best_candidate(measured)][0]
+    return best_candidate(measured)
 
 
 def check_audio_format(audio_format: str | None) -> None:

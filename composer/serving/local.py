@@ -78,7 +78,8 @@ class LocalComposerClient:
         asked = candidate_requests(request, candidates)
         model = self._model(genre)
         request = model.sampler.fit(request)
-        tokens = keep_best(model.sampler.generate_scored([model.sampler.fit(r) for r in asked]))
+        scored = model.sampler.generate_scored([model.sampler.fit(r) for r in asked])
+        tokens = scored[keep_best(scored)][0]
         controlled = request.controls is not None
         return assemble(genre, model.version, request, tokens, audio_format, pianoroll, key, density, controlled)
 

@@ -320,8 +320,8 @@ def create_app(
             results = [
                 await until_done_or_gone(p, http_request, max(deadline - time.monotonic(), 0.0)) for p in pendings
             ]
-            sampled = results[0]
-            tokens = await run_in_threadpool(keep_best, [(r.tokens, r.log_likelihood) for r in results])
+            sampled = results[await run_in_threadpool(keep_best, [(r.tokens, r.log_likelihood) for r in results])]
+            tokens = sampled.tokens
             piece = await run_in_threadpool(
                 assemble,
                 body.genre,
@@ -335,18 +335,15 @@ def create_app(
                 sampled.controlled,
             )
         except TimeoutError:
-            _cancel(batcher, pendings)
             raise HTTPException(
                 504, f"the piece was not finished within {request_timeout_s:g} s; try a shorter one, or later"
             ) from None
         except CompositionError as exc:
             raise HTTPException(exc.status, exc.message) from None
-        except ClientGone:  # free its place in the batch; 499 (nginx's "client closed request") for the metrics
-            _cancel(batcher, pendings)
+        except ClientGone:  # its places in the batch are freed below; 499 (nginx's "client closed request")
             raise HTTPException(499, "the client closed the connection") from None
-        except asyncio.CancelledError:
-            _cancel(batcher, pendings)
-            raise
+        finally:  # a candidate still running when the piece failed or was given up frees its place
+            _cancel(batcher, [p for p in pendings if not p.future.done()])
         return CompositionOut(
             id=piece.id,
             genre=piece.genre,
