@@ -38,12 +38,15 @@ def piece_reply(
     key: str | None = None,
     caveat: str = "",
     again: str | None = None,
+    key_followed: bool = True,
 ) -> str:
-    """The reply carrying a piece; ``key`` the key asked, ``caveat`` what the model could not do
-    (``not_followed``), ``again`` the words that ask for the piece again (genre and seed by default)."""
+    """The reply carrying a piece; ``key`` the key asked (``key_followed``: whether the model could
+    follow it), ``caveat`` what the model could not do (``not_followed``), ``again`` the words that
+    ask for the piece again (genre and seed by default). The caveat may be cut to fit; the head never
+    claims a key the piece was not composed in."""
     what = f"the continuation of your {genre} piece" if continuation else f"your {genre} piece"
     if key:
-        what += f" in {key}"
+        what += f" in {key}" if key_followed else f" (you asked for {key})"
     head = f"@{acct} Here is {what}: {minutes(seconds)}, {genre} model {model_version}, seed {seed}."
     optional = [
         f"({caveat})" if caveat else "",

@@ -364,7 +364,7 @@ def test_bot_once_composes_through_the_composer_service(server, models, tmp_path
         assert done.returncode == 0, done.stderr[-3000:]
         (reply,) = server.replies_to(status_id)
         assert "pop model v1" in reply["content"] and reply["media_attachments"]
-        assert "your pop piece in D minor:" in text_of(reply) and "can't pick keys yet" in text_of(reply)
+        assert "your pop piece (you asked for D minor):" in text_of(reply) and "can't pick keys yet" in text_of(reply)
         engine = make_engine(url)
         with session_factory(engine)() as session:  # the key crossed the line and came back with the piece
             piece = session.scalars(select(Composition)).one()
@@ -416,7 +416,7 @@ def test_a_key_and_pace_are_asked_for_stored_and_named_and_an_unfollowed_key_is_
     assert (piece.asked_key, piece.asked_density, piece.key_followed) == ("D minor", 12.0, False)
     heard = piece.summary["key"]
     text = text_of(reply)
-    assert "Here is your folk piece in D minor:" in text
+    assert "Here is your folk piece (you asked for D minor):" in text
     chose = f", so it chose {heard}" if heard else ""
     assert f"(the folk model can't pick keys or set the pace yet{chose})" in text
     assert f'Ask "busy folk in D minor seed {piece.seed}" to hear it again' in text
@@ -466,7 +466,7 @@ def test_a_mode_alone_gets_a_tonic_picked_by_the_mention(server, make_worker):
     job = jobs(make_worker)[status_id]
     assert job.key.endswith(" minor")
     assert job.key == parse_request("a minor-key folk tune", ["folk"], pick=status_id).key  # the id picks it
-    assert f"your folk piece in {job.key}:" in text_of(server.replies_to(status_id)[0])
+    assert f"your folk piece (you asked for {job.key}):" in text_of(server.replies_to(status_id)[0])
 
 
 def test_more_keeps_the_key_and_pace_of_its_source_unless_it_asks_for_others(server, make_worker):
@@ -477,7 +477,7 @@ def test_more_keeps_the_key_and_pace_of_its_source_unless_it_asks_for_others(ser
     more = post(server, "alice", "@band more", in_reply_to_id=reply["id"])
     worker.tick()
     (continued,) = server.replies_to(more)
-    assert "the continuation of your folk piece in E♭ minor:" in text_of(continued)
+    assert "the continuation of your folk piece (you asked for E♭ minor):" in text_of(continued)
     other = post(server, "alice", "@band more, but in G", in_reply_to_id=continued["id"])
     worker.tick()
     rows = jobs(make_worker)
@@ -487,7 +487,7 @@ def test_more_keeps_the_key_and_pace_of_its_source_unless_it_asks_for_others(ser
         pieces = [session.get(Composition, rows[i].composition_id) for i in (first, more, other)]
     assert [(p.asked_key, p.asked_density) for p in pieces] == [("E♭ minor", 2.0), ("E♭ minor", 2.0), ("G major", 2.0)]
     assert pieces[2].parent_id == pieces[1].id and pieces[1].parent_id == pieces[0].id
-    assert "your folk piece in G major:" in text_of(server.replies_to(other)[0])
+    assert "your folk piece (you asked for G major):" in text_of(server.replies_to(other)[0])
 
 
 def test_a_model_that_takes_controls_follows_the_key_and_the_reply_says_no_more(server, make_worker, tmp_path):
@@ -502,4 +502,5 @@ def test_a_model_that_takes_controls_follows_the_key_and_the_reply_says_no_more(
     assert (piece.asked_key, piece.asked_density, piece.key_followed) == ("F♯ minor", 5.0, True)
     text = text_of(server.replies_to(status_id)[0])
     assert "Here is your folk piece in F♯ minor:" in text and "can't" not in text
-    assert f'Ask "moderate folk in F♯ minor seed {piece.seed}" to hear it again' in text
+    # the length too, since it is not the default: a form plan's sections follow the length
+    assert re.search(rf'Ask "moderate folk in F♯ minor seed {piece.seed},? 3 sec\w*" to hear it again', text), text

@@ -294,5 +294,14 @@ class Steps(LeaseGuard):
             limit=limit,
             key=piece.asked_key,
             caveat=caveat,
-            again=replay_text(piece.genre, piece.seed, piece.temperature, piece.asked_key, piece.asked_density),
+            again=replay_text(
+                piece.genre,
+                piece.seed,
+                piece.temperature,
+                piece.asked_key,
+                piece.asked_density,
+                # the length too when it is not the default: a form plan's sections follow the length
+                piece.seconds_requested if piece.seconds_requested != self.limits.default_seconds else None,
+            ),
+            key_followed=piece.key_followed is not False,
         )
