@@ -44,7 +44,7 @@ def products_us_per_step(sampler: Sampler, steps: int = 400) -> float | None:
     """Microseconds one stream's step spends in its weight products alone (the four
     matrix-vector products on one row, in the step's order): what a step would cost if
     everything around them were free. None for engines without them. (The CPU ``fused``
-    engine steps a lone stream as two rows; its figure here is for one.)"""
+    engine steps streams in blocks of 16 rows on a CPU; its figure here is for one.)"""
     fused = sampler.fused
     if fused is None:
         return None

@@ -1,9 +1,9 @@
-"""The ``composer`` command line: encode, decode, prepare, train, eval, sample.
+"""The ``composer`` command line: encode, decode, prepare, train, eval, sample, structure, report, serve.
 
 Each command parses its options, calls the library and prints; the rules live in the
 library (versions: composer.models.registry; training settings: TrainConfig in
-composer.training.train, one ``composer train`` option per field). A refusal is one line
-on stderr and exit code 2.
+composer.training.config, one ``composer train`` option per field). A refusal is one line
+on stderr and exit code 2 (a promotion refused because the candidate is worse: exit code 1).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _find_model(genre: str, version: str = "", directory: Path | None = None) ->
 
 def _with_train_options(after: str):
     """Give a command one option per training hyper-parameter, placed after its parameter
-    ``after``: flag, default, help and bounds come from TrainConfig (composer.training.train),
+    ``after``: flag, default, help and bounds come from TrainConfig (composer.training.config),
     and the command receives them in its ``**hyperparameters``."""
 
     def decorate(command):

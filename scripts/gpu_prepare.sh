@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
 # Before the GPU run (scripts/gpu_run.sh): what travels to the device is the whole working tree,
-# 64 MiB in all, and every committed model version is 11.6 MiB. So this sets aside every model
-# version but the current ones (only versions committed and unchanged: `git checkout --
-# data/models` brings them back), then packs the token arrays into what is left (gpu-carry/).
+# 64 MiB in all, and every committed model version is 11.6 MiB. So this moves every model version
+# but the current ones out of the tree, to .git/set-aside/ (only versions committed and clean:
+# nothing uncommitted is touched), then packs the token arrays into what is left (gpu-carry/).
+# Afterwards `scripts/gpu_prepare.sh --restore` puts them back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+aside=.git/set-aside
+if [ "${1:-}" = "--restore" ]; then
+  [ -d "$aside" ] || { echo "nothing set aside"; exit 0; }
+  for moved in "$aside"/*/*/; do
+    genre=$(basename "$(dirname "$moved")")
+    mv "$moved" "data/models/$genre/" && echo "restored data/models/$genre/$(basename "$moved")"
+  done
+  rm -rf "$aside"
+  exit 0
+fi
 for genre in data/models/*/; do
   current=$(cat "${genre}CURRENT" 2>/dev/null || true)
   for version in "$genre"*/; do
     name=$(basename "$version")
     [ "$name" = "$current" ] && continue
-    if git ls-files --error-unmatch "$version" >/dev/null 2>&1 && git diff --quiet -- "$version"; then
-      rm -rf "$version"
-      echo "set aside $version (git checkout -- $version brings it back)"
-    fi
+    git ls-files --error-unmatch "$version" >/dev/null 2>&1 || continue
+    [ -z "$(git status --porcelain --ignored -- "$version")" ] || continue
+    mkdir -p "$aside/$(basename "$genre")"
+    mv "$version" "$aside/$(basename "$genre")/"
+    echo "set aside $version (scripts/gpu_prepare.sh --restore brings it back)"
   done
 done
 exec .venv/bin/python -m composer.training.gpu_run pack --stretches 1.0 "$@"

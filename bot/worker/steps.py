@@ -223,6 +223,8 @@ class Steps(LeaseGuard):
 
     def upload(self, job: MentionRequest) -> None:
         piece = self.composition(job)
+        if piece.audio_path is None:  # composed by a bot version that rendered audio itself, and died first
+            raise PermanentError("the piece has no audio: composed before the composer sent audio with each piece")
         if job.media_id is None:
             media = Media(
                 path=self.media.path(piece.audio_path),

@@ -1522,7 +1522,7 @@ def publish_results(
     current when its NLL is not worse than the current version's. A genre whose fine-tune
     never beat the shipped model it started from is passed over: it is that model."""
     from composer.config import settings
-    from composer.models.registry import NotBetterError, publish_run
+    from composer.models.registry import NotBetterError, RegistryError, publish_run
     from composer.models.registry import promote as make_current
 
     cache_dir = cache_dir or settings().cache_dir
@@ -1543,7 +1543,11 @@ def publish_results(
         if returned.get("gpu_run", {}).get("kept_start") and origin.startswith("data/models/"):
             results.append({"genre": genre, "skipped": f"the fine-tune never beat its start, {origin}"})
             continue
-        target = publish_run(work / genre / "best", genre, version, cache_dir, models_dir)
+        try:
+            target = publish_run(work / genre / "best", genre, version, cache_dir, models_dir)
+        except RegistryError as exc:  # one genre's refusal (its version exists, ...) must not stop the others
+            results.append({"genre": genre, "refused": str(exc)})
+            continue
         for name in ("metrics.jsonl", "curve.png"):
             if (work / "pretrain" / name).is_file():
                 shutil.copyfile(work / "pretrain" / name, target / "training" / f"gpu-pretrain-{name}")
@@ -1555,6 +1559,8 @@ def publish_results(
                 entry.update(promoted=done.changed, scores=done.scores)
             except NotBetterError as exc:
                 entry.update(promoted=False, scores=exc.scores, refused=str(exc))
+            except RegistryError as exc:
+                entry.update(promoted=False, refused=str(exc))
         results.append(entry)
     return results
 
