@@ -330,6 +330,10 @@ def sample(
     primer_seconds: float = typer.Option(10.0, help="How much of the primer's end to continue from."),
     key: str = typer.Option("", help='A key for a conditioned model: "D minor", "F# major", "B flat minor".'),
     density: str = typer.Option("", help="Notes per second for a conditioned model, or calm, moderate or busy."),
+    form: str = typer.Option("", help="A form plan (ABAB, AABB, AABA, AA) or free; default: the genre's."),
+    candidates: int = typer.Option(
+        1, help="Compose this many candidates per piece and keep the most musical (the composer service: 4)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the MIDI file."),
     count: int = typer.Option(1, help="Compose this many pieces in one batch (seeds seed, seed+1, ...)."),
     version: str = typer.Option("", help="Model version (default: the current one)."),
@@ -348,7 +352,9 @@ def sample(
     from composer.codec.keys import estimate_key, parse_key
     from composer.codec.midi import MidiError, load_notes, save_notes
     from composer.config import pick_device
+    from composer.contract import CompositionError
     from composer.sampling.sample import MAX_SECONDS, Sampler, SampleRequest, piece_notes, primer_tokens
+    from composer.serving.composition import candidate_requests, keep_best, piece_form
 
     started = time.perf_counter()
     if not 0 < seconds <= MAX_SECONDS:
@@ -367,16 +373,23 @@ def sample(
     except ValueError as exc:
         fail(str(exc))
     controls = asked if key or density else None
-    seed = random.randrange(2**31) if seed is None else seed
-    requests = [SampleRequest(seconds, seed + i, temperature, top_p, prime, controls) for i in range(count)]
+    try:
+        plan = piece_form(form or None, genre, settings().genres_dir)
+        seed = random.randrange(2**31) if seed is None else seed
+        requests = [SampleRequest(seconds, seed + i, temperature, top_p, prime, controls, plan) for i in range(count)]
+        groups = [candidate_requests(r, candidates) for r in requests]
+    except CompositionError as exc:
+        fail(exc.message)
     try:
         sampler = Sampler.from_dir(directory, pick_device(device or settings().device), engine)
     except ValueError as exc:
         fail(str(exc))
     try:
-        pieces = sampler.generate(requests)
+        scored = sampler.generate_scored([c for group in groups for c in group])
     except ValueError as exc:
         fail(str(exc))
+    per_piece = [scored[i * candidates : (i + 1) * candidates] for i in range(count)]
+    pieces = [group[keep_best(group)][0] for group in per_piece]
     outputs = [out] if count == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(count)]
     for path, tokens, req in zip(outputs, pieces, requests):
         notes = piece_notes(tokens)

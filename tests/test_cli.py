@@ -128,3 +128,13 @@ def test_sample_refuses_a_key_the_model_cannot_take_and_a_key_it_cannot_read(env
     assert asked.returncode == 2 and "takes no key or density" in asked.stderr
     unread = run(env, "sample", "--genre", "folk", "--seconds", "2", "--key", "H dorian", "--out", out)
     assert unread.returncode == 2 and "name one like 'D minor'" in unread.stderr and not (tmp_path / "k.mid").exists()
+
+
+def test_sample_with_the_services_settings_writes_the_piece_the_composer_sends_for_that_seed(env, tmp_path: Path):
+    from composer.serving.local import LocalComposerClient
+
+    out = tmp_path / "cli.mid"
+    args = ("--seconds", "6", "--seed", "11", "--candidates", "4", "--top-p", "0.95", "--out", str(out))
+    assert run(env, "sample", "--genre", "folk", *args).returncode == 0
+    sent = LocalComposerClient(models_dir=Path(env["COMPOSER_MODELS_DIR"])).compose("folk", 6, seed=11)
+    assert sent.form == "ABAB" and load_notes(sent.midi) == load_notes(out)  # folk's manifest plan, best of 4
