@@ -56,6 +56,11 @@ def piece_reply(
     return _fit([head], optional, limit, tail=link)
 
 
+def came_out_in(heard_key: str | None) -> str:
+    """The honest note for a piece whose model took the key asked but whose notes settled elsewhere."""
+    return f"it came out in {heard_key}" if heard_key else "it came out in no clear key"
+
+
 def not_followed(genre: str, key: str | None, density: float | None, heard_key: str | None) -> str:
     """The honest note for a piece whose model composed without the key or pace asked (no controls yet)."""
     if key and density is not None:

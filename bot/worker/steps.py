@@ -280,10 +280,14 @@ class Steps(LeaseGuard):
         if job.kind == Kind.SORRY:
             return replies.sorry_reply(job.requester_acct, limit)
         piece = self.composition(job)
+        heard = (piece.summary or {}).get("key")
         caveat = ""
         if piece.key_followed is False:  # a model trained without controls composed it as it liked
-            heard = (piece.summary or {}).get("key")
             caveat = replies.not_followed(piece.genre, piece.asked_key, piece.asked_density, heard)
+        elif piece.asked_key and heard != piece.asked_key:  # the model took the key, the notes went elsewhere
+            caveat = replies.came_out_in(heard)
+        # the head names the key asked only when the notes are in it
+        in_key = piece.asked_key is not None and heard == piece.asked_key
         return replies.piece_reply(
             job.requester_acct,
             piece.genre,
@@ -305,5 +309,5 @@ class Steps(LeaseGuard):
                 # the length too when it is not the default: a form plan's sections follow the length
                 piece.seconds_requested if piece.seconds_requested != self.limits.default_seconds else None,
             ),
-            key_followed=piece.key_followed is not False,
+            key_followed=in_key,
         )
