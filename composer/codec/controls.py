@@ -86,7 +86,9 @@ def piece_controls(tokens: np.ndarray) -> np.ndarray:
     """(len(tokens), CONTROL_DIM) float32: row i is the control of the window that starts at event i.
 
     Special tokens (BOS, EOS, PAD) take no time and are passed over. A note never released
-    sounds to the end of the piece; a release with nothing to release is ignored.
+    sounds to the end of the piece. Notes are counted per pitch class: a release
+    with nothing of its class sounding is ignored, but a stray release in another octave ends a
+    sounding note of the same class (encoded pieces have none; a primer may).
     """
     tokens = np.asarray(tokens, dtype=np.int64)
     times = event_times(tokens)
