@@ -86,6 +86,13 @@ def post(server, user: str, text: str, **kwargs) -> str:
     return str(server.client(user).status_post(text, **kwargs)["id"])
 
 
+def names_the_key_honestly(text: str, genre: str, key: str) -> bool:
+    """The head names the key only when the piece is in it; otherwise it says what was asked, and why not."""
+    if f"your {genre} piece in {key}:" in text:
+        return "pick keys" not in text and "came out in" not in text
+    return f"your {genre} piece (you asked for {key}):" in text and ("pick keys" in text or "came out in" in text)
+
+
 def jobs(make_worker) -> dict[str, MentionRequest]:
     with make_worker.sessions() as session:
         return {j.mention_id: j for j in session.scalars(select(MentionRequest))}
@@ -364,7 +371,7 @@ def test_bot_once_composes_through_the_composer_service(server, models, tmp_path
         assert done.returncode == 0, done.stderr[-3000:]
         (reply,) = server.replies_to(status_id)
         assert "pop model v1" in reply["content"] and reply["media_attachments"]
-        assert "your pop piece (you asked for D minor):" in text_of(reply) and "can't pick keys yet" in text_of(reply)
+        assert names_the_key_honestly(text_of(reply), "pop", "D minor")
         engine = make_engine(url)
         with session_factory(engine)() as session:  # the key crossed the line and came back with the piece
             piece = session.scalars(select(Composition)).one()
@@ -416,9 +423,12 @@ def test_a_key_and_pace_are_asked_for_stored_and_named_and_an_unfollowed_key_is_
     assert (piece.asked_key, piece.asked_density, piece.key_followed) == ("D minor", 12.0, False)
     heard = piece.summary["key"]
     text = text_of(reply)
-    assert "Here is your folk piece (you asked for D minor):" in text
+    assert names_the_key_honestly(text, "folk", "D minor")
     chose = f", so it chose {heard}" if heard else ""
-    assert f"(the folk model can't pick keys or set the pace yet{chose})" in text
+    if heard != "D minor":
+        assert f"(the folk model can't pick keys or set the pace yet{chose})" in text
+    else:  # moved to D and minor by chance: only the pace is owned up to
+        assert "(the folk model can't set the pace yet)" in text
     assert f'Ask "busy folk in D minor seed {piece.seed}" to hear it again' in text
     assert len(text) <= 500
     (media,) = reply["media_attachments"]
@@ -466,7 +476,8 @@ def test_a_mode_alone_gets_a_tonic_picked_by_the_mention(server, make_worker):
     job = jobs(make_worker)[status_id]
     assert job.key.endswith(" minor")
     assert job.key == parse_request("a minor-key folk tune", ["folk"], pick=status_id).key  # the id picks it
-    assert f"your folk piece (you asked for {job.key}):" in text_of(server.replies_to(status_id)[0])
+    text = text_of(server.replies_to(status_id)[0])  # moved to the tonic; in the key if its mode matches
+    assert f"your folk piece in {job.key}:" in text or f"your folk piece (you asked for {job.key}):" in text
 
 
 def test_more_keeps_the_key_and_pace_of_its_source_unless_it_asks_for_others(server, make_worker):
@@ -477,7 +488,7 @@ def test_more_keeps_the_key_and_pace_of_its_source_unless_it_asks_for_others(ser
     more = post(server, "alice", "@band more", in_reply_to_id=reply["id"])
     worker.tick()
     (continued,) = server.replies_to(more)
-    assert "the continuation of your folk piece (you asked for E♭ minor):" in text_of(continued)
+    assert "the continuation of your folk piece" in text_of(continued) and "E♭ minor" in text_of(continued)
     other = post(server, "alice", "@band more, but in G", in_reply_to_id=continued["id"])
     worker.tick()
     rows = jobs(make_worker)
@@ -487,7 +498,8 @@ def test_more_keeps_the_key_and_pace_of_its_source_unless_it_asks_for_others(ser
         pieces = [session.get(Composition, rows[i].composition_id) for i in (first, more, other)]
     assert [(p.asked_key, p.asked_density) for p in pieces] == [("E♭ minor", 2.0), ("E♭ minor", 2.0), ("G major", 2.0)]
     assert pieces[2].parent_id == pieces[1].id and pieces[1].parent_id == pieces[0].id
-    assert "your folk piece (you asked for G major):" in text_of(server.replies_to(other)[0])
+    other_text = text_of(server.replies_to(other)[0])  # a continuation keeps its primer's key: G only by chance
+    assert "folk piece in G major:" in other_text or "folk piece (you asked for G major):" in other_text
 
 
 def test_a_model_that_takes_controls_follows_the_key_and_the_reply_says_no_more(server, make_worker, tmp_path):

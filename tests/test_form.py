@@ -9,6 +9,7 @@ import pytest
 
 from composer.analysis.structure import measure_pieces, summarize
 from composer.codec import events
+from composer.codec.events import Note
 from composer.contract import FREE_FORM, CompositionRejected
 from composer.sampling.sample import Sampler, SampleRequest, form_plan, piece_notes
 from composer.serving.composition import piece_form
@@ -59,3 +60,17 @@ def test_the_form_comes_from_the_request_or_the_genres_manifest(tmp_path: Path):
 
     with pytest.raises(ValueError, match="form must be one of"):
         load_genre("bad", genres)
+
+
+def test_a_piece_is_moved_to_the_tonic_asked_within_the_pianos_keys():
+    from composer.codec.keys import estimate_key
+    from composer.serving.composition import fit_to_key
+
+    g_major = [60 + step for step in (7, 9, 11, 12, 14, 16, 18, 19)]  # G major, G4..G5
+    tokens = events.encode([Note(p, 80, i * 0.3, i * 0.3 + 0.25) for i, p in enumerate(g_major * 3)])
+    moved = fit_to_key(tokens, "E flat major")
+    heard = estimate_key(piece_notes(moved))[0].name
+    assert heard == "E♭ major" and events.pitch_range(moved)[0] == 63  # 4 down, not 8 up
+    assert fit_to_key(tokens, None) is tokens
+    high = events.encode([Note(p + 36, 80, i * 0.3, i * 0.3 + 0.25) for i, p in enumerate(g_major)])  # up to G8
+    assert events.pitch_range(fit_to_key(high, "B major"))[1] <= 108  # down rather than past the top key

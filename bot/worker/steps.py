@@ -281,13 +281,17 @@ class Steps(LeaseGuard):
             return replies.sorry_reply(job.requester_acct, limit)
         piece = self.composition(job)
         heard = (piece.summary or {}).get("key")
-        caveat = ""
-        if piece.key_followed is False:  # a model trained without controls composed it as it liked
-            caveat = replies.not_followed(piece.genre, piece.asked_key, piece.asked_density, heard)
-        elif piece.asked_key and heard != piece.asked_key:  # the model took the key, the notes went elsewhere
-            caveat = replies.came_out_in(heard)
-        # the head names the key asked only when the notes are in it
+        # the head names the key asked only when the notes are in it (the composer moves a piece to
+        # the tonic asked, whatever its model; the mode is its candidates' and the model's doing)
         in_key = piece.asked_key is not None and heard == piece.asked_key
+        caveat = ""
+        if piece.asked_key and not in_key:
+            if piece.key_followed is False:  # a model trained without controls composed it as it liked
+                caveat = replies.not_followed(piece.genre, piece.asked_key, piece.asked_density, heard)
+            else:  # the model took the key, the notes settled elsewhere
+                caveat = replies.came_out_in(heard)
+        elif piece.key_followed is False and piece.asked_density is not None:
+            caveat = replies.not_followed(piece.genre, None, piece.asked_density, heard)
         return replies.piece_reply(
             job.requester_acct,
             piece.genre,

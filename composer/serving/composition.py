@@ -20,7 +20,7 @@ from composer.analysis.musicality import best_candidate, candidate_seeds
 from composer.analysis.summary import summarize
 from composer.codec import events
 from composer.codec.controls import control_vector, parse_density
-from composer.codec.keys import parse_key
+from composer.codec.keys import estimate_key, parse_key
 from composer.codec.midi import MidiError, load_notes, midi_bytes
 from composer.contract import (
     AUDIO_FORMATS,
@@ -126,12 +126,33 @@ def candidate_requests(request: SampleRequest, count: int) -> list[SampleRequest
     return [replace(request, seed=seed) for seed in candidate_seeds(request.seed, count)]
 
 
-def keep_best(scored: Sequence[tuple[np.ndarray, float]]) -> int:
-    """The index of the most musical of the candidates, given as tokens and log-likelihood per event."""
+def keep_best(scored: Sequence[tuple[np.ndarray, float]], key: str | None = None) -> int:
+    """The index of the most musical of the candidates, given as tokens and log-likelihood per event
+    (with a key asked, one in its mode is preferred: ``fit_to_key`` can move a tonic, not a mode)."""
     if len(scored) == 1:
         return 0
     measured = [(ll, piece_notes(t), events.duration_steps(t) / events.STEPS_PER_SECOND) for t, ll in scored]
-    return best_candidate(measured)
+    return best_candidate(measured, parse_key(key).mode if key else None)
+
+
+PIANO_RANGE = (21, 108)
+
+
+def fit_to_key(tokens: np.ndarray, key: str | None) -> np.ndarray:
+    """The piece moved to the tonic asked: the smallest transposition (keeping it on the piano's
+    keys) that puts the tonic of the key its notes are in on the one asked. Unchanged when no key
+    was asked or its notes have none."""
+    if not key:
+        return tokens
+    found = estimate_key(piece_notes(tokens))
+    span = events.pitch_range(tokens)
+    if found is None or span is None:
+        return tokens
+    up = (parse_key(key).tonic - found[0].tonic) % 12
+    for shift in sorted((up, up - 12), key=abs):
+        if PIANO_RANGE[0] <= span[0] + shift and span[1] + shift <= PIANO_RANGE[1]:
+            return events.transpose(tokens, shift)
+    return tokens
 
 
 def check_audio_format(audio_format: str | None) -> None:

@@ -24,6 +24,7 @@ from composer.serving.composition import (
     assemble,
     candidate_requests,
     check_audio_format,
+    fit_to_key,
     keep_best,
     piece_form,
     primer_from,
@@ -79,7 +80,9 @@ class LocalComposerClient:
         model = self._model(genre)
         request = model.sampler.fit(request)
         scored = model.sampler.generate_scored([model.sampler.fit(r) for r in asked])
-        tokens = scored[keep_best(scored)][0]
+        tokens = scored[keep_best(scored, key)][0]
+        if primer is None:  # a continuation stays in its primer's key
+            tokens = fit_to_key(tokens, key)
         controlled = request.controls is not None
         return assemble(genre, model.version, request, tokens, audio_format, pianoroll, key, density, controlled)
 

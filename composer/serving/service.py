@@ -53,6 +53,7 @@ from composer.serving.composition import (
     candidate_requests,
     check_audio_format,
     decode_primer_midi,
+    fit_to_key,
     keep_best,
     piece_form,
     primer_from,
@@ -320,8 +321,11 @@ def create_app(
             results = [
                 await until_done_or_gone(p, http_request, max(deadline - time.monotonic(), 0.0)) for p in pendings
             ]
-            sampled = results[await run_in_threadpool(keep_best, [(r.tokens, r.log_likelihood) for r in results])]
+            scored = [(r.tokens, r.log_likelihood) for r in results]
+            sampled = results[await run_in_threadpool(keep_best, scored, body.key)]
             tokens = sampled.tokens
+            if request.primer is None:  # a continuation stays in its primer's key
+                tokens = await run_in_threadpool(fit_to_key, tokens, body.key)
             piece = await run_in_threadpool(
                 assemble,
                 body.genre,
