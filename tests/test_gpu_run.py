@@ -134,16 +134,16 @@ def test_device_crops_are_crop_sampler_crops(tiny):
     assert torch.all(dropped[no_key][..., controls.PITCH] == 0)
 
 
-def test_whole_piece_nll_is_sequences_nll(tiny):
+def test_pieces_nll_with_precomputed_gpu_controls_is_sequences_nll(tiny):
     bundle = TokenBundle.load(tiny["cache"], "folk", "validation")
     seqs = [bundle.sequence(i).astype(np.int64) for i in range(len(bundle))]
     torch.manual_seed(1)
     model = PerformanceRNN(ModelConfig(embed_dim=8, hidden_size=16, num_layers=2, control_dim=controls.CONTROL_DIM))
-    total, count, complete = gpu_run.whole_piece_nll(model, seqs, "cpu", batch_size=2, chunk=40)
+    total, count, complete = gpu_run.pieces_nll(model, seqs, "cpu", batch_size=2, chunk=40)
     assert complete and (total, count) == pytest.approx(sequences_nll(model, seqs, batch_size=2, chunk=40))
     ctrl = gpu_run.bundle_controls(bundle.tokens, bundle.offsets, "cpu")
     per_piece = [ctrl[bundle.offsets[i] : bundle.offsets[i + 1]] for i in range(len(bundle))]
-    total, count, _ = gpu_run.whole_piece_nll(model, seqs, "cpu", piece_controls=per_piece, batch_size=2, chunk=40)
+    total, count, _ = gpu_run.pieces_nll(model, seqs, "cpu", piece_controls=per_piece, batch_size=2, chunk=40)
     want = sequences_nll(model, seqs, batch_size=2, chunk=40, controlled=True)
     assert total == pytest.approx(want[0], rel=1e-3) and count == want[1]
 

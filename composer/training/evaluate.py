@@ -8,6 +8,7 @@ Magenta's. Training validation and ``composer eval`` both use this one function.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,6 @@ class NLLResult:
     files: int
 
 
-@torch.no_grad()
 def sequences_nll(
     model: PerformanceRNN,
     sequences: Sequence[np.ndarray],
@@ -41,24 +41,47 @@ def sequences_nll(
 
     A conditioned model is scored without controls, unless ``controlled``: then each event is
     predicted knowing its true key and density (composer.codec.controls)."""
-    controlled = controlled and bool(model.config.control_dim)
+    known = None
+    if controlled and model.config.control_dim:
+        known = [controls.piece_controls(s) for s in sequences]
+    total, count, _ = pieces_nll(model, sequences, device, known, batch_size, chunk)
+    return total, count
+
+
+@torch.no_grad()
+def pieces_nll(
+    model: PerformanceRNN,
+    sequences: Sequence[np.ndarray],
+    device: torch.device | str = "cpu",
+    piece_controls: Sequence | None = None,
+    batch_size: int = 16,
+    chunk: int = 1024,
+    deadline: float | None = None,
+) -> tuple[float, int, bool]:
+    """``sequences_nll`` with each piece's controls given (row i the control of token i, numpy or
+    torch, precomputed) and a ``time.monotonic()`` deadline; returns (summed NLL, events, whether
+    every piece was scored). Sums stay on the device, so a GPU is not stopped once per chunk."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    total, count = 0.0, 0
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.long, device=device)
+    complete = True
     for b in range(0, len(order), batch_size):
-        group = [sequences[i] for i in order[b : b + batch_size]]
-        width = max(len(s) for s in group)
+        if deadline is not None and time.monotonic() > deadline:
+            complete = False
+            break
+        group = order[b : b + batch_size]
+        width = max(len(sequences[i]) for i in group)
         padded = np.full((len(group), width), events.PAD, dtype=np.int64)
-        for row, seq in enumerate(group):
-            padded[row, : len(seq)] = seq
+        for row, i in enumerate(group):
+            padded[row, : len(sequences[i])] = sequences[i]
         tokens = torch.from_numpy(padded).to(device)
         known = None
-        if controlled:  # row j carries the control of token j+1, as in training
-            known = np.tile(controls.NO_CONTROL, (len(group), width, 1))
-            for row, seq in enumerate(group):
-                known[row, : len(seq) - 1] = controls.piece_controls(seq)[1:]
-            known = torch.from_numpy(known).to(device)
+        if piece_controls is not None:  # row j carries the control of token j+1, as in training
+            known = torch.as_tensor(controls.NO_CONTROL, device=device).repeat(len(group), width, 1)
+            for row, i in enumerate(group):
+                known[row, : len(sequences[i]) - 1] = torch.as_tensor(piece_controls[i], device=device)[1:].float()
         state = None
         for lo in range(0, width - 1, chunk):
             inputs = tokens[:, lo : lo + chunk]
@@ -68,10 +91,10 @@ def sequences_nll(
             logits, state = model(inputs, state, controls=step_controls)
             scored = targets < events.NUM_EVENTS
             loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-            total += float(loss[scored].sum())
-            count += int(scored.sum())
+            total += (loss * scored).sum(dtype=torch.float64)
+            count += scored.sum()
     model.train(was_training)
-    return total, count
+    return float(total), int(count), complete
 
 
 @torch.no_grad()

@@ -445,51 +445,11 @@ class DeviceCrops:
 # ---------------------------------------------------------------- evaluation
 
 
-def whole_piece_nll(
-    model, sequences, device, piece_controls=None, batch_size: int = 64, chunk: int = 1024, deadline=None
-):
-    """``composer.training.evaluate.sequences_nll`` with controls given (precomputed per piece,
-    row i the control of token i) and a deadline. Returns (summed NLL, events, complete)."""
-    import torch
-    import torch.nn.functional as F
+def pieces_nll(*args, **kwargs):
+    """``composer.training.evaluate.pieces_nll``, imported when first scored, like the rest of the run."""
+    from composer.training.evaluate import pieces_nll as score
 
-    from composer.codec import controls, events
-
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.long, device=device)
-    complete = True
-    with torch.no_grad():
-        for b in range(0, len(order), batch_size):
-            if deadline is not None and time.monotonic() > deadline:
-                complete = False
-                break
-            group = order[b : b + batch_size]
-            width = max(len(sequences[i]) for i in group)
-            padded = np.full((len(group), width), events.PAD, dtype=np.int64)
-            for row, i in enumerate(group):
-                padded[row, : len(sequences[i])] = sequences[i]
-            tokens = torch.from_numpy(padded).to(device)
-            known = None
-            if piece_controls is not None:
-                known = torch.as_tensor(controls.NO_CONTROL, device=device).repeat(len(group), width, 1)
-                for row, i in enumerate(group):
-                    known[row, : len(sequences[i]) - 1] = piece_controls[i][1:].float()
-            state = None
-            for lo in range(0, width - 1, chunk):
-                inputs = tokens[:, lo : lo + chunk]
-                targets = tokens[:, lo + 1 : lo + chunk + 1]
-                inputs = inputs[:, : targets.shape[1]]
-                step_controls = known[:, lo : lo + inputs.shape[1]] if known is not None else None
-                logits, state = model(inputs, state, controls=step_controls)
-                scored = targets < events.NUM_EVENTS
-                loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-                total += (loss * scored).sum(dtype=torch.float64)
-                count += scored.sum()
-    model.train(was_training)
-    return float(total), int(count), complete
+    return score(*args, **kwargs)
 
 
 # ---------------------------------------------------------------- the run (GPU side)
@@ -803,7 +763,7 @@ class Trainer:
             total = count = 0
             record = {"step": stage.steps}
             for g, (seqs, _) in val.items():
-                t, c, _ = whole_piece_nll(model, seqs, self.device, batch_size=64)
+                t, c, _ = pieces_nll(model, seqs, self.device, batch_size=64)
                 total, count = total + t, count + c
                 if len(val) > 1:
                     record[f"val_nll_{g}"] = t / max(c, 1)
@@ -818,11 +778,11 @@ class Trainer:
             if self.conditioned:
                 t = c = 0
                 for seqs, pc in val.values():
-                    t2, c2, _ = whole_piece_nll(model, seqs, self.device, piece_controls=pc, batch_size=64)
+                    t2, c2, _ = pieces_nll(model, seqs, self.device, piece_controls=pc, batch_size=64)
                     t, c = t + t2, c + c2
                 record["val_nll_controlled"] = t / max(c, 1)
             if train_eval is not None:
-                t, c, _ = whole_piece_nll(model, train_eval[0], self.device, batch_size=64)
+                t, c, _ = pieces_nll(model, train_eval[0], self.device, batch_size=64)
                 record.update(train_nll=t / max(c, 1), train_events=c)
             record["seconds"] = round(time.monotonic() - started, 2)
             self._log(metrics_file, stage, record)
@@ -1100,7 +1060,7 @@ def starting_point(trainer: Trainer, genre: str, opts: RunOptions, shipped: dict
     seqs, _ = trainer.piece_subset(genre, "validation", opts.val_pieces)
     scores = {}
     for name, (candidate, _) in candidates.items():
-        total, count, _ = whole_piece_nll(candidate.to(trainer.device), seqs, trainer.device)
+        total, count, _ = pieces_nll(candidate.to(trainer.device), seqs, trainer.device, batch_size=64)
         candidate.cpu()
         scores[name] = total / max(count, 1)
     chosen = min(scores, key=scores.get)
@@ -1178,8 +1138,8 @@ def finish_genre(trainer: Trainer, net, genre: str, manifest, stage: Stage, stag
     val = trainer.bundle(genre, "validation")
     seqs = [val.sequence(i).astype(np.int64) for i in range(len(val))]
     with _exact_fp32(torch):
-        total, count, complete = whole_piece_nll(
-            saved, seqs, trainer.device, deadline=trainer.deadline.end - o.margin_s
+        total, count, complete = pieces_nll(
+            saved, seqs, trainer.device, batch_size=64, deadline=trainer.deadline.end - o.margin_s
         )
     nll = total / max(count, 1)
     entry = {
@@ -1206,8 +1166,13 @@ def finish_genre(trainer: Trainer, net, genre: str, manifest, stage: Stage, stag
         c = trainer.bundle_ctrl(genre, "validation")
         pcs = [c[int(val.offsets[i]) : int(val.offsets[i + 1])] for i in range(len(val))]
         with _exact_fp32(torch):
-            t2, c2, done = whole_piece_nll(
-                saved, seqs, trainer.device, piece_controls=pcs, deadline=trainer.deadline.end - o.margin_s
+            t2, c2, done = pieces_nll(
+                saved,
+                seqs,
+                trainer.device,
+                piece_controls=pcs,
+                batch_size=64,
+                deadline=trainer.deadline.end - o.margin_s,
             )
         if done:
             entry["validation_nll_controlled"] = t2 / max(c2, 1)
@@ -1478,7 +1443,7 @@ def half_vs_float(trainer: Trainer, model, genre: str, pieces: int = 8, length: 
     val = trainer.bundle(genre, "validation")
     seqs = [val.sequence(i)[:length].astype(np.int64) for i in range(min(pieces, len(val)))]
     with _exact_fp32(torch):
-        total, count, _ = whole_piece_nll(model, seqs, dev)
+        total, count, _ = pieces_nll(model, seqs, dev, batch_size=64)
     out = {"pieces": len(seqs), "events": count, "float": total / max(count, 1)}
     width = max(len(s) for s in seqs)
     grid = np.full((len(seqs), width), events.PAD, dtype=np.int64)
