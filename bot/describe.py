@@ -8,14 +8,13 @@ key profiles), beside the key the mention asked for, if it asked for one.
 
 from __future__ import annotations
 
-from composer.contract import MusicSummary
+from composer.contract import TONICS, MusicSummary
 
-NAMES = ("C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B")
 CLEAR_KEY = 0.6  # below this correlation the notes fit no key well enough to name one
 
 
 def pitch_name(pitch: int) -> str:
-    return f"{NAMES[pitch % 12]}{pitch // 12 - 1}"
+    return f"{TONICS[pitch % 12]}{pitch // 12 - 1}"
 
 
 def pace(notes_per_second: float) -> str:

@@ -26,7 +26,7 @@ from functools import lru_cache
 from html.parser import HTMLParser
 
 from bot.db import Kind
-from composer.contract import DENSITY_WORDS, MAX_SEED, UnknownKeyError, key_name, read_key
+from composer.contract import DEFAULT_TEMPERATURE, DENSITY_WORDS, MAX_SEED, UnknownKeyError, key_name, read_key
 
 MAX_TEXT = 5_000  # a mention is at most a few hundred characters; longer input is cut, never parsed whole
 
@@ -488,7 +488,6 @@ def parse_request(
     return Request(Kind.COMPOSE, text, genre, float(seconds), temperature, seed, moods, None, **asked)
 
 
-DEFAULT_TEMPERATURE = 1.0  # what a mention without a mood word gets
 MAX_MOOD_WORDS = 3  # mood words mixed to give a temperature, besides one pace word
 
 
