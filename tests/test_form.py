@@ -74,3 +74,38 @@ def test_a_piece_is_moved_to_the_tonic_asked_within_the_pianos_keys():
     assert fit_to_key(tokens, None) is tokens
     high = events.encode([Note(p + 36, 80, i * 0.3, i * 0.3 + 0.25) for i, p in enumerate(g_major)])  # up to G8
     assert events.pitch_range(fit_to_key(high, "B major"))[1] <= 108  # down rather than past the top key
+
+
+def test_a_tune_in_the_other_mode_is_recast_in_the_mode_asked_and_keeps_its_rhythm():
+    from composer.codec.keys import estimate_key
+    from composer.serving.composition import fit_to_key
+
+    g_major = [60 + step for step in (7, 9, 11, 12, 14, 16, 18, 19)]
+    tokens = events.encode([Note(p, 80, i * 0.3, i * 0.3 + 0.25) for i, p in enumerate(g_major * 3)])
+    minor = fit_to_key(tokens, "E minor")
+    assert estimate_key(piece_notes(minor))[0].name == "E minor"
+    before, after = piece_notes(tokens), piece_notes(minor)
+    assert [(n.start, n.end) for n in before] == [(n.start, n.end) for n in after]
+    moved = {(b.pitch - a.pitch) for a, b in zip(before, after)}
+    assert moved <= {-3, -4}  # every note moved down to E, the third and sixth one semitone further
+
+
+def test_real_tunes_come_out_in_every_key_asked():
+    """Nottingham tunes (major and minor) asked for each of the 24 keys: the key their notes are
+    in afterwards (Krumhansl-Kessler) is the one asked."""
+    from conftest import DATA_ROOT
+
+    from composer.codec.keys import ALL_KEYS, estimate_key
+    from composer.codec.midi import load_notes
+    from composer.serving.composition import fit_to_key
+
+    files = sorted((DATA_ROOT / "nottingham").glob("*.mid"))[::97][:6]
+    if not files:
+        pytest.skip("the Nottingham corpus is not beside the repository")
+    heard = []
+    for path in files:
+        tokens = events.encode(load_notes(path))
+        for key in ALL_KEYS:
+            found = estimate_key(piece_notes(fit_to_key(tokens, key.name)))
+            heard.append(found is not None and found[0] == key)
+    assert np.mean(heard) >= 0.95, f"{np.mean(heard):.0%} in the key asked"

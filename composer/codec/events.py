@@ -186,6 +186,14 @@ def transpose(tokens: np.ndarray, semitones: int) -> np.ndarray:
     return out
 
 
+def map_pitches(tokens: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Every note event's pitch through ``table`` (128 pitches -> pitches), timing untouched."""
+    out = tokens.copy()
+    notes = out < TIME_SHIFT
+    out[notes] = out[notes] - out[notes] % NUM_PITCHES + table[out[notes] % NUM_PITCHES]
+    return out
+
+
 def pitch_range(tokens: np.ndarray) -> tuple[int, int] | None:
     """Lowest and highest pitch in a stream, or None when it holds no note event."""
     notes = tokens[tokens < TIME_SHIFT] % NUM_PITCHES

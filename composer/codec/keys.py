@@ -36,7 +36,7 @@ class Key:
         return profile / profile.sum()
 
 
-__all__ = ["ALL_KEYS", "Key", "UnknownKeyError", "best_key", "estimate_key", "parse_key"]
+__all__ = ["ALL_KEYS", "Key", "UnknownKeyError", "best_key", "estimate_key", "mode_change_table", "parse_key"]
 
 ALL_KEYS = tuple(Key(tonic, mode) for tonic in range(12) for mode in (MAJOR, MINOR))
 
@@ -69,3 +69,21 @@ def best_key(histogram: np.ndarray) -> tuple[Key, float] | None:
 def estimate_key(notes: Sequence) -> tuple[Key, float] | None:
     """The key of some notes and its clarity, weighted by how long each note sounds."""
     return best_key(pitch_class_seconds(notes))
+
+
+MODE_CHANGES = {  # scale degree (semitones above the tonic) -> where it goes in the parallel mode
+    (MAJOR, MINOR): {4: 3, 9: 8},  # harmonic minor: third and sixth down, the leading tone kept for the cadences
+    (MINOR, MAJOR): {3: 4, 8: 9, 10: 11},  # third, sixth and a natural seventh up
+}
+
+
+def mode_change_table(key: Key, mode: str) -> np.ndarray:
+    """A pitch -> pitch table that recasts music in ``key`` in the parallel ``mode`` (C major -> C
+    minor), the way an arranger turns a tune minor: only the mode's own degrees move, by a semitone."""
+    table = np.arange(128)
+    if mode == key.mode:
+        return table
+    for degree, moved in MODE_CHANGES[(key.mode, mode)].items():
+        pitches = np.arange((key.tonic + degree) % 12, 128, 12)
+        table[pitches] = np.clip(pitches + moved - degree, 0, 127)
+    return table

@@ -20,7 +20,7 @@ from composer.analysis.musicality import best_candidate, candidate_seeds
 from composer.analysis.summary import summarize
 from composer.codec import events
 from composer.codec.controls import control_vector, parse_density
-from composer.codec.keys import estimate_key, parse_key
+from composer.codec.keys import estimate_key, mode_change_table, parse_key
 from composer.codec.midi import MidiError, load_notes, midi_bytes
 from composer.contract import (
     AUDIO_FORMATS,
@@ -38,6 +38,9 @@ from composer.corpus.genres import UnknownGenreError, load_genre
 from composer.sampling.sample import SampleRequest, piece_notes, primer_tokens, validate
 
 MAX_PRIMER_EVENTS = 20_000  # priming reads the whole primer in one pass; this bounds that pass
+MAX_PRIMER_SPAN_SECONDS = 3600.0  # a primer is the end of a piece: an hour is far more than any needs
+MAX_PRIMER_TICKS = 1 << 22  # pretty_midi keeps a float per tick: 32 MB, an hour at 960 ticks a beat and 60 bpm
+MAX_PRIMER_TOKENS = 100_000  # a token primer's length, as the service's schema caps it
 
 
 def decode_primer_midi(primer: str) -> bytes:
@@ -50,6 +53,49 @@ def decode_primer_midi(primer: str) -> bytes:
         ) from None
 
 
+def primer_window(notes: Sequence[events.Note], seconds: float) -> list[events.Note]:
+    """The notes that ``primer_tokens(encode(notes), seconds)`` reads, so that only they are encoded.
+
+    A primer's silences cost tokens (one per second), so a few bytes of MIDI with a note far
+    in the future would encode to millions of them; its last ``seconds`` need only the notes
+    still sounding there, plus the two earlier notes that fix where the cut falls within a
+    long time shift (the last event before it) and the velocity the cut restates (the last
+    onset before it). The encoding of what is kept has the very same tail.
+    """
+    ordered = sorted(notes, key=lambda n: (n.start, n.pitch))  # encode's order: its ties stay
+    starts = [events.quantize(n.start) for n in ordered]
+    ends = [max(events.quantize(n.end), start + 1) for n, start in zip(ordered, starts)]
+    if not ordered:
+        return []
+    cut = max(0, max(ends) - round(seconds * events.STEPS_PER_SECOND))
+    kept = {i for i, end in enumerate(ends) if end >= cut}
+    before = [i for i, end in enumerate(ends) if end < cut]  # every event of these lies before the cut
+    if before:
+        kept.add(max(before, key=lambda i: ends[i]))  # the last event before the cut
+    onsets = [i for i, start in enumerate(starts) if start < cut]
+    if onsets:
+        kept.add(max(onsets, key=lambda i: (starts[i], i)))  # the velocity in force at the cut
+    return [ordered[i] for i in sorted(kept)]
+
+
+def _midi_primer_tokens(primer: bytes, primer_seconds: float) -> np.ndarray:
+    """A MIDI primer's tokens, its last ``primer_seconds`` only; bounded in time and memory whatever its bytes."""
+    try:
+        notes = load_notes(primer, max_ticks=MAX_PRIMER_TICKS)
+    except MidiError as exc:
+        raise CompositionRejected(f"primer: {str(exc).removeprefix('<bytes>: ')}") from None
+    span = max((n.end for n in notes), default=0.0)
+    if not span <= MAX_PRIMER_SPAN_SECONDS:
+        raise CompositionRejected(f"primer lasts {span:.0f} s, more than {MAX_PRIMER_SPAN_SECONDS:g} s")
+    window = primer_window(notes, primer_seconds)
+    if len(window) > MAX_PRIMER_EVENTS:  # each note kept puts at least its note-off in the tail
+        raise CompositionRejected(f"primer too dense: over {MAX_PRIMER_EVENTS} events in its last {primer_seconds:g} s")
+    try:
+        return events.encode(window)
+    except ValueError as exc:
+        raise CompositionRejected(f"primer MIDI cannot be encoded: {exc}") from None
+
+
 def primer_from(primer: bytes | Sequence[int] | None, primer_seconds: float) -> np.ndarray | None:
     """The last ``primer_seconds`` of a primer (MIDI bytes or event tokens) as tokens to continue from."""
     if primer is None:
@@ -57,16 +103,16 @@ def primer_from(primer: bytes | Sequence[int] | None, primer_seconds: float) -> 
     if not 0 < primer_seconds <= MAX_SECONDS:
         raise CompositionRejected(f"primer_seconds must be in (0, {MAX_SECONDS:g}], got {primer_seconds:g}")
     if isinstance(primer, bytes | bytearray):
-        try:
-            tokens = events.encode(load_notes(bytes(primer)))
-        except MidiError as exc:
-            raise CompositionRejected(f"primer: {str(exc).removeprefix('<bytes>: ')}") from None
-        except ValueError as exc:
-            raise CompositionRejected(f"primer MIDI cannot be encoded: {exc}") from None
+        tokens = _midi_primer_tokens(bytes(primer), primer_seconds)
     else:
-        tokens = np.asarray(list(primer), dtype=np.int64)
-        if tokens.ndim != 1 or (tokens.size and (tokens.min() < 0 or tokens.max() >= events.NUM_EVENTS)):
-            raise CompositionRejected(f"primer tokens must be performance events 0..{events.NUM_EVENTS - 1}")
+        values = list(primer)
+        if len(values) > MAX_PRIMER_TOKENS or not all(
+            isinstance(t, int | np.integer) and not isinstance(t, bool) and 0 <= t < events.NUM_EVENTS for t in values
+        ):  # checked as Python ints: a huge one must not overflow numpy first
+            raise CompositionRejected(
+                f"primer tokens must be at most {MAX_PRIMER_TOKENS} performance events 0..{events.NUM_EVENTS - 1}"
+            )
+        tokens = np.asarray(values, dtype=np.int64)
     tokens = primer_tokens(tokens.astype(np.int64), primer_seconds)
     if tokens.size > MAX_PRIMER_EVENTS:
         raise CompositionRejected(f"primer too dense: {tokens.size} events (at most {MAX_PRIMER_EVENTS})")
@@ -128,7 +174,8 @@ def candidate_requests(request: SampleRequest, count: int) -> list[SampleRequest
 
 def keep_best(scored: Sequence[tuple[np.ndarray, float]], key: str | None = None) -> int:
     """The index of the most musical of the candidates, given as tokens and log-likelihood per event
-    (with a key asked, one in its mode is preferred: ``fit_to_key`` can move a tonic, not a mode)."""
+    (with a key asked, one in its mode is preferred: ``fit_to_key`` moves a tonic freely, but
+    recasting a mode changes the notes)."""
     if len(scored) == 1:
         return 0
     measured = [(ll, piece_notes(t), events.duration_steps(t) / events.STEPS_PER_SECOND) for t, ll in scored]
@@ -139,16 +186,21 @@ PIANO_RANGE = (21, 108)
 
 
 def fit_to_key(tokens: np.ndarray, key: str | None) -> np.ndarray:
-    """The piece moved to the tonic asked: the smallest transposition (keeping it on the piano's
-    keys) that puts the tonic of the key its notes are in on the one asked. Unchanged when no key
-    was asked or its notes have none."""
+    """The piece in the key asked: recast in the mode asked when its notes are in the other one
+    (``mode_change_table``: C major -> C minor), then moved by the smallest transposition (keeping
+    it on the piano's keys) that puts its tonic on the one asked. Unchanged when no key was asked
+    or its notes have none."""
     if not key:
         return tokens
     found = estimate_key(piece_notes(tokens))
     span = events.pitch_range(tokens)
     if found is None or span is None:
         return tokens
-    up = (parse_key(key).tonic - found[0].tonic) % 12
+    asked = parse_key(key)
+    if found[0].mode != asked.mode:  # none of the candidates came out in the mode asked
+        tokens = events.map_pitches(tokens, mode_change_table(found[0], asked.mode))
+        span = events.pitch_range(tokens)
+    up = (asked.tonic - found[0].tonic) % 12
     for shift in sorted((up, up - 12), key=abs):
         if PIANO_RANGE[0] <= span[0] + shift and span[1] + shift <= PIANO_RANGE[1]:
             return events.transpose(tokens, shift)
