@@ -26,6 +26,7 @@ from composer.contract import (
     DEFAULT_SECONDS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
+    SILENT_PIECE,
     ComposedPiece,
     ComposerClient,
     ComposerUnavailable,
@@ -33,6 +34,7 @@ from composer.contract import (
     CompositionRejected,
     GenreInfo,
     MusicSummary,
+    SilentPiece,
     new_seed,
 )
 
@@ -138,6 +140,8 @@ class HttpComposerClient:
                 if response.status_code < 400:
                     return response.json()
                 message = _message(response)
+                if response.status_code == 422 and message.startswith(f"422: {SILENT_PIECE}"):
+                    raise SilentPiece(message, 422)
                 if response.status_code < 500 or response.status_code == 501:
                     raise CompositionRejected(message, response.status_code)
                 error = ComposerUnavailable(message, response.status_code)

@@ -88,6 +88,14 @@ class CompositionRejected(CompositionError):
     status = 422
 
 
+SILENT_PIECE = "the piece came out silent"
+
+
+class SilentPiece(CompositionRejected):
+    """The seed and length asked give a piece without a note (422, its detail starting with SILENT_PIECE):
+    another seed or a longer piece may not."""
+
+
 class ComposerUnavailable(CompositionError):
     """The composer is busy, down or failed (5xx, connection errors): trying later may work."""
 

@@ -27,6 +27,7 @@ from composer.contract import (
     CompositionError,
     CompositionRejected,
     MusicSummary,
+    SilentPiece,
     new_seed,
 )
 
@@ -138,6 +139,12 @@ class Steps(LeaseGuard):
         for _ in range(2):
             try:
                 return self.ask_composer(job, seed, primer, asked)
+            except SilentPiece as exc:  # this seed gave no note at all
+                if seed_given:
+                    raise
+                log.warning("mention %s: seed %s failed (%s); trying another", job.mention_id, seed, exc.message)
+                seed = new_seed()
+                continue
             except (CompositionRejected, ComposerUnavailable):
                 raise
             except CompositionError as exc:  # this seed gave a piece that cannot be rendered (near silence)

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import mido
 import pretty_midi
 
 from composer.codec.events import Note
@@ -27,19 +28,33 @@ class MidiError(ValueError):
     """A MIDI file that cannot be read."""
 
 
-def read_midi(source: str | Path | bytes) -> pretty_midi.PrettyMIDI:
-    """Parse a MIDI file (path or bytes), turning every parser failure into MidiError."""
+def read_midi(source: str | Path | bytes, max_ticks: int | None = None) -> pretty_midi.PrettyMIDI:
+    """Parse a MIDI file (path or bytes), turning every parser failure into MidiError.
+
+    ``max_ticks`` refuses a file whose last event lies beyond that tick before pretty_midi
+    builds its tick-to-time table (one float per tick: a few bytes of file can ask for 80 MB).
+    """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
         with warnings.catch_warnings():
             # pretty_midi warns about odd but legal files (tempo events off track 0).
             warnings.simplefilter("ignore")
             if isinstance(source, bytes):
-                return pretty_midi.PrettyMIDI(io.BytesIO(source))
-            return pretty_midi.PrettyMIDI(str(source))
+                parsed = mido.MidiFile(file=io.BytesIO(source), charset="latin1")
+            else:
+                parsed = mido.MidiFile(filename=str(source), charset="latin1")
     except FileNotFoundError:
         raise MidiError(f"{name}: no such file") from None
-    except Exception as exc:  # mido and pretty_midi raise many kinds on bad bytes
+    except Exception as exc:  # mido raises many kinds on bad bytes
+        raise MidiError(f"{name}: not a readable MIDI file ({type(exc).__name__}: {exc})") from None
+    last_tick = max((sum(message.time for message in track) for track in parsed.tracks), default=0)
+    if max_ticks is not None and last_tick > max_ticks:
+        raise MidiError(f"{name}: its last event is at tick {last_tick}, beyond {max_ticks}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pretty_midi.PrettyMIDI(mido_object=parsed)
+    except Exception as exc:  # pretty_midi refuses odd files in many ways
         raise MidiError(f"{name}: not a readable MIDI file ({type(exc).__name__}: {exc})") from None
 
 
@@ -114,9 +129,10 @@ def notes_from_midi(midi: pretty_midi.PrettyMIDI) -> list[Note]:
     return [Note(int(p), int(v), float(s), float(e)) for notes in tracks for p, v, s, e in notes]
 
 
-def load_notes(source: str | Path | bytes) -> list[Note]:
-    """Read a MIDI file into merged piano notes. Raises MidiError on unreadable input."""
-    return notes_from_midi(read_midi(source))
+def load_notes(source: str | Path | bytes, max_ticks: int | None = None) -> list[Note]:
+    """Read a MIDI file into merged piano notes. Raises MidiError on unreadable input (and on
+    a last event beyond ``max_ticks``)."""
+    return notes_from_midi(read_midi(source, max_ticks))
 
 
 def notes_to_midi(notes: Sequence[Note], program: int = 0) -> pretty_midi.PrettyMIDI:

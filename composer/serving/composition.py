@@ -30,9 +30,11 @@ from composer.contract import (
     MAX_CANDIDATES,
     MAX_SECONDS,
     MAX_SEED,
+    SILENT_PIECE,
     ComposedPiece,
     CompositionError,
     CompositionRejected,
+    SilentPiece,
 )
 from composer.corpus.genres import UnknownGenreError, load_genre
 from composer.sampling.sample import SampleRequest, piece_notes, primer_tokens, validate
@@ -109,9 +111,8 @@ def primer_from(primer: bytes | Sequence[int] | None, primer_seconds: float) -> 
         if len(values) > MAX_PRIMER_TOKENS or not all(
             isinstance(t, int | np.integer) and not isinstance(t, bool) and 0 <= t < events.NUM_EVENTS for t in values
         ):  # checked as Python ints: a huge one must not overflow numpy first
-            raise CompositionRejected(
-                f"primer tokens must be at most {MAX_PRIMER_TOKENS} performance events 0..{events.NUM_EVENTS - 1}"
-            )
+            last, most = events.NUM_EVENTS - 1, MAX_PRIMER_TOKENS
+            raise CompositionRejected(f"primer tokens must be performance events 0..{last}, at most {most}")
         tokens = np.asarray(values, dtype=np.int64)
     tokens = primer_tokens(tokens.astype(np.int64), primer_seconds)
     if tokens.size > MAX_PRIMER_EVENTS:
@@ -265,6 +266,10 @@ def assemble(
     ``key`` and ``density`` as asked, ``controlled`` whether the model followed them."""
     notes = piece_notes(tokens)
     seconds = events.duration_steps(tokens) / events.STEPS_PER_SECOND
+    if not notes and (audio_format or pianoroll):  # nothing to hear or draw: the request's values, not a fault here
+        raise SilentPiece(
+            f"{SILENT_PIECE} ({request.seconds:g} s, seed {request.seed}): ask for a longer piece or another seed"
+        )
     audio, mime = render_audio(notes, audio_format) if audio_format else (None, None)
     return ComposedPiece(
         id=str(uuid.uuid4()),

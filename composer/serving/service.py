@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 300.0
 MAX_PRIMER_CHARS = 4_000_000  # base64 of a 3 MB MIDI file: far more than any piano piece needs
+MAX_BODY_BYTES = MAX_PRIMER_CHARS + 1_000_000  # the largest primer and the rest of a request
 
 
 PrimerIn = Annotated[str, Field(max_length=MAX_PRIMER_CHARS)] | Annotated[list[int], Field(max_length=100_000)] | None
@@ -150,7 +151,8 @@ class CompositionOut(BaseModel):
 
 ERRORS = {
     404: {"model": ErrorOut, "description": "Unknown genre, or one with no trained model"},
-    422: {"model": ErrorOut, "description": "A bad request: out-of-range numbers, an unreadable primer"},
+    413: {"model": ErrorOut, "description": "A request body over the limit (a few MB: the largest primer)"},
+    422: {"model": ErrorOut, "description": "A bad request: a number out of range, a bad primer, a silent piece"},
     501: {"model": ErrorOut, "description": "Audio rendering is not available on this server"},
     503: {"model": ErrorOut, "description": "Too busy (see Retry-After), or shutting down"},
     504: {"model": ErrorOut, "description": "The piece was not finished within the server's time limit"},
@@ -183,6 +185,60 @@ class CountRequests:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+class LimitBody:
+    """413 for a body over ``max_bytes``: at once when Content-Length says so, else as soon as the bytes
+    read pass it, so that no body is ever read whole before it is judged. Plain ASGI, outside the app."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self.refuse(send)
+            return
+        seen, started, refused = 0, False, False
+
+        async def counting_receive() -> dict:
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:  # answer now; the app sees the client leave
+                    refused = True
+                    if not started:
+                        await self.refuse(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def send_unless_refused(message: dict) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, send_unless_refused)
+        except Exception:
+            if not refused:  # the app's own failure; one from the cut-off body is answered already
+                raise
+
+    async def refuse(self, send: Any) -> None:
+        detail = f"the request body is over {self.max_bytes} bytes"
+        response = JSONResponse({"detail": detail}, status_code=413, headers={"Connection": "close"})
+        await response({"type": "http"}, _no_body, send)
+
+
+async def _no_body() -> dict:
+    return {"type": "http.disconnect"}
 
 
 class ClientGone(Exception):
@@ -227,6 +283,7 @@ def create_app(
     device: str | None = None,
     engine: str = SERVING_ENGINE,
     reload_check_s: float = 1.0,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The service app; models load at startup in the batchers' threads (GET /healthz says when).
 
@@ -271,6 +328,7 @@ def create_app(
     app.state.pool, app.state.metrics = pool, metrics
 
     app.add_middleware(CountRequests, metrics=metrics)
+    app.add_middleware(LimitBody, max_bytes=max_body_bytes)  # outermost of the two: a 413 is counted too
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
