@@ -1,19 +1,28 @@
-"""The ``bot`` command line: ``once`` for one tick, ``run`` for ticks on a schedule, ``db upgrade``."""
+"""The ``bot`` command line: ``once`` for one tick, ``run`` for ticks on a schedule, ``web``, ``db``.
+
+Every expected failure (settings, a database that cannot be used, a port in use) ends in
+one line on stderr and a non-zero exit, never a traceback; tests/test_cli_settings.py runs
+every command against broken settings.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from bot.config import BotSettings
     from bot.worker import Worker
 
@@ -32,7 +41,7 @@ def _fail(message: str) -> NoReturn:
 def _setup_logging() -> None:
     level = os.environ.get("BOT_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("urllib3", "httpx", "alembic", "apscheduler.executors.default", "matplotlib"):
+    for noisy in ("urllib3", "httpx", "alembic", "matplotlib"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
@@ -45,18 +54,40 @@ def _settings(require_platform: bool = True) -> BotSettings:
         _fail(f"configuration: {exc}")
 
 
+def _database(settings: BotSettings, schema: bool = True) -> Engine:
+    """The database engine once it answers (and, with ``schema``, is at the code's revision); else one line."""
+    from bot.migrate import DatabaseProblem, reachable, ready
+
+    try:
+        return (ready if schema else reachable)(settings.resolved_database_url, settings.database_url is not None)
+    except DatabaseProblem as exc:
+        _fail(str(exc))
+
+
+def _database_option(url: str) -> None:
+    """Check a benchmark's database URL option the way DATABASE_URL is checked."""
+    from bot.migrate import DatabaseProblem, reachable
+
+    try:
+        reachable(url).dispose()
+    except DatabaseProblem as exc:
+        _fail(str(exc).replace("DATABASE_URL", "the database URL"))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def build_worker(checkpoint: Callable[[str], None] | None = None) -> Worker:
     """The worker of `bot once` and `bot run`, from the settings; ``checkpoint`` is Worker's hook (the crash tests')."""
-    from bot.db import make_engine, session_factory
-    from bot.migrate import is_current
+    from bot.db import session_factory
     from bot.platforms import platform_from_settings
     from bot.worker import Worker
     from composer.client import composer_client_from_env
 
     settings = _settings()
-    engine = make_engine(settings.resolved_database_url)
-    if not is_current(engine):
-        _fail("the database has no tables yet: run `bot db upgrade` first")
+    engine = _database(settings)
     env = dict(os.environ)
     if settings.composer_url:
         env["COMPOSER_URL"] = settings.composer_url
@@ -68,8 +99,14 @@ def build_worker(checkpoint: Callable[[str], None] | None = None) -> Worker:
 def genres() -> None:
     """List the genres the bot can compose, with their current model versions."""
     from composer.client import composer_client_from_env
+    from composer.contract import CompositionError
 
-    for info in composer_client_from_env().genres():
+    logging.getLogger("composer").setLevel(logging.ERROR)  # its retries' warnings: the one error line says it all
+    try:
+        catalog = composer_client_from_env().genres()
+    except CompositionError as exc:
+        _fail(f"the composer cannot be asked: {exc}")
+    for info in catalog:
         typer.echo(f"{info.name:<12} {info.current_version or '(no model yet)'}")
 
 
@@ -81,6 +118,8 @@ def once() -> None:
 
 def run_once(checkpoint: Callable[[str], None] | None = None) -> None:
     """`bot once`, with ``checkpoint`` passed to the worker (tests/crash_worker.py kills itself there)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bot.platforms.base import ConfigurationError, TransientError
 
     _setup_logging()
@@ -92,47 +131,69 @@ def run_once(checkpoint: Callable[[str], None] | None = None) -> None:
     except TransientError as exc:  # the platform is unreachable now; nothing was lost, the next run resumes
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:  # the database went away mid-tick; every finished step is committed
+        typer.echo(f"error: the database failed during the tick: {_first_line(exc)}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(str(report))
 
 
 @app.command()
-def run() -> None:
-    """Run ticks every BOT_INTERVAL_SECONDS until SIGTERM or Ctrl-C, finishing the tick in progress."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
+def run(
+    metrics_port: int = typer.Option(
+        0, min=0, max=65535, help="Serve /healthz and /metrics (Prometheus) on this port; 0: off."
+    ),
+    metrics_host: str = typer.Option("0.0.0.0", help="Address for --metrics-port."),
+) -> None:
+    """Run a tick every BOT_INTERVAL_SECONDS until SIGTERM or Ctrl-C, finishing the tick in progress.
+
+    A tick longer than the interval is followed by the next one at once (no overlap, no
+    warning); an idle tick logs nothing at INFO.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
 
     from bot.platforms.base import ConfigurationError
+    from bot.worker.health import WorkerHealth, serve
 
     _setup_logging()
-    worker = build_worker()
-    scheduler = BlockingScheduler(timezone="UTC")
-    failure: list[str] = []
-
-    def tick() -> None:
+    settings = _settings()
+    # Alive while a tick starts, ends or moves a job on; a job step outlasting its lease is stuck.
+    health = WorkerHealth(stale_after=settings.bot_lease_seconds + 2 * settings.bot_interval_seconds)
+    worker = build_worker(health.passed)
+    server = None
+    if metrics_port:
         try:
-            worker.tick()
-        except ConfigurationError as exc:
-            failure.append(str(exc))
-            scheduler.shutdown(wait=False)
-        except Exception:  # one bad tick must not stop the schedule; the jobs it held resume next time
-            log.exception("tick failed")
+            server = serve(health, metrics_host, metrics_port)
+        except OSError as exc:
+            _fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}")
+    stopping = threading.Event()
+    failure: list[str] = []
 
     def stop(signum: int, _frame: object) -> None:
         log.info("received %s; finishing the current tick", signal.Signals(signum).name)
-        scheduler.shutdown(wait=False)
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    scheduler.add_job(
-        tick,
-        "interval",
-        seconds=worker.settings.bot_interval_seconds,
-        next_run_time=datetime.now(UTC),
-        max_instances=1,
-        coalesce=True,
-        id="tick",
-    )
-    log.info("bot running: a tick every %g s", worker.settings.bot_interval_seconds)
-    scheduler.start()
+    interval = worker.settings.bot_interval_seconds
+    where = f"; health and metrics on http://{metrics_host}:{metrics_port}/" if server else ""
+    log.info("bot running: a tick every %g s%s", interval, where)
+    while not stopping.is_set():
+        started = time.monotonic()
+        health.tick_started()
+        report = None
+        try:
+            report = worker.tick()
+        except ConfigurationError as exc:
+            failure.append(str(exc))
+            stopping.set()
+        except SQLAlchemyError as exc:  # an outage: one line a tick; the jobs it held resume next time
+            log.warning("tick failed: the database: %s", _first_line(exc))
+        except Exception:  # one bad tick must not stop the loop; the jobs it held resume next time
+            log.exception("tick failed")
+        health.tick_ended(time.monotonic() - started, report)
+        stopping.wait(max(0.0, interval - (time.monotonic() - started)))
+    if server is not None:
+        server.shutdown()
     log.info("bot stopped")
     if failure:
         _fail(failure[0])
@@ -165,6 +226,8 @@ def bench(
     from benchmarks.bot import run as run_bench
 
     counts = tuple(int(w) for w in workers.split(",") if w.strip())
+    if postgres:
+        _database_option(postgres)
     run_bench(mentions, accounts, counts, seconds, postgres, models_dir)
 
 
@@ -172,19 +235,36 @@ def bench(
 def web(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8080, min=1, max=65535),
+    access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="one log line per request"),
 ) -> None:
     """Serve the archive on the web: pages, feeds, media and the JSON API (docs at /api/v1/docs)."""
     import uvicorn
 
-    from bot.db import make_engine
-    from bot.migrate import is_current
     from bot.web import create_app
 
     _setup_logging()
     settings = _settings(require_platform=False)
-    if not is_current(make_engine(settings.resolved_database_url)):
-        _fail("the database has no tables yet: run `bot db upgrade` first")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", proxy_headers=True)
+    _database(settings).dispose()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:  # bound here, so a port in use is one line and "listening" is only said once it is true
+        sock = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    shown_host = f"[{host}]" if family == socket.AF_INET6 else host
+    log.info(
+        "archive web listening on http://%s:%d/ (public address %s; access log %s)",
+        shown_host,
+        sock.getsockname()[1],
+        settings.archive_base_url,
+        "on" if access_log else "off: --access-log",
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
+        proxy_headers=True,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @app.command("bench-web")
@@ -196,6 +276,8 @@ def bench_web(
     """Fill an archive with ROWS pieces and time the list page and the API (p50/p95), with the queries they ran."""
     from benchmarks.web import run as run_bench
 
+    if database:
+        _database_option(database)
     run_bench(rows, requests, database)
 
 
@@ -205,10 +287,72 @@ def db_upgrade(revision: str = typer.Argument("head", help="target revision")) -
     from bot.migrate import upgrade
 
     settings = _settings(require_platform=False)
+    _database(settings, schema=False).dispose()
     try:
         upgrade(settings.resolved_database_url, revision)
-    except Exception as exc:  # a one-line error, not a traceback, for a wrong URL or an unreachable server
-        _fail(f"database upgrade failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    except Exception as exc:  # a one-line error, not a traceback, for an unknown revision or a failed migration
+        _fail(f"database upgrade failed: {_first_line(exc)}")
+    typer.echo(f"database at revision {revision}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Say which revision the database at DATABASE_URL is at, and whether the code needs another."""
+    from bot.migrate import current_revision, head_revision, history
+
+    settings = _settings(require_platform=False)
+    engine = _database(settings, schema=False)
+    try:
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    head = head_revision()
+    if current == head:
+        typer.echo(f"{current} (head): up to date")
+    elif current is None:
+        typer.echo(f"no schema yet (the code's head is {head}): run `bot db upgrade`")
+    elif current in {r.id for r in history()}:
+        typer.echo(f"{current}: behind the code's head {head}: run `bot db upgrade`")
+    else:
+        typer.echo(f"{current}: unknown to this code (head {head}): newer code migrated it")
+
+
+@db_app.command("history")
+def db_history() -> None:
+    """List the code's migrations, oldest first (needs no database)."""
+    from bot.migrate import head_revision, history
+
+    head = head_revision()
+    for revision in history():
+        first = revision.message.strip().splitlines()[0] if revision.message.strip() else ""
+        typer.echo(f"{revision.id}{' (head)' if revision.id == head else '       '}  {first}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: str = typer.Argument(..., help="the revision to go back to (see `bot db history`), or base"),
+    yes: bool = typer.Option(False, "--yes", help="go ahead: a downgrade drops the newer columns and their data"),
+) -> None:
+    """Take the database at DATABASE_URL back to REVISION (before rolling the code back to a release that needs it)."""
+    from bot.migrate import current_revision, downgrade, history
+
+    known = {r.id for r in history()}
+    if revision != "base" and revision not in known:
+        _fail(f"unknown revision {revision!r} (known: {', '.join(sorted(known))}, base)")
+    settings = _settings(require_platform=False)
+    engine = _database(settings, schema=False)
+    try:
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    if current is None:
+        _fail("the database has no schema: nothing to downgrade")
+    if not yes:
+        _fail(f"downgrading from {current} to {revision} drops the newer columns and their data: add --yes")
+    try:
+        downgrade(settings.resolved_database_url, revision)
+    except Exception as exc:
+        _fail(f"database downgrade failed: {_first_line(exc)}")
     typer.echo(f"database at revision {revision}")
 
 

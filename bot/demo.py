@@ -330,8 +330,8 @@ def run(
         return 0
     except Stopping:
         return 0
-    except DemoError as exc:
-        say(f"error: {exc}")
+    except DemoError as exc:  # on stderr, like every command's error, so a script sees it apart from the chat
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean shutdown short

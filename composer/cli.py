@@ -34,6 +34,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _out_folder(out: Path) -> None:
+    """Refuse, before any work, to write into a folder that does not exist (a typo, not a place to create)."""
+    if not out.parent.is_dir():
+        fail(f"{out.parent}: no such folder (for --out {out})")
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -44,7 +50,14 @@ def _setup_logging(verbose: bool) -> None:
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="More logging.")) -> None:
+    from pydantic import ValidationError
+
     _setup_logging(verbose)
+    try:  # every command reads the settings: a wrong COMPOSER_* value is one line here, not a traceback later
+        settings()
+    except ValidationError as exc:
+        problems = [f"COMPOSER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        fail("configuration: " + "; ".join(p.replace("Value error, ", "") for p in problems))
 
 
 def _find_model(genre: str, version: str = "", directory: Path | None = None) -> Path:
@@ -101,6 +114,7 @@ def encode(
     from composer.codec import events
     from composer.codec.midi import MidiError, load_notes
 
+    _out_folder(out)
     try:
         notes = load_notes(midi_file)
     except MidiError as exc:
@@ -123,6 +137,7 @@ def decode(
 
     if not token_file.is_file():
         fail(f"{token_file}: no such file")
+    _out_folder(out)
     try:
         tokens = np.load(token_file, allow_pickle=False)
     except ValueError as exc:
@@ -144,6 +159,10 @@ def roundtrip(
     """Check the codec on real files: share of notes whose pitch, onset and velocity bin survive."""
     from composer.codec import events
     from composer.codec.midi import MidiError, find_midi_files, load_notes
+
+    for folder in folders:
+        if not folder.is_dir():
+            fail(f"{folder}: no such folder")
 
     typer.echo(f"{'folder':<28} {'files':>6} {'notes':>11} {'kept':>11} {'share':>8}")
     for folder in folders:
@@ -361,6 +380,7 @@ def sample(
         fail(f"--seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}")
     if count < 1:
         fail("--count must be at least 1")
+    _out_folder(out)
     directory = _find_model(genre, version, model_dir)
     prime = None
     if primer is not None:

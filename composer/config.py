@@ -7,10 +7,14 @@ directory.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +40,13 @@ class ComposerSettings(BaseSettings):
     """``auto`` picks CUDA when present, else the CPU; or name one (``cpu``, ``cuda:1``)."""
     soundfont: Path | None = None
     """The .sf2 used to render audio; unset: Debian's FluidR3 GM (``apt-get install fluid-soundfont-gm``)."""
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not DEVICE.match(value.strip() or "auto"):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return value.strip() or "auto"
 
 
 @lru_cache(maxsize=1)

@@ -30,6 +30,11 @@ class TickReport:
     deferred: int = 0
     steps: list[str] = field(default_factory=list)
 
+    @property
+    def busy(self) -> bool:
+        """Whether the tick did anything (an idle worker logs nothing at INFO)."""
+        return any((self.fetched, self.stored, self.replied, self.failed, self.skipped, self.retried, self.deferred))
+
     def __str__(self) -> str:
         return (
             f"fetched {self.fetched}, new {self.stored}, replied {self.replied}, failed {self.failed}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from sqlalchemy.exc import OperationalError
@@ -26,7 +27,7 @@ class Worker(Intake, Steps, FailurePolicy, LeaseGuard):
         self._genres = None
         self.read_mentions(report)
         self.advance_due(report)
-        log.info("tick: %s", report)
+        log.log(logging.INFO if report.busy else logging.DEBUG, "tick: %s", report)
         return report
 
     def read_mentions(self, report: TickReport) -> None:
