@@ -8,9 +8,12 @@ help reply (a key it cannot read is a note in the reply, never a help reply).
 
 Keys are read as whole words, and a lone letter only where it cannot be ordinary English:
 "C major", "e flat", "F#", "B-flat minor" (a mode or accidental follows), "in D", "in the
-key of A" ("in" or "key of" before it). "a jig", "plan b" and "in a minute" name no key; "a
-minor-key tune" asks for the mode alone (the tonic is then picked from the mention, so a
-retry asks the same).
+key of A" ("in" or "key of" before it). "a jig", "plan b", "in a minute" and "a flat melody"
+name no key (a spelled "A flat" needs a mode, "key" or "in" with it); "a minor-key tune" asks
+for the mode alone (the tonic is then picked from the mention, so a retry asks the same).
+
+Lengths too are whole words: a number, then a unit ("45s", "2 min", "twenty seconds", "1:15");
+"I am", "as a gift", "80s pop" and "at 10:30" name none.
 """
 
 from __future__ import annotations
@@ -198,12 +201,19 @@ NUMBER_WORDS = {
 _HANDLE = re.compile(r"(?<![\w/])@[\w.\-]+(?:@[\w.\-]+)?", re.UNICODE)
 _URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
 _SEED = re.compile(r"\bseed\s*(?:[:=#]|no\.?|number|of|is)?\s*(\d{1,25})\b", re.IGNORECASE)
-_CLOCK = re.compile(r"\b(\d{1,2}):([0-5]\d)\b")
-_NUMBER = r"(\d{1,6}(?:[.,]\d{1,3})?|" + "|".join(sorted(map(re.escape, NUMBER_WORDS), key=len, reverse=True)) + ")"
-_LENGTH = re.compile(  # the number a whole word: "banana minute" is no minute
-    r"(?<![\w.,])" + _NUMBER + r"[\s\-]*(seconds?|secs?|s|minutes?|mins?|m)\b(?:\s+and\s+(?:a\s+)?half)?",
+_CLOCK = re.compile(  # "1:15" is a length; "at 10:30" and "9:30 pm" are times of day
+    r"(?<![\w:])(?<!\bat )(?<!\bby )(?<!\buntil )(\d{1,2}):([0-5]\d)\b(?!\s*[ap]\.?m\b)", re.IGNORECASE
+)
+_DIGITS = r"\d{1,6}(?:[.,]\d{1,3})?"
+_NUMBER_WORD = "|".join(sorted(map(re.escape, NUMBER_WORDS), key=len, reverse=True))
+_UNIT_WORD = r"seconds?|secs?|minutes?|mins?"
+_LENGTH = re.compile(  # numbers and units as whole words: not "banana minute", "am" (a m) nor "as" (a s)
+    rf"(?<![\w.,])(?:(?P<digits>{_DIGITS})[\s\-]*(?P<unit>{_UNIT_WORD}|s|m)"  # "45s", "2 m", "10 secs"
+    rf"|(?P<words>{_NUMBER_WORD})[\s\-]+(?P<word_unit>{_UNIT_WORD}))"  # "a minute", "twenty seconds"
+    r"(?![\w'’])(?:\s+and\s+(?:a\s+)?half)?",
     re.IGNORECASE,
 )
+_DECADE = re.compile(r"(?:\d0|\d\d\d0)s", re.IGNORECASE)  # "80s pop", "1920s": an era, not a length
 _WORD = re.compile(r"[a-z0-9&]+(?:-[a-z0-9]+)*")
 
 # A key: a letter as a whole word, then an accidental, a mode and "key", each optional.
@@ -305,16 +315,19 @@ def clean_text(markup: str) -> str:
 
 
 def _seconds(text: str) -> float | None:
+    """The length a mention asks for, in seconds; None when it names none."""
     if clock := _CLOCK.search(text):
         return int(clock.group(1)) * 60 + int(clock.group(2))
-    match = _LENGTH.search(text)
-    if not match:
-        return None
-    raw, unit = match.group(1).lower().replace(",", "."), match.group(2).lower()
-    number = float(raw) if raw[0].isdigit() else float(NUMBER_WORDS[raw])
-    if match.group(0).lower().rstrip().endswith("half"):
-        number += 0.5
-    return number * 60 if unit.startswith("m") else number
+    for match in _LENGTH.finditer(text):
+        if match.group("digits") and _DECADE.fullmatch(match.group(0).strip()):
+            continue
+        raw = (match.group("digits") or match.group("words")).lower().replace(",", ".")
+        unit = (match.group("unit") or match.group("word_unit")).lower()
+        number = float(raw) if raw[0].isdigit() else float(NUMBER_WORDS[re.sub(r"\s+", " ", raw)])
+        if match.group(0).lower().rstrip().endswith("half"):
+            number += 0.5
+        return number * 60 if unit.startswith("m") else number
+    return None
 
 
 def _is_key(match: re.Match[str], text: str) -> bool:
@@ -326,6 +339,9 @@ def _is_key(match: re.Match[str], text: str) -> bool:
         return False  # "D dorian": a mode we cannot play (read as an unknown key)
     if letter == "a" and keyword and (mode or short) and not accidental:
         return False  # "a minor-key tune": the article, then the mode alone
+    spelled = accidental is not None and accidental.strip(" -").lower() in ("flat", "sharp")
+    if letter.lower() == "a" and spelled and not (mode or short or keyword):
+        return _BEFORE_KEY.search(text, max(0, match.start() - 24), match.start()) is not None  # "a flat melody"
     if accidental or mode:
         return True  # "C major", "e flat", "F#", "B-flat minor"
     if not _BEFORE_KEY.search(text, max(0, match.start() - 24), match.start()):  # a window: linear in the text

@@ -192,7 +192,7 @@ def test_huge_input_is_cut_not_parsed_whole():
         ("@band folk in A", "A major"),
         ("@band folk in A, 20 seconds", "A major"),
         ("@band folk in a minor", "A minor"),
-        ("@band a flat folk tune", "A♭ major"),
+        ("@band a folk tune in the key of A flat", "A♭ major"),
         ("@band folk in A Minor Key", "A minor"),
         ("@band folk in E♭ major", "E♭ major"),
         ("@band folk in F♯ minor seed 7, 30 seconds", "F♯ minor"),
@@ -349,3 +349,81 @@ def test_ordinary_sentences_name_no_key(words, capitalized):
         sentence = sentence[0].upper() + sentence[1:]
     request = parse("@band " + sentence)
     assert request.key is None and not any("key" in note for note in request.notes), sentence
+
+
+# Ordinary English without a length: words that hold number words or units ("am" = a + m, "as",
+# "kittens", "often", "christmas"), numbers that count things, eras and times of day.
+UNLENGTHY_TEXT = (
+    "I am sad play me some folk jig reel tune song piece music please thanks calm busy wild a an as at is "
+    "it in on of to and but or for my fans christmas kittens mittens often tone someone attention tens ones "
+    "eighteen sixteen seventy mom ma'am I'm it's let's what's sms ms mrs mr pm smile some snow moon mist "
+    "gift sister friends cats songs hands ten two one three 2 10 3 top 80s 90s 1990s 1920s decade "
+    "a-side b-side one-sided twosome threesome seconded minutemen minimal mint mine ! ? , . 🎻 #folk"
+)
+UNLENGTHY = UNLENGTHY_TEXT.split()
+UNLENGTHY_PHRASES = [  # where a number or a unit word stands next to others, but asks for no length
+    *("as a gift", "I am", "am I", "a m", "at 10:30", "by 9:15", "9:30 pm", "10:45 a.m.", "ten cats"),
+    *("a christmas folk tune", "folk for my fans", "two hands", "a smile", "one more", "the 80s"),
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(st.sampled_from(UNLENGTHY), st.sampled_from(UNLENGTHY_PHRASES)), min_size=1, max_size=25),
+    st.booleans(),
+)
+def test_ordinary_sentences_without_a_length_get_the_default_length(words, capitalized):
+    sentence = " ".join(words)
+    if capitalized:
+        sentence = sentence[0].upper() + sentence[1:]
+    request = parse("@band " + sentence)
+    assert request.seconds == LIMITS.default_seconds and not request.notes, sentence
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(UNLENGTHY), max_size=8),
+    st.sampled_from(
+        [("45 seconds", 45), ("45s", 45), ("1 min", 60), ("a minute", 60), ("twenty seconds", 20), ("1:15", 75)]
+    ),
+    st.lists(st.sampled_from(UNLENGTHY), max_size=8),
+)
+def test_a_length_among_ordinary_words_is_read(before, length, after):
+    said, seconds = length
+    sentence = " ".join([*before, ",", said, ",", *after])
+    assert parse("@band folk " + sentence).seconds == seconds, sentence
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("@band I am sad, play me some folk", 30),
+        ("@band a christmas folk tune", 30),
+        ("@band folk for my fans", 30),
+        ("@band kittens", 30),
+        ("@band folk as a gift", 30),
+        ("@band 80s pop", 30),
+        ("@band folk at 10:30", 30),
+        ("@band folk, two minutes", 120),
+        ("@band folk 2m", 120),
+    ],
+)
+def test_number_words_inside_other_words_are_no_length(text, seconds):
+    assert parse(text).seconds == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("@band play a flat melody", None),
+        ("@band A flat tune please", None),
+        ("@band a sharp little folk tune", None),
+        ("@band folk in a flat", "A♭ major"),
+        ("@band folk in A flat minor", "A♭ minor"),
+        ("@band A flat major folk", "A♭ major"),
+        ("@band folk, A-flat key", "A♭ major"),
+        ("@band e flat folk", "E♭ major"),
+    ],
+)
+def test_a_flat_is_an_article_and_an_adjective_unless_a_key_is_meant(text, key):
+    assert parse(text).key == key
