@@ -72,6 +72,22 @@ def _find_model(genre: str, version: str = "", directory: Path | None = None) ->
         fail(str(exc))
 
 
+def _known_genre(genre: str) -> None:
+    """Refuse a genre without a manifest (a typo) with the list of known ones, before any work."""
+    from composer.corpus.genres import UnknownGenreError, load_genre
+
+    try:
+        load_genre(genre)
+    except (UnknownGenreError, ValueError) as exc:
+        fail(str(exc))
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError as one line: what failed and where, without the Python repr."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 def _with_train_options(after: str):
     """Give a command one option per training hyper-parameter, placed after its parameter
     ``after``: flag, default, help and bounds come from TrainConfig (composer.training.config),
@@ -239,38 +255,44 @@ def train(
     **hyperparameters,
 ) -> None:
     """Train a genre model (resumable: run it again with the same --run-name to continue)."""
+    from contextlib import nullcontext
     from datetime import datetime
 
     import torch
 
+    from composer.corpus.data import TokenBundle
     from composer.corpus.genres import load_genre
     from composer.models.registry import RegistryError, check_new_version, publish_run
     from composer.training.config import config_from_options
-    from composer.training.train import BEST_DIR, data_specs
+    from composer.training.train import BEST_DIR, data_specs, run_lock
     from composer.training.train import train as run_training
 
     if threads:
         torch.set_num_threads(threads)
     cfg = settings()
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for the run
     run_dir = cfg.runs_dir / genre / (run_name or datetime.now().strftime("%Y%m%d-%H%M%S"))
     tc = config_from_options(hyperparameters)
     try:
         spec = load_genre(genre)
         data_specs(spec, tc)  # every --pretrain-on genre exists
+        reserve = 0
         if publish:
-            check_new_version(genre, publish)  # refused now, not after the training
-        summary = run_training(spec, cfg.cache_dir, run_dir, tc, device or cfg.device, progress=not quiet)
+            check_new_version(genre, publish)  # refused now (taken, not a name, read-only), not after the training
+            reserve = TokenBundle.load(cfg.cache_dir, genre, "validation").num_events  # --max-minutes counts it
+        with run_lock(run_dir) if main_rank else nullcontext():
+            summary = run_training(spec, cfg.cache_dir, run_dir, tc, device or cfg.device, not quiet, reserve)
+            if not main_rank:  # the other ranks' view of the run is partial
+                return
+            shown = ("step", "best_nll", "best_step", "run_dir", "finished", "reserved_s")
+            typer.echo(json.dumps({k: summary[k] for k in shown}))
+            if publish:
+                target = publish_run(run_dir / BEST_DIR, genre, publish, cfg.cache_dir)
+                typer.echo(f"published {target}")
     except (RegistryError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    if int(os.environ.get("RANK", "0")) != 0:  # the other ranks' view of the run is partial
-        return
-    typer.echo(json.dumps({k: summary[k] for k in ("step", "best_nll", "best_step", "run_dir", "finished")}))
-    if publish:
-        try:
-            target = publish_run(run_dir / BEST_DIR, genre, publish, cfg.cache_dir)
-        except (RegistryError, FileNotFoundError) as exc:
-            fail(str(exc))
-        typer.echo(f"published {target}")
+    except OSError as exc:
+        fail(_os_error(exc))
 
 
 @app.command()
@@ -325,7 +347,13 @@ def evaluate(
     model, card = load_model(directory, dev)
     try:
         res = evaluate_model(
-            model, cfg.cache_dir, genre, data, dev, on_skip=lambda p, why: typer.echo(f"skipped {why}", err=True)
+            model,
+            cfg.cache_dir,
+            genre,
+            data,
+            dev,
+            on_skip=lambda p, why: typer.echo(f"skipped {why}", err=True),
+            progress=f"eval {genre} on {data or 'its validation split'}",
         )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
@@ -580,6 +608,7 @@ def versions(genre: str = typer.Option(..., "--genre", "-g")) -> None:
     """List a genre's model versions with their validation NLL; * marks the current one."""
     from composer.models.registry import RegistryError, current_version, version_cards
 
+    _known_genre(genre)
     try:
         cards = version_cards(genre)
     except RegistryError as exc:
@@ -603,6 +632,7 @@ def promote(
     def show(scores: dict[str, float]) -> None:  # the current version's, then the candidate's
         typer.echo(f"{genre}: validation NLL " + ", ".join(f"{v} {nll:.4f}" for v, nll in scores.items()))
 
+    _known_genre(genre)
     try:
         done = make_current(genre, version, force=force)
     except NotBetterError as exc:
@@ -610,6 +640,8 @@ def promote(
         fail(str(exc), code=1)
     except RegistryError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(_os_error(exc))
     if not done.changed:
         typer.echo(f"{genre}: {version} is already current")
         return
@@ -624,10 +656,13 @@ def rollback(genre: str = typer.Option(..., "--genre", "-g")) -> None:
     from composer.models.registry import RegistryError
     from composer.models.registry import rollback as roll_back
 
+    _known_genre(genre)
     try:
         version = roll_back(genre)
     except RegistryError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(_os_error(exc))
     typer.echo(f"{genre}: rolled back to {version}")
 
 

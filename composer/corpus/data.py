@@ -214,6 +214,14 @@ def split_fingerprint(cache_dir: Path, genre: str) -> str:
     return json.loads(index.read_text()).get("fingerprint", "")
 
 
+def split_files(cache_dir: Path, genre: str) -> dict[str, int]:
+    """How many source files each prepared split holds (a training file is in the bundle once
+    per time stretch); zeros when the genre is not prepared."""
+    index = genre_cache_dir(cache_dir, genre) / "index.json"
+    files = json.loads(index.read_text()).get("files", []) if index.is_file() else []
+    return {s: sum(1 for f in files if f.get("split") == s) for s in SPLIT_NAMES}
+
+
 def prepare_genre(
     genre: Genre,
     data_root: Path,
@@ -226,7 +234,7 @@ def prepare_genre(
     source_dirs, unconverted = materialize_sources(genre, data_root, cache_dir, workers)
     files = assign_splits(genre, data_root, source_dirs)
     if not files:
-        raise FileNotFoundError(f"genre {genre.name}: no MIDI files under {genre.sources}")
+        raise FileNotFoundError(f"genre {genre.name}: no MIDI files under {', '.join(map(str, source_dirs))}")
     token_dir = cache_dir / "tokens"
     token_dir.mkdir(parents=True, exist_ok=True)
     out_dir = genre_cache_dir(cache_dir, genre.name)
@@ -243,6 +251,7 @@ def prepare_genre(
     if index_file.is_file() and all(_is_done(j[2]) for j in jobs):
         index = json.loads(index_file.read_text())
         if index.get("fingerprint") == fingerprint:
+            _check_splits(genre, index, len(files))
             _fill_report(report, index)
             report.skipped += unconverted
             return report
@@ -277,6 +286,7 @@ def prepare_genre(
         index["files"].append(
             {"path": str(path), "piece": piece, "split": split, "seconds": seconds, "events": len(plain)}
         )
+    _check_splits(genre, index, len(files))
     for split in SPLIT_NAMES:
         tokens, offsets = _bundle(streams[split]) if streams[split] else _bundle([])
         np.savez(out_dir / f"{split}.npz", tokens=tokens, offsets=offsets)
@@ -285,6 +295,29 @@ def prepare_genre(
     _fill_report(report, index)
     report.skipped += unconverted
     return report
+
+
+class EmptySplitError(ValueError):
+    """A genre's corpus leaves a split without a usable file: training could not run on it."""
+
+
+def _check_splits(genre: Genre, index: dict, found: int) -> None:
+    """Refuse a corpus that leaves the training or the validation split empty, saying what is missing.
+
+    Nothing is bundled then, so ``train`` keeps reporting an unprepared genre rather than
+    failing later on an empty split."""
+    per_split = {s: sum(1 for f in index["files"] if f["split"] == s) for s in SPLIT_NAMES}
+    usable = sum(per_split.values())
+    skipped = f" ({len(index['skipped'])} of {found} unreadable or empty)" if index["skipped"] else ""
+    if usable == 0:
+        raise EmptySplitError(f"genre {genre.name}: no usable MIDI file{skipped}: add readable MIDI files")
+    if per_split["validation"] == 0 or per_split["train"] == 0:
+        empty = "validation" if per_split["validation"] == 0 else "training"
+        raise EmptySplitError(
+            f"genre {genre.name}: {usable} usable file(s){skipped}, none in the {empty} split: "
+            f"both splits need at least one piece; add files or change validation_fraction "
+            f"(now {genre.validation_fraction:g})"
+        )
 
 
 def _count(errors: dict, report: PrepareReport, path: Path, error: str | None, did: bool) -> None:

@@ -203,6 +203,8 @@ def load_genre_file(path: Path) -> Genre:
         form=spec.get("form"),
         scores=m.scores(),
     )
+    if genre.name != path.stem:  # requests, the cache and the models all go by the file's name
+        raise m.error("name", f"'{genre.name}' differs from the file's name '{path.stem}': make them the same")
     if genre.form is not None and genre.form not in FORMS:
         raise m.error("form", f"must be one of {', '.join(FORMS)}")
     if genre.split not in SPLITS:

@@ -12,6 +12,8 @@ raises a ``RegistryError`` whose message is one line for the user.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,14 @@ class ComparisonUnavailableError(RegistryError):
     """A promotion cannot compare the two versions: the genre's validation split is not prepared here."""
 
 
+class InvalidVersionError(RegistryError, ValueError):
+    """A version is a name (``v3``, ``v2-long``), never a path."""
+
+
+class ReadOnlyError(RegistryError, PermissionError):
+    """The models folder cannot be written: checked before any work that would end in writing it."""
+
+
 class NotBetterError(RegistryError):
     """The candidate's validation NLL is worse than the current version's; ``scores`` has both."""
 
@@ -47,15 +57,55 @@ class NotBetterError(RegistryError):
         self.scores = scores
 
 
+_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_GENRE_NAME = _VERSION_NAME
+
+
+def check_version_name(version: str) -> str:
+    """``version`` itself when it is a name a version may have: letters, digits, ``.``, ``_`` and
+    ``-``, starting with a letter or digit, never ``CURRENT`` or ``HISTORY``. Anything else
+    (``../folk/v3``, ``v1/x``, an empty name) is refused before it is evaluated or written."""
+    if not _VERSION_NAME.fullmatch(version) or version in (CURRENT_FILE, HISTORY_FILE):
+        shown = version.encode("unicode_escape").decode("ascii")
+        raise InvalidVersionError(
+            f"'{shown}' is not a version name: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (like v3)"
+        )
+    return version
+
+
 def genre_dir(genre: str, models_dir: Path | None = None) -> Path:
+    if not _GENRE_NAME.fullmatch(genre):  # genres are manifest names; a path would leave the models folder
+        shown = genre.encode("unicode_escape").decode("ascii")
+        raise NoModelError(f"'{shown}' is not a genre name")
     return (models_dir or settings().models_dir) / genre
+
+
+def check_writable(genre: str, models_dir: Path | None = None) -> None:
+    """Raise ReadOnlyError unless the genre's models folder (or the nearest folder that exists
+    above it, where it will be made) can be written, with its HISTORY file: checked before
+    evaluating, training or publishing, so the work is not lost to a refusal at the end."""
+    root = genre_dir(genre, models_dir)
+    folder = root
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    history = root / HISTORY_FILE
+    blocked = folder if not os.access(folder, os.W_OK | os.X_OK) else None
+    if blocked is None and history.exists() and not os.access(history, os.W_OK):
+        blocked = history
+    if blocked is not None:
+        raise ReadOnlyError(f"{blocked} is not writable: nothing was changed (check its owner and permissions)")
 
 
 def list_versions(genre: str, models_dir: Path | None = None) -> list[str]:
     root = genre_dir(genre, models_dir)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / WEIGHTS_FILE).is_file() and (p / CARD_FILE).is_file())
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if _VERSION_NAME.fullmatch(p.name) and (p / WEIGHTS_FILE).is_file() and (p / CARD_FILE).is_file()
+    )
 
 
 def current_version(genre: str, models_dir: Path | None = None) -> str | None:
@@ -69,12 +119,11 @@ def model_dir(genre: str, version: str | None = None, models_dir: Path | None = 
     """The directory of a genre's model: the named version, or the current one."""
     version = version or current_version(genre, models_dir)
     if version is None:
-        raise NoModelError(f"no trained model for genre {genre!r}: train one with `composer train --genre {genre}`")
-    path = genre_dir(genre, models_dir) / version
+        raise NoModelError(f"no trained model for genre '{genre}': train one with `composer train --genre {genre}`")
+    path = genre_dir(genre, models_dir) / check_version_name(version)
     if not (path / WEIGHTS_FILE).is_file():
-        raise NoModelError(
-            f"genre {genre!r} has no model version {version!r} (have: {list_versions(genre, models_dir)})"
-        )
+        have = ", ".join(list_versions(genre, models_dir)) or "none"
+        raise NoModelError(f"genre '{genre}' has no model version '{version}' (have: {have})")
     return path
 
 
@@ -86,7 +135,7 @@ def genres_with_models(models_dir: Path | None = None, loadable: bool = False) -
     if not root.is_dir():
         return []
     found = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+    for path in sorted(p for p in root.iterdir() if p.is_dir() and _GENRE_NAME.fullmatch(p.name)):
         if current_version(path.name, root) is None:
             continue
         if loadable and not (path / current_version(path.name, root) / WEIGHTS_FILE).is_file():
@@ -105,6 +154,7 @@ def _write_current(root: Path, version: str) -> None:
 def set_current(genre: str, version: str, models_dir: Path | None = None) -> None:
     """Point CURRENT at ``version``, remembering the previous one for rollback."""
     root = genre_dir(genre, models_dir)
+    check_version_name(version)
     previous = current_version(genre, models_dir)
     if previous and previous != version:
         with (root / HISTORY_FILE).open("a") as fh:
@@ -113,11 +163,13 @@ def set_current(genre: str, version: str, models_dir: Path | None = None) -> Non
 
 
 def check_new_version(genre: str, version: str, models_dir: Path | None = None) -> Path:
-    """Where ``version`` would be published; raises VersionExistsError when that name is taken
+    """Where ``version`` would be published; raises InvalidVersionError for a name that is not one,
+    VersionExistsError when it is taken and ReadOnlyError when the folder cannot be written
     (checked before training, so hours of training do not end in a refusal)."""
-    target = genre_dir(genre, models_dir) / version
+    target = genre_dir(genre, models_dir) / check_version_name(version)
     if target.exists():
         raise VersionExistsError(f"model version {genre}/{version} exists already")
+    check_writable(genre, models_dir)
     return target
 
 
@@ -144,7 +196,9 @@ def publish_run(
 
     check_new_version(genre, version, models_dir)
     model, run_card = load_model(source)
-    result = validation_nll(model, cache_dir or settings().cache_dir, genre)
+    result = validation_nll(
+        model, cache_dir or settings().cache_dir, genre, progress=f"publish {genre}/{version}: validation NLL"
+    )
     updates = {
         "validation_nll": result.nll_per_event,
         "validation": {
@@ -229,7 +283,9 @@ def validation_scores(
             scores[version] = version_card["validation_nll"]
             continue
         try:
-            scores[version] = validation_nll(load_model(directory)[0], cache_dir, genre).nll_per_event
+            model = load_model(directory)[0]
+            measured = validation_nll(model, cache_dir, genre, progress=f"{genre}/{version}: validation NLL")
+            scores[version] = measured.nll_per_event
         except FileNotFoundError as exc:
             raise ComparisonUnavailableError(
                 f"{exc} (needed to compare the two versions on the same validation data; or use --force)"
@@ -248,10 +304,11 @@ def promote(
     (both on the split prepared here; ``force`` skips the comparison). Raises NoModelError for
     a missing version, NotBetterError (with the scores) when refused, ComparisonUnavailableError
     when the split to compare on is not prepared."""
-    directory = model_dir(genre, version, models_dir)
+    directory = model_dir(genre, check_version_name(version), models_dir)
     current = current_version(genre, models_dir)
     if current == version:
         return Promotion(genre, version, directory, current, changed=False)
+    check_writable(genre, models_dir)  # before the comparison, which may take minutes
     scores: dict[str, float] = {}
     if current and not force:
         scores = validation_scores(genre, (current, version), cache_dir, models_dir)
@@ -270,7 +327,8 @@ def rollback(genre: str, models_dir: Path | None = None) -> str:
     history = history_file.read_text().split() if history_file.is_file() else []
     history = [v for v in history if v in list_versions(genre, models_dir)]
     if not history:
-        raise NoModelError(f"genre {genre!r} has no earlier version to roll back to")
+        raise NoModelError(f"genre '{genre}' has no earlier version to roll back to")
+    check_writable(genre, models_dir)
     previous = history.pop()
     _write_current(root, previous)
     history_file.write_text("".join(v + "\n" for v in history))
@@ -285,5 +343,5 @@ def version_cards(genre: str, models_dir: Path | None = None) -> dict[str, dict]
     """Every version of the genre with its model card, oldest name first; NoModelError when there is none."""
     found = list_versions(genre, models_dir)
     if not found:
-        raise NoModelError(f"genre {genre!r} has no model versions")
+        raise NoModelError(f"genre '{genre}' has no model versions")
     return {version: read_card(genre_dir(genre, models_dir) / version) for version in found}

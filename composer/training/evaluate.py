@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from composer.codec import controls, events
 from composer.codec.midi import MidiError, find_midi_files, load_notes
@@ -36,15 +37,17 @@ def sequences_nll(
     batch_size: int = 16,
     chunk: int = 1024,
     controlled: bool = False,
+    progress: str = "",
 ) -> tuple[float, int]:
     """Summed NLL (nats) and number of scored events over ``BOS ... [EOS]`` sequences.
 
     A conditioned model is scored without controls, unless ``controlled``: then each event is
-    predicted knowing its true key and density (composer.codec.controls)."""
+    predicted knowing its true key and density (composer.codec.controls). ``progress``: a
+    progress bar on stderr with this description (none when empty)."""
     known = None
     if controlled and model.config.control_dim:
         known = [controls.piece_controls(s) for s in sequences]
-    total, count, _ = pieces_nll(model, sequences, device, known, batch_size, chunk)
+    total, count, _ = pieces_nll(model, sequences, device, known, batch_size, chunk, progress=progress)
     return total, count
 
 
@@ -57,6 +60,7 @@ def pieces_nll(
     batch_size: int = 16,
     chunk: int = 1024,
     deadline: float | None = None,
+    progress: str = "",
 ) -> tuple[float, int, bool]:
     """``sequences_nll`` with each piece's controls given (row i the control of token i, numpy or
     torch, precomputed) and a ``time.monotonic()`` deadline; returns (summed NLL, events, whether
@@ -67,6 +71,7 @@ def pieces_nll(
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.long, device=device)
     complete = True
+    bar = tqdm(total=sum(len(s) for s in sequences), desc=progress, unit="event", unit_scale=True, disable=not progress)
     for b in range(0, len(order), batch_size):
         if deadline is not None and time.monotonic() > deadline:
             complete = False
@@ -93,6 +98,8 @@ def pieces_nll(
             loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
             total += (loss * scored).sum(dtype=torch.float64)
             count += scored.sum()
+        bar.update(sum(len(sequences[i]) for i in group))
+    bar.close()
     model.train(was_training)
     return float(total), int(count), complete
 
@@ -122,13 +129,15 @@ def stepwise_nll(engine, sequences: Sequence[np.ndarray]) -> tuple[float, int]:
     return total, count
 
 
-def validation_nll(model: PerformanceRNN, cache_dir: Path, genre: str, device: torch.device | str = "cpu") -> NLLResult:
+def validation_nll(
+    model: PerformanceRNN, cache_dir: Path, genre: str, device: torch.device | str = "cpu", progress: str = ""
+) -> NLLResult:
     """NLL of a model on a genre's whole validation split, as prepared in the cache."""
     from composer.corpus.data import TokenBundle
 
     bundle = TokenBundle.load(cache_dir, genre, "validation")
     sequences = [bundle.sequence(i).astype(np.int64) for i in range(len(bundle))]
-    total, count = sequences_nll(model, sequences, device)
+    total, count = sequences_nll(model, sequences, device, progress=progress)
     return NLLResult(total / count if count else float("nan"), count, len(sequences))
 
 
@@ -142,11 +151,12 @@ def evaluate_files(
     root: Path,
     device: torch.device | str = "cpu",
     on_skip=None,
+    progress: str = "",
 ) -> NLLResult:
     """Mean NLL per event over every MIDI file under ``root`` (unreadable files skipped)."""
     paths = [root] if root.is_file() else find_midi_files(root)
     sequences = []
-    for path in paths:
+    for path in tqdm(paths, desc=f"{progress}: reading MIDI", unit="file", disable=not progress or len(paths) < 2):
         try:
             notes = load_notes(path)
         except MidiError as exc:
@@ -158,7 +168,7 @@ def evaluate_files(
                 on_skip(path, "holds no notes")
             continue
         sequences.append(with_markers(events.encode(notes)))
-    total, count = sequences_nll(model, sequences, device)
+    total, count = sequences_nll(model, sequences, device, progress=progress)
     return NLLResult(total / count if count else float("nan"), count, len(sequences))
 
 
@@ -169,16 +179,17 @@ def evaluate_model(
     data: Path | None = None,
     device: torch.device | str = "cpu",
     on_skip=None,
+    progress: str = "",
 ) -> NLLResult:
     """``composer eval``: NLL on the MIDI files under ``data``, or on the genre's validation split.
 
     Raises FileNotFoundError when ``data`` does not exist or the split is not prepared, and
     ValueError when ``data`` holds no readable MIDI file."""
     if data is None:
-        return validation_nll(model, cache_dir, genre, device)
+        return validation_nll(model, cache_dir, genre, device, progress)
     if not data.exists():
         raise FileNotFoundError(f"{data}: no such file or folder")
-    result = evaluate_files(model, data, device, on_skip=on_skip)
+    result = evaluate_files(model, data, device, on_skip=on_skip, progress=progress)
     if result.files == 0:
         raise ValueError(f"{data}: no readable MIDI files")
     return result

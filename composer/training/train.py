@@ -3,17 +3,23 @@
 One process trains on the CPU or a GPU; ``torchrun --nproc-per-node N -m composer.cli
 train ...`` trains data-parallel (DDP; NCCL on GPUs, gloo on CPUs). A run directory
 holds a resumable checkpoint, a JSONL metrics log, a PNG learning curve and the best
-model so far; a killed run picks up where its last checkpoint left it.
+model so far; a killed run picks up where its last checkpoint left it, its log cut back to
+that checkpoint so no step is logged twice. One process at a time owns a run directory
+(``run_lock``: ``composer train`` holds it for the training and the publication).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
 import os
 import signal
+import socket
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +32,7 @@ from tqdm import tqdm
 
 from composer.codec import controls, events
 from composer.config import pick_device
-from composer.corpus.data import CropSampler, TokenBundle
+from composer.corpus.data import CropSampler, TokenBundle, split_files
 from composer.corpus.genres import Genre
 from composer.nn.model import PerformanceRNN, load_model, save_model, with_controls
 from composer.training.config import ModelConfig, TrainConfig
@@ -38,6 +44,68 @@ CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "curve.png"
 BEST_DIR = "best"
+LOCK_FILE = "run.lock"
+
+
+class RunBusyError(ValueError):
+    """Another process is training in this run directory."""
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory for this process; a second holder is refused at once, named.
+
+    An advisory ``flock`` on ``run.lock``: the kernel drops it when the holder dies (even by
+    kill -9), so a crashed run never leaves a stale lock and resumes at once."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = (run_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise RunBusyError(
+            f"run {run_dir} is in use by {holder}: wait for it to end, stop it, or pick another --run-name"
+        ) from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # releases the lock
+
+
+class TimeBudget:
+    """``--max-minutes`` as a deadline that also counts the evaluation after training (a publish
+    scores the whole validation split): training stops when what is left would not cover it.
+
+    The evaluation's time is estimated from the latest measured rate (seconds per event) times
+    ``reserve_events``; ``clock`` is injectable for tests."""
+
+    def __init__(self, minutes: float, reserve_events: int = 0, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.deadline = clock() + minutes * 60 if minutes > 0 else None
+        self.reserve_events = reserve_events
+        self.seconds_per_event = 0.0
+
+    def measured(self, seconds: float, n_events: int) -> None:
+        if n_events > 0:
+            self.seconds_per_event = seconds / n_events
+
+    @property
+    def reserve_s(self) -> float:
+        return self.seconds_per_event * self.reserve_events
+
+    @property
+    def needs_rate(self) -> bool:
+        return self.deadline is not None and self.reserve_events > 0 and not self.seconds_per_event
+
+    def spent(self) -> bool:
+        return self.deadline is not None and self.clock() + self.reserve_s >= self.deadline
+
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then cosine decay to ``min_lr_ratio`` of the peak."""
@@ -108,8 +176,12 @@ def train(
     cfg: TrainConfig,
     device_name: str = "auto",
     progress: bool = True,
+    reserve_events: int = 0,
 ) -> dict:
-    """Train (or resume) a genre model in ``run_dir``; returns the final summary."""
+    """Train (or resume) a genre model in ``run_dir``; returns the final summary.
+
+    ``reserve_events``: the events of an evaluation that follows (``--publish``), whose time
+    ``cfg.max_minutes`` keeps back. The caller holds ``run_lock(run_dir)``."""
     ddp = _Distributed(pick_device(device_name))
     device = ddp.device
     torch.manual_seed(cfg.seed + ddp.rank)
@@ -121,9 +193,11 @@ def train(
     train_data = TokenBundle.load_many(cache_dir, data_genres, "train")
     val_data = TokenBundle.load_many(cache_dir, data_genres, "validation")
     if len(train_data) == 0 or len(val_data) == 0:
+        counts = {g: split_files(cache_dir, g) for g in data_genres}
+        shown = "; ".join(f"{g}: {c['train']} training, {c['validation']} validation" for g, c in counts.items())
         raise ValueError(
-            f"genre {genre.name}: both splits need pieces (train {len(train_data)}, "
-            f"validation {len(val_data)}); add files or change validation_fraction"
+            f"both splits need pieces, and the files prepared are {shown}: add files or change "
+            "validation_fraction, then run `composer prepare` again"
         )
     val_sequences = [val_data.sequence(i).astype(np.int64) for i in _fixed_subset(len(val_data), cfg.val_max_sequences)]
     train_sequences = (
@@ -168,6 +242,8 @@ def train(
         control_rng = np.random.default_rng(state["step"] * 7919 + cfg.seed * 1000 + ddp.rank + 1)
         if ddp.main:
             log.info("resumed %s at step %d (best NLL %.4f)", run_dir, state["step"], state["best_nll"])
+    if ddp.main:  # what a killed run logged after its last checkpoint is done again: log it once
+        _continue_metrics(run_dir, state["step"])
     if ddp.main:  # the settings of the latest start: a resume may change steps, dropout or transposition
         (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
@@ -183,14 +259,20 @@ def train(
         stop_requested["flag"] = True
 
     old_handlers = {s: signal.signal(s, _request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    started = time.monotonic()
+    budget = TimeBudget(cfg.max_minutes, reserve_events if ddp.main else 0)
+    if ddp.main and budget.needs_rate and val_sequences:  # a first rate, before the first evaluation
+        begun = time.monotonic()
+        _, probed = sequences_nll(model, [min(val_sequences, key=len)[:2048]], device)
+        budget.measured(time.monotonic() - begun, probed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.precision, device))
     metrics = (run_dir / METRICS_FILE).open("a") if ddp.main else None
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"train {genre.name}", disable=not (progress and ddp.main))
     window_loss, window_n, window_events, window_t = 0.0, 0, 0, time.monotonic()
 
     def evaluate_and_keep_best() -> None:
+        begun = time.monotonic()
         total, count = sequences_nll(model, val_sequences, device)
+        budget.measured(time.monotonic() - begun, count)
         nll = total / max(count, 1)
         improved = nll < state["best_nll"]
         if improved:
@@ -257,7 +339,7 @@ def train(
             last = state["step"] >= cfg.steps
             if ddp.main and (state["step"] % cfg.eval_every == 0 or last):
                 evaluate_and_keep_best()
-            out_of_time = cfg.max_minutes > 0 and time.monotonic() - started > cfg.max_minutes * 60
+            out_of_time = budget.spent()
             patience_spent = cfg.patience > 0 and state["evals_since_best"] >= cfg.patience
             stop = ddp.any(stop_requested["flag"] or out_of_time or patience_spent)
             if ddp.main and (state["step"] % cfg.checkpoint_every == 0 or last or stop):
@@ -282,7 +364,39 @@ def train(
         ddp.close()
     if ddp.main:
         plot_curve(run_dir)
-    return {**state, "run_dir": str(run_dir), "finished": state["step"] >= cfg.steps}
+        if reserve_events and budget.deadline is not None:
+            log.info("kept %.0f s of the time budget for the evaluation after training", budget.reserve_s)
+    return {
+        **state,
+        "run_dir": str(run_dir),
+        "finished": state["step"] >= cfg.steps,
+        "reserved_s": round(budget.reserve_s, 3),
+    }
+
+
+def _continue_metrics(run_dir: Path, step: int) -> None:
+    """Cut the metrics log back to the records of steps up to ``step`` (the checkpoint resumed
+    from): a run killed after logging later steps does them again, and logs them once. A line
+    cut short by the kill goes too. Rewritten atomically."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            dropped += bool(line.strip())
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+        log.info("metrics log cut back to step %d (%d later record(s) will be logged again)", step, dropped)
 
 
 def _fixed_subset(count: int, limit: int) -> list[int]:
