@@ -1,11 +1,15 @@
 """RSS 2.0 and Atom feeds of new pieces, each with its audio as an enclosure.
 
 Built with ElementTree, which escapes every text and attribute, from ``PieceView``s, so a
-private request's text never reaches a feed. Links are absolute (ARCHIVE_BASE_URL).
+private request's text never reaches a feed. ElementTree does not drop the characters XML 1.0
+forbids (U+000B, U+FFFE, lone surrogates, ...), and one of them in a listener's words would make
+the whole feed unreadable for every subscriber, so they are removed from every text and attribute.
+Links are absolute (ARCHIVE_BASE_URL).
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -14,6 +18,22 @@ from email.utils import format_datetime
 from bot.web.archive import PieceView
 
 ATOM = "http://www.w3.org/2005/Atom"
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # XML 1.0's Char, negated
+
+
+def xml_text(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids."""
+    return NOT_XML.sub("", text)
+
+
+def _serialize(root: ET.Element) -> bytes:
+    """The document, every text and attribute first cleared of characters XML forbids."""
+    for element in root.iter():
+        if element.text:
+            element.text = xml_text(element.text)
+        for name, value in element.attrib.items():
+            element.set(name, xml_text(value))
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
 def _title(piece: PieceView) -> str:
@@ -56,7 +76,7 @@ def rss(
         if piece.audio_mime:
             url, length = audio(piece)
             ET.SubElement(item, "enclosure", url=url, length=str(length), type=piece.audio_mime)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return _serialize(root)
 
 
 def atom(
@@ -86,4 +106,4 @@ def atom(
             ET.SubElement(
                 entry, f"{{{ATOM}}}link", href=url, rel="enclosure", type=piece.audio_mime, length=str(length)
             )
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return _serialize(root)
