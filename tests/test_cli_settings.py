@@ -207,7 +207,7 @@ def test_every_composer_command_names_a_wrong_setting_in_one_line(broken, says, 
 def test_composer_commands_writing_into_a_missing_folder_say_so_before_any_work(tmp_path):
     import numpy as np
 
-    make_midi(tmp_path / "in.mid", [(60, 80, 0.0, 0.5), (64, 80, 0.5, 1.0)])
+    make_midi(tmp_path / "in.mid", [{"notes": [(60, 80, 0.0, 0.5), (64, 80, 0.5, 1.0)]}])
     np.save(tmp_path / "in.npy", np.array([356, 60, 300, 188], dtype=np.int16))
     env = clean_env(tmp_path)
     cases = {
