@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from composer.corpus.genres import ScoreOptions
 
@@ -240,11 +241,16 @@ def materialize(
             continue
         jobs.append((path, digest, [rel], out_dir, opts))
     workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_convert, jobs, chunksize=4))
-    else:
-        results = [_convert(job) for job in jobs]
+    if jobs:  # a large corpus takes minutes: say what is going on
+        log.info("music21:%s: performing %d of %d scores into MIDI under %s", name, len(jobs), len(files), out_dir)
+    bar = tqdm(total=len(jobs), desc=f"convert music21:{name}", unit="score", disable=not jobs)
+    parallel = workers > 1 and len(jobs) > 1
+    results = []
+    with ProcessPoolExecutor(workers) if parallel else contextlib.nullcontext() as pool:
+        for result in pool.map(_convert, jobs, chunksize=4) if pool else map(_convert, jobs):
+            results.append(result)
+            bar.update()
+    bar.close()
     for (_, digest, *_rest), (key, outputs, error) in zip(jobs, results):
         index[key] = {"sha1": digest, "outputs": outputs, "error": error}
         report.converted += error is None
