@@ -23,7 +23,6 @@ prints its tables for the CLI.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import re
@@ -39,6 +38,7 @@ from composer.codec import events
 from composer.corpus.data import split_fingerprint
 from composer.models.registry import genres_with_models
 from composer.report.cache import cached, digest, file_sha1, sampler_code
+from composer.training.baseline import BASELINE_ORDERS
 from composer.training.study import load_studies
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class ReportOptions:
     """Length of each sample."""
     seed: int = 1000
     temperature: float = 1.0
-    baseline_orders: tuple[int, ...] = (3, 5, 7)
+    baseline_orders: tuple[int, ...] = BASELINE_ORDERS
     rolls: int = 2
     """Piano rolls per genre."""
     device: str = "cpu"
@@ -166,33 +166,15 @@ def _init_from(directory: Path) -> str:
 def baseline_figures(
     cache_dir: Path, genre: str, orders: Sequence[int], subset: Sequence[np.ndarray], cache: Path | None, refresh=False
 ) -> dict:
-    """n-gram NLL (nats/event) on the genre's whole validation split and on the fidelity subset, per order."""
-    from composer.corpus.data import TokenBundle
-    from composer.training.baseline import NGramModel
+    """n-gram NLL (nats/event) on the genre's whole validation split and on the fidelity subset, per
+    order: ``composer.training.baseline.genre_baseline`` (the one baseline every command shows), cached."""
+    from composer.training.baseline import genre_baseline
 
     orders = sorted(set(orders))
     subset_key = digest([s.tolist() for s in subset])
 
     def compute() -> dict:
-        log.info("%s: fitting the %d-gram baseline (composer baseline's recipe)", genre, max(orders))
-        train = TokenBundle.load(cache_dir, genre, "train")
-        val = TokenBundle.load(cache_dir, genre, "validation")
-        full = NGramModel(max(orders)).fit([train.sequence(i) for i in range(len(train))])
-        del train
-        whole = [val.sequence(i).astype(np.int64) for i in range(len(val))]
-        result = {"orders": {}, "events": 0, "subset_events": 0}
-        for order in orders:
-            model = copy.copy(full)  # the lower-order tables of the biggest model are the smaller models
-            model.order, model.grams, model.contexts = order, full.grams[:order], full.contexts[:order]
-            total, count = model.nll(whole)
-            sub_total, sub_count = model.nll(subset)
-            result["orders"][str(order)] = {"whole": total / max(count, 1), "subset": sub_total / max(sub_count, 1)}
-            result["events"], result["subset_events"] = count, sub_count
-        best = min(result["orders"], key=lambda o: result["orders"][o]["whole"])
-        result["best_order"] = int(best)
-        result["best_whole"] = result["orders"][best]["whole"]
-        result["best_subset"] = result["orders"][best]["subset"]
-        return result
+        return genre_baseline(cache_dir, genre, orders, subset)
 
     key = [genre, split_fingerprint(cache_dir, genre), orders, subset_key]
     return cached(cache, "baseline", key, compute, refresh)

@@ -193,15 +193,3 @@ def evaluate_model(
     if result.files == 0:
         raise ValueError(f"{data}: no readable MIDI files")
     return result
-
-
-def ngram_validation_nll(cache_dir: Path, genre: str, order: int) -> NLLResult:
-    """The n-gram baseline: fitted on the genre's training split, scored on its validation split."""
-    from composer.corpus.data import TokenBundle
-    from composer.training.baseline import NGramModel
-
-    train_data = TokenBundle.load(cache_dir, genre, "train")
-    val_data = TokenBundle.load(cache_dir, genre, "validation")
-    model = NGramModel(order).fit([train_data.sequence(i) for i in range(len(train_data))])
-    total, count = model.nll([val_data.sequence(i).astype(np.int64) for i in range(len(val_data))])
-    return NLLResult(total / max(count, 1), count, len(val_data))
