@@ -296,15 +296,17 @@ class _TextExtractor(HTMLParser):
         self.parts.append(data)
 
 
-def strip_html(markup: str) -> str:
-    """Plain text of status HTML (script/style content included as text, never interpreted)."""
+def strip_html(markup: str, max_chars: int | None = MAX_TEXT) -> str:
+    """Plain text of status HTML (script/style content included as text, never interpreted), from its
+    first ``max_chars`` characters (None: all of it, for a bio, where a #nobot at the end counts)."""
+    markup = markup[:max_chars]
     parser = _TextExtractor()
     try:
-        parser.feed(markup[:MAX_TEXT])
+        parser.feed(markup)
         parser.close()
         text = "".join(parser.parts)
     except Exception:  # HTMLParser is lenient, but a parse error must not cost the request
-        text = re.sub(r"<[^>]*>", " ", html.unescape(markup[:MAX_TEXT]))
+        text = re.sub(r"<[^>]*>", " ", html.unescape(markup))
     return re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", text)
 
 

@@ -11,6 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from bot.config import load_settings
@@ -18,6 +20,7 @@ from bot.db import Composition, Cursor, MentionRequest, State, make_engine, sess
 from bot.migrate import upgrade
 from bot.platforms.mastodon import MastodonPlatform
 from bot.worker import Worker
+from bot.worker.intake import has_nobot
 from composer.serving.local import LocalComposerClient
 from tests.bot_helpers import bot_env, make_conditioned_model, make_models, mock_mastodon
 
@@ -150,6 +153,54 @@ def test_good_citizen_skips_bots_nobot_and_itself(server, make_worker):
         assert rows[status_id].state == State.SKIPPED and reason in rows[status_id].reason
         assert server.replies_to(status_id) == []
     assert len(server.replies_to(answered)) == 1
+
+
+def mastodon_bio(words: list[str]) -> str:
+    """A bio as Mastodon renders it: each link and hashtag in the markup Mastodon wraps it in."""
+    parts = []
+    for word in words:
+        if word.startswith("https://"):
+            rest = word.removeprefix("https://")
+            parts.append(
+                f'<a href="{word}" target="_blank" rel="nofollow noopener noreferrer" translate="no">'
+                f'<span class="invisible">https://</span><span class="ellipsis">{rest[:30]}</span>'
+                f'<span class="invisible">{rest[30:]}</span></a>'
+            )
+        elif word.startswith("#"):
+            tag = word[1:]
+            href = f"https://example.social/tags/{tag}"
+            parts.append(f'<a href="{href}" class="mention hashtag" rel="tag">#<span>{tag}</span></a>')
+        else:
+            parts.append(html.escape(word))
+    return "<p>" + " ".join(parts) + "</p>"
+
+
+BIO_WORDS = ["https://example.org/music/a-long-path/to/my/page", "#piano", "#folk", "#music", "composer", "hi"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 200), st.floats(0, 1), st.integers(0, 5), st.sampled_from(["#nobot", "#NoBot"]))
+def test_nobot_anywhere_in_a_bio_of_any_length_counts(length, where, shift, tag):
+    words = [BIO_WORDS[(i + shift) % len(BIO_WORDS)] for i in range(length)]  # up to ~25,000 characters of HTML
+    words.insert(round(where * length), tag)
+    assert has_nobot(mastodon_bio(words))
+    assert not has_nobot(mastodon_bio([w for w in words if w != tag]))
+
+
+def test_nobot_at_the_end_of_a_long_bio_is_read(server, make_worker):
+    words = ["https://example.org/a", "#piano", "#folk", "#jazz", "#pop"] * 13 + ["#nobot"]  # 500 visible characters
+    bio = mastodon_bio(words)
+    visible = " ".join(w.removeprefix("https://") for w in words)
+    assert len(visible) <= 500 and len(bio) > 5000
+    server.client("carol").account_update_credentials(note=bio)
+    try:
+        status_id = post(server, "carol", "@band folk please")
+        make_worker().tick()
+        row = jobs(make_worker)[status_id]
+        assert row.state == State.SKIPPED and "#nobot" in row.reason
+        assert server.replies_to(status_id) == []
+    finally:
+        server.client("carol").account_update_credentials(note="")
 
 
 def test_help_and_unknown_genre_reply_without_composing(server, make_worker):

@@ -24,7 +24,9 @@ def idempotency_key(platform: str, mention_id: str) -> str:
 
 
 def has_nobot(*texts: str) -> bool:
-    return any("#nobot" in strip_html(t).lower() for t in texts if t)
+    """Whether any of ``texts`` (a bio, a display name: HTML) says #nobot, anywhere in it: a bio of 500
+    visible characters can be ten times that in HTML around its links."""
+    return any("#nobot" in strip_html(t, max_chars=None).lower() for t in texts if t)
 
 
 def skipped(job: MentionRequest, reason: str) -> MentionRequest:
