@@ -1,7 +1,8 @@
 """The words of the bot's replies, kept inside the platform's character limit.
 
 Replies address the requester only (never the other accounts in the mention), and never
-quote the request back, so nothing a requester writes is repeated by the bot.
+quote the request back, so nothing a requester writes is repeated by the bot: not even its
+content warning, which the reply answers with one of its own words.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ def _fit(parts: Sequence[str], optional: Sequence[str], limit: int, tail: str = 
             text = f"{text} {extra}"
     text = text[:room]
     return f"{text} {tail}" if tail else text
+
+
+CONTENT_WARNING = "A reply to a post with a content warning"
+
+
+def content_warning(asked: str | None) -> str:
+    """The reply's content warning: the bot's own words when the mention had one (whatever a requester
+    put behind theirs stays there, out of the bot's posts), none otherwise."""
+    return CONTENT_WARNING if asked and asked.strip() else ""
 
 
 def minutes(seconds: float) -> str:

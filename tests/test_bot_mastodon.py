@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from bot import replies
 from bot.config import load_settings
 from bot.db import Composition, Cursor, MentionRequest, State, make_engine, session_factory, utcnow
 from bot.migrate import upgrade
@@ -106,7 +107,7 @@ def test_answers_with_audio_alt_text_link_and_matching_visibility(server, make_w
         "public": post(server, "alice", "@band play me a calm folk tune, 3 seconds", visibility="public"),
         "unlisted": post(server, "bob", "@band classical seed 1234", visibility="unlisted"),
         "private": post(server, "carol", "@band pop please", visibility="private"),
-        "direct": post(server, "eve", "@band @alice folk for alice", visibility="direct", spoiler_text="music"),
+        "direct": post(server, "eve", "@band @alice folk for alice", visibility="direct", spoiler_text="my music"),
     }
     worker = make_worker()
     report = worker.tick()
@@ -123,7 +124,8 @@ def test_answers_with_audio_alt_text_link_and_matching_visibility(server, make_w
         assert f"https://band.example/pieces/{job.composition_id}" in text
         assert len(reply["content"]) < 900  # HTML of a text within 500 characters
         assert [m["acct"] for m in reply["mentions"]] == [job.requester_acct]
-        assert reply["spoiler_text"] == ("music" if visibility == "direct" else "")
+        # a mention behind a content warning gets one in the bot's own words, never the requester's
+        assert reply["spoiler_text"] == (replies.CONTENT_WARNING if visibility == "direct" else "")
     assert "seed 1234" in server.replies_to(ids["unlisted"])[0]["content"]
     with make_worker.sessions() as session:
         pieces = session.scalars(select(Composition)).all()

@@ -274,7 +274,7 @@ class Steps(LeaseGuard):
             visibility=narrower_visibility(job.visibility),
             idempotency_key=job.idempotency_key,
             media_ids=[job.media_id] if job.media_id and job.kind in PIECE_KINDS else None,
-            spoiler_text=job.spoiler_text[:200] if job.spoiler_text else "",
+            spoiler_text=replies.content_warning(job.spoiler_text),
             language=REPLY_LANGUAGE,
         )
 
