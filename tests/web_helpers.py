@@ -236,10 +236,10 @@ def visible_everywhere(client, piece_id: str) -> dict[str, bool]:
 
 
 @contextmanager
-def live_server(settings, catalog=genre_catalog) -> Iterator[str]:
-    """The archive app under uvicorn on a free port (a thread of this process); yields its base URL."""
+def live_server(settings, catalog=genre_catalog, port: int | None = None) -> Iterator[str]:
+    """The archive app under uvicorn on ``port`` (default: a free one), in a thread; yields its base URL."""
     app = create_app(settings, genre_catalog=catalog)
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

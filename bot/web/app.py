@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.config import BotSettings
 from bot.db import make_engine, session_factory
-from bot.web import admin, api, media, pages
+from bot.web import admin, api, media, pages, sharing
 from bot.web.site import Site
 
 STATIC = Path(__file__).parent / "static"
@@ -51,7 +51,7 @@ def create_app(settings: BotSettings, genre_catalog: Callable[[], list[Any]] | N
     engine = make_engine(settings.resolved_database_url)
     app.state.site = Site(settings, session_factory(engine), genre_catalog)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for router in (api.router, admin.router, media.router, pages.router):
+    for router in (api.router, admin.router, media.router, sharing.router, pages.router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)
@@ -86,7 +86,33 @@ def create_app(settings: BotSettings, genre_catalog: Callable[[], list[Any]] | N
             return JSONResponse({"detail": jsonable_errors(exc)}, status_code=422)
         return _error(request, 400, "Some of the values in that address are not valid.")
 
+    app.add_middleware(HeadAsGet)
     return app
+
+
+class HeadAsGet:
+    """Answer HEAD wherever GET is answered, with GET's status and headers and no body.
+
+    FastAPI routes take only the methods they name, so HEAD got 405; podcast clients and
+    link checkers (and some link-card fetchers) ask HEAD first.
+    """
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                if not message.get("more_body", False):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await send(message)
+
+        await self.app(dict(scope, method="GET"), receive, headers_only)
 
 
 def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -94,7 +120,9 @@ def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def _error(request: Request, status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
-    if request.url.path.startswith(("/api/", "/media/", "/static/")) and not request.url.path.endswith("/docs"):
+    if request.url.path.startswith(("/api/", "/media/", "/static/", "/oembed")) and not request.url.path.endswith(
+        "/docs"
+    ):
         return JSONResponse({"detail": detail}, status_code=status, headers=headers)
     if status == 404 and detail in ("Not Found", ""):
         detail = "There is nothing at this address."

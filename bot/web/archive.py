@@ -112,6 +112,7 @@ class PieceView:
     mention_url: str | None = None
     reply_url: str | None = None
     platform: str | None = None
+    pianoroll_path: str | None = None  # relative to MEDIA_DIR; for the server's own use (its size), never shown
 
     @property
     def cursor(self) -> str:
@@ -167,6 +168,7 @@ def piece_view(piece: Composition, request: object | None, public_parents: Colle
         audio_path=piece.audio_path,
         audio_mime=piece.audio_mime,
         has_pianoroll=bool(piece.pianoroll_path),
+        pianoroll_path=piece.pianoroll_path,
         parent_id=piece.parent_id if piece.parent_id in public_parents else None,
         bot_account=getattr(request, "bot_account", None) or None,
         shown=shown,

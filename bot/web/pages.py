@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader
 
-from bot.web import feeds, stats
+from bot.web import feeds, sharing, stats
 from bot.web.archive import PAGE_SIZE, BadCursor, Filters, PieceView, archive_genres, get_piece, list_pieces
 from bot.web.media import media_url
 from bot.web.site import Site, site_of
@@ -97,7 +97,14 @@ def piece_page(request: Request, piece_id: str, site: Site = Depends(site_of)) -
         piece = get_piece(session, piece_id)
     if piece is None:
         raise HTTPException(404, "There is no piece with that id in the archive.")
-    return render(request, "piece.html", piece=piece, base_url=site.base_url)
+    return render(
+        request,
+        "piece.html",
+        piece=piece,
+        base_url=site.base_url,
+        card=sharing.card(site, piece),
+        terms=sharing.reuse_terms(site, piece),
+    )
 
 
 @router.get("/genres", response_class=HTMLResponse)
