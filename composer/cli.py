@@ -508,7 +508,7 @@ def baseline(
     typer.echo(json.dumps(result))
 
 
-def _report_options(pieces, events_per_piece, samples, seconds, seed, orders, rolls, device, threads):
+def _report_options(pieces, events_per_piece, samples, seconds, seed, orders, rolls, device, threads, structure=0):
     import torch
 
     from composer.report.compute import ReportOptions
@@ -523,6 +523,7 @@ def _report_options(pieces, events_per_piece, samples, seconds, seed, orders, ro
             seed=seed,
             baseline_orders=tuple(int(o) for o in orders.split(",") if o.strip()),
             rolls=rolls,
+            structure_samples=structure,
             device=device,
         )
         opts.validate()
@@ -536,6 +537,9 @@ def report(
     genre: list[str] | None = typer.Option(None, "--genre", "-g", help="Genre(s) to report on; default: --all."),
     all_genres: bool = typer.Option(False, "--all", help="Every genre that has a current model (the default)."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write (self-contained)."),
+    candidate: str = typer.Option(
+        "", help="A run under runs/<genre>/ or a version to set beside the genre's current one, with a verdict."
+    ),
     pieces: int = typer.Option(16, help="Held-out pieces per genre (fidelity matrix, histograms)."),
     events_per_piece: int = typer.Option(2000, "--events", help="Events from the start of each held-out piece."),
     samples: int = typer.Option(8, help="Samples per genre model (seeds SEED, SEED+1, ...)."),
@@ -544,24 +548,39 @@ def report(
     baseline_orders: str = typer.Option(
         BASELINE_ORDERS_OPTION, help="n-gram orders to try for the baseline (1..7); the best on validation is shown."
     ),
-    rolls: int = typer.Option(2, help="Piano rolls per genre."),
+    rolls: int = typer.Option(2, help="Piano rolls per genre, each with its audio."),
+    structure_samples: int = typer.Option(
+        12, help="30 s pieces per genre and way of composing for the keys and themes section (0: none)."
+    ),
     refresh: bool = typer.Option(False, help="Recompute everything instead of reading .cache/report/."),
     threads: int = typer.Option(1, help="CPU threads for torch."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
 ) -> None:
-    """One self-contained HTML page: learning curves, n-gram baseline, genre fidelity, sample statistics."""
+    """One self-contained HTML page: learning curves, n-gram baseline, genre fidelity, sample statistics,
+    keys and themes, piano rolls with their audio."""
     from composer.report.compute import compute_report
     from composer.report.page import write_report
-    from composer.report.text import format_matrix, format_overlaps
+    from composer.report.text import format_candidate, format_matrix, format_overlaps
 
     cfg = settings()
-    opts = _report_options(pieces, events_per_piece, samples, seconds, seed, baseline_orders, rolls, device, threads)
+    opts = _report_options(
+        pieces, events_per_piece, samples, seconds, seed, baseline_orders, rolls, device, threads, structure_samples
+    )
     try:
         data = compute_report(
-            cfg.models_dir, cfg.cache_dir, opts, None if all_genres else genre, refresh, studies_dir=cfg.studies_dir
+            cfg.models_dir,
+            cfg.cache_dir,
+            opts,
+            None if all_genres else genre,
+            refresh,
+            studies_dir=cfg.studies_dir,
+            candidate=candidate or None,
+            runs_dir=cfg.runs_dir,
         )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    if data.get("candidate"):
+        typer.echo(format_candidate(data["candidate"]))
     typer.echo(format_matrix(data["fidelity"]["heldout"], "held-out pieces: mean NLL per event"))
     typer.echo(format_matrix(data["fidelity"]["samples"], "samples: mean NLL per event"))
     typer.echo(format_overlaps(data["features"]))
@@ -607,10 +626,14 @@ def structure(
     version: str = typer.Option("", help="Model version (default: the current one)."),
     model_dir: Path | None = typer.Option(None, help="Measure this model directory instead."),
     threads: int = typer.Option(1, help="CPU threads for torch."),
+    served: bool = typer.Option(
+        True, help="Also measure pieces as the composer serves them (current model only): best of its "
+        "candidates, the genre's form, and every key asked in turn."
+    ),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line."),
 ) -> None:
     """Keys and themes: key clarity and steadiness, melodic recurrence and stuck loops of real pieces
-    against samples (free and to a form plan), and the key and density a conditioned model plays."""
+    against samples (free and to a form plan) and served pieces, and how often a piece is in the key asked."""
     import dataclasses
 
     import torch
@@ -634,6 +657,11 @@ def structure(
         )
     except FileNotFoundError as exc:
         fail(f"{exc} (run `composer prepare --genre {genre}` first)")
+    if served and not version and model_dir is None:
+        from composer.report.form_and_key import served_report
+        from composer.serving.local import LocalComposerClient
+
+        served_report(result, LocalComposerClient(device="cpu"), sampler, samples, seed)
     if not as_json:
         typer.echo(format_structure(result))
     typer.echo(json.dumps(dataclasses.asdict(result)))

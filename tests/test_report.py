@@ -30,7 +30,9 @@ from tests.test_data import corpus  # noqa: F401  (the real-MIDI corpus fixture)
 from tests.test_web_browser import CHROMIUM, browser, shots  # noqa: F401  (Debian's chromium via Playwright)
 
 GENRES = ("folk", "pop")
-OPTIONS = ReportOptions(pieces=2, events=200, samples=2, seconds=8.0, baseline_orders=(2, 3), rolls=1)
+OPTIONS = ReportOptions(
+    pieces=2, events=200, samples=2, seconds=8.0, baseline_orders=(2, 3), rolls=1, structure_samples=2
+)
 CLI_OPTIONS = [
     "--pieces",
     "2",
@@ -44,6 +46,8 @@ CLI_OPTIONS = [
     "2,3",
     "--rolls",
     "1",
+    "--structure-samples",
+    "2",
 ]
 
 
@@ -202,6 +206,8 @@ def check_self_contained(html: str) -> list[str]:
         if tag == "img":
             assert value.startswith("data:image/png;base64,"), value[:60]
             images.append(value)
+        elif tag == "audio":
+            assert value.startswith("data:audio/mpeg;base64,"), value[:60]
         else:
             assert tag == "a" and value.startswith("#"), (tag, name, value)  # in-page links only
     assert not re.search(r"url\(\s*['\"]?(https?:)?//", html) and "@import" not in html
@@ -223,6 +229,11 @@ def test_report_command_writes_a_self_contained_page(project, tmp_path: Path):
     assert len(images) == 1 + 1 + 1 + 2 + 2 and "No training metrics are stored with this model" in html
     for section in ('id="curves"', 'id="studies"', 'id="baseline"', 'id="fidelity"', 'id="histograms"', 'id="rolls"'):
         assert section in html
+    # Keys and themes: real pieces, free samples, the folk form plan and served pieces; audio beside each roll.
+    assert 'id="structure"' in html and html.count('<table class="structure">') == 2
+    assert "samples, plan ABAB" in html and "served (best of the candidates" in html
+    assert "Served in the key asked" in html
+    assert html.count("<audio controls") == 2
     assert "Does dropout help?" in html and "from scratch, no transposition, dropout 0.3" in html
     assert "+0.300" in html  # the plain run's rise after its best validation NLL
     assert html.count('<table class="fidelity">') == 2

@@ -32,6 +32,12 @@ PATTERN = 4  # melodic steps in a pattern
 LOOP_LAGS = range(1, 9)  # periods, in melodic steps, short enough to be a loop rather than a phrase
 STUCK = 0.6  # loopiness above this: a stuck loop
 MEASURES = ("key_clarity", "key_steadiness", "recurrence", "loopiness")
+MEASURE_LABELS = {
+    "key_clarity": "key clarity",
+    "key_steadiness": "key steadiness",
+    "recurrence": "melodic recurrence",
+    "loopiness": "loopiness",
+}
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import numpy as np
 
 from composer.analysis.measures import compare_features, set_features
 from composer.codec import events
+from composer.config import settings
 from composer.corpus.data import split_fingerprint
 from composer.models.registry import genres_with_models
 from composer.report.cache import cached, digest, file_sha1, sampler_code
@@ -60,13 +61,17 @@ class ReportOptions:
     temperature: float = 1.0
     baseline_orders: tuple[int, ...] = BASELINE_ORDERS
     rolls: int = 2
-    """Piano rolls per genre."""
+    """Piano rolls (with their audio) per genre."""
+    structure_samples: int = 12
+    """30 s pieces per genre, and per way of composing, for the keys and themes section (0: none)."""
     device: str = "cpu"
     engine: str = "auto"
 
     def validate(self) -> None:
-        if self.pieces < 1 or self.events < 16 or self.samples < 1 or self.rolls < 0:
-            raise ValueError("pieces and samples must be at least 1, events at least 16, rolls not negative")
+        if self.pieces < 1 or self.events < 16 or self.samples < 1 or self.rolls < 0 or self.structure_samples < 0:
+            raise ValueError(
+                "pieces and samples must be at least 1, events at least 16, rolls and structure samples not negative"
+            )
         if not 0 < self.seconds <= 600:
             raise ValueError(f"seconds must be in (0, 600], got {self.seconds:g}")
         if not self.baseline_orders or min(self.baseline_orders) < 1 or max(self.baseline_orders) > 7:
@@ -93,6 +98,14 @@ class GenreModel:
         card = read_card(directory)
         key = f"{genre}/{directory.name}@{file_sha1(directory / WEIGHTS_FILE)[:16]}"
         return cls(genre, directory.name, directory, card, key)
+
+
+def is_prepared(cache_dir: Path, genre: str) -> bool:
+    """Whether the genre's validation split is in the token cache (the report can score it)."""
+    from composer.corpus.data import genre_cache_dir
+
+    folder = genre_cache_dir(cache_dir, genre)
+    return (folder / "index.json").is_file() and (folder / "validation.npz").is_file()
 
 
 def heldout_sequences(cache_dir: Path, genre: str, pieces: int, max_events: int) -> list[np.ndarray]:
@@ -333,20 +346,38 @@ def compute_report(
     genres: Sequence[str] | None = None,
     refresh: bool = False,
     studies_dir: Path | None = None,
+    candidate: str | None = None,
+    runs_dir: Path | None = None,
 ) -> dict:
     """Every figure of the report as a plain dict (JSON-ready); cached under ``cache_dir/report``.
 
     ``genres`` picks the models the curves, baselines, histograms and piano rolls are about;
-    the fidelity matrices always span every genre that has a current model.
+    the fidelity matrices span every genre that has a current model and is prepared here
+    (``fidelity_missing`` names the others). ``candidate``: a run (under ``runs_dir``) or a
+    version of the one genre asked, set beside its current version with a verdict
+    (``composer.report.candidate``).
     """
     opts = opts or ReportOptions()
     opts.validate()
     cache = cache_dir / "report"
-    everyone = genres_with_models(models_dir, loadable=True)
+    with_models = genres_with_models(models_dir, loadable=True)
+    everyone = [g for g in with_models if is_prepared(cache_dir, g)]
     chosen = list(genres or everyone)
-    unknown = [g for g in chosen if g not in everyone]
+    unknown = [g for g in chosen if g not in with_models]
     if unknown:
         raise FileNotFoundError(f"no current model for {', '.join(unknown)} in {models_dir}")
+    unprepared = [g for g in chosen if g not in everyone]
+    if unprepared:
+        first = unprepared[0]
+        raise FileNotFoundError(f"{', '.join(unprepared)} not prepared here: run `composer prepare --genre {first}`")
+    if not chosen:
+        raise FileNotFoundError(f"no genre in {models_dir} has a current model and a prepared corpus")
+    if candidate and len(chosen) != 1:
+        raise ValueError("a candidate is compared within one genre: name it with --genre")
+    if candidate:  # refused now, not after the report's minutes of work
+        from composer.report.candidate import find_candidate
+
+        find_candidate(chosen[0], candidate, models_dir, runs_dir or settings().runs_dir)
     models = {g: GenreModel.current(g, models_dir) for g in everyone}
     key = [
         {g: m.key for g, m in models.items()},
@@ -396,6 +427,27 @@ def compute_report(
         return report
 
     report = cached(cache, "report", [REPORT_FORMAT, key], compute, refresh)
+    report["structure"] = {}
+    if opts.structure_samples:
+        from composer.report.form_and_key import structure_section
+
+        def keys_and_themes() -> dict:
+            directories = {g: models[g].directory for g in chosen}
+            return structure_section(
+                directories, models_dir, cache_dir, opts.structure_samples, opts.seed, opts.device, opts.engine
+            )
+
+        report["structure"] = cached(cache, "structure", [REPORT_FORMAT, key], keys_and_themes, refresh)
+    report["fidelity_missing"] = [g for g in with_models if g not in everyone]
+    report["candidate"] = None
+    if candidate:
+        from composer.report.candidate import compare_candidate
+
+        genre = chosen[0]
+        report["candidate"] = compare_candidate(
+            genre, candidate, models_dir, runs_dir or settings().runs_dir, cache_dir, opts,
+            [genre, *(g for g in everyone if g != genre)], refresh,
+        )  # fmt: skip
     # Studies are small files read as they are now, not part of the cached measurements.
     studies = load_studies(studies_dir) if studies_dir is not None else []
     report["studies"] = [st for st in studies if st.get("genre") in chosen]

@@ -34,6 +34,12 @@ class StructureReport:
     relative_key_accuracy: float | None = None
     """... or in its relative major/minor, which Krumhansl-Kessler profiles often confuse."""
     density_asked_played: list[tuple[float, float]] = field(default_factory=list)
+    served: dict[str, float] | None = None
+    """The measures of pieces as the composer serves them (best of its candidates, the genre's form)."""
+    served_key_accuracy: float | None = None
+    """Share of pieces the composer served in the key asked (every key in turn), whatever the model."""
+    served_model_key_accuracy: float | None = None
+    """... of those, the share whose best candidate was in the key's mode before any recasting."""
 
 
 def real_pieces(cache_dir: Path, genre: str) -> list[tuple[list[events.Note], float]]:
@@ -83,6 +89,32 @@ def structure_report(
     return report
 
 
+def served_report(report: StructureReport, client, sampler, count: int = 24, seed: int = 0) -> StructureReport:
+    """Add what the composer serves: ``count`` 30 s pieces without a key (their measures against
+    real ones) and ``count`` asked for every key in turn (how many come out in it). ``client``: a
+    ComposerClient serving the model that ``sampler`` holds, which shows how often the kept
+    candidate was already in the mode asked, before ``fit_to_key`` recast it."""
+    from composer.codec.midi import load_notes
+    from composer.contract import DEFAULT_CANDIDATES, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+    from composer.sampling.sample import piece_notes
+    from composer.serving.composition import candidate_requests, keep_best, piece_form, sample_request
+
+    pieces = [client.compose(report.genre, SAMPLE_SECONDS, seed=seed + i) for i in range(count)]
+    report.served = summarize(measure_pieces([(load_notes(p.midi), p.seconds) for p in pieces]))
+    asked = [ALL_KEYS[(seed + i) * 7 % len(ALL_KEYS)] for i in range(count)]
+    keyed = [client.compose(report.genre, SAMPLE_SECONDS, seed=seed + i, key=k.name) for i, k in enumerate(asked)]
+    report.served_key_accuracy = float(np.mean([p.summary.key == k.name for p, k in zip(keyed, asked)]))
+    plan = piece_form(None, report.genre, client.genres_dir)
+    in_mode = []
+    for i, key in enumerate(asked):
+        request = sample_request(SAMPLE_SECONDS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, seed + i, key=key.name, form=plan)
+        scored = sampler.generate_scored([sampler.fit(r) for r in candidate_requests(request, DEFAULT_CANDIDATES)])
+        found = estimate_key(piece_notes(scored[keep_best(scored, key.name)][0]))
+        in_mode.append(found is not None and found[0].mode == key.mode)
+    report.served_model_key_accuracy = float(np.mean(in_mode))
+    return report
+
+
 def _relative(key):
     from composer.codec.keys import Key
 
@@ -91,14 +123,15 @@ def _relative(key):
 
 def format_structure(report: StructureReport) -> str:
     """The table ``composer structure`` prints."""
-    width = max(len(name) for name in ("real", *report.samples))
+    width = max(len(name) for name in ("real", "served", *report.samples))
     head = f"{'':<{width}}  " + "  ".join(f"{m:>14}" for m in MEASURES) + f"  {'stuck':>6}  windows"
     lines = [f"{report.genre}: 30 s windows, real validation pieces against samples", head]
-    rows = [("real", report.real), *report.samples.items()]
+    sampled = {**report.samples, **({"served": report.served} if report.served else {})}
+    rows = [("real", report.real), *sampled.items()]
     for name, values in rows:
         cells = "  ".join(f"{values[m]:>14.3f}" for m in MEASURES)
         lines.append(f"{name:<{width}}  {cells}  {values['stuck']:>6.2f}  {values['windows']:>7}")
-    for name, values in report.samples.items():
+    for name, values in sampled.items():
         gap = relative_gap(values, report.real)
         within = sum(g <= 0.10 for g in gap.values())
         gaps = ", ".join(f"{m} {g:.0%}" for m, g in gap.items())
@@ -114,4 +147,51 @@ def format_structure(report: StructureReport) -> str:
                 lines.append(f"density asked {asked:g} notes/s: played {np.mean(played):.1f} (n={len(played)})")
     else:
         lines.append("key asked = key heard: this model takes no key (train it with --controls)")
+    if report.served_key_accuracy is not None:
+        lines.append(
+            f"served in the key asked: {report.served_key_accuracy:.0%} "
+            f"(the kept candidate already in the mode asked: {report.served_model_key_accuracy:.0%}; "
+            "the others recast in it)"
+        )
     return "\n".join(lines)
+
+
+def structure_section(
+    directories: dict[str, Path],
+    models_dir: Path,
+    cache_dir: Path,
+    samples: int,
+    seed: int,
+    device: str = "cpu",
+    engine: str = "auto",
+) -> dict[str, dict]:
+    """The report's "Keys and themes" figures: ``structure_report`` and ``served_report`` for each
+    genre's current model (``directories``: genre -> its model directory), as plain dicts."""
+    import dataclasses
+
+    from composer.config import settings
+    from composer.sampling.sample import Sampler
+    from composer.serving.composition import piece_form
+    from composer.serving.local import LocalComposerClient
+
+    client = LocalComposerClient(models_dir=models_dir, device=device)
+    out = {}
+    for genre, directory in directories.items():
+        sampler = Sampler.from_dir(directory, device, engine)
+        plan = piece_form(None, genre, settings().genres_dir)
+        report = structure_report(sampler, cache_dir, genre, samples, [None, *([plan] if plan else [])], seed)
+        out[genre] = dataclasses.asdict(served_report(report, client, sampler, samples, seed))
+    return out
+
+
+def structure_rows(section: dict) -> list[dict]:
+    """One genre's figures as the report's table rows: real pieces, then each kind of sample with its gaps."""
+    rows = [{"name": "real validation pieces", "values": section["real"], "gaps": None, "within": None}]
+    named = {f"samples, plan {k}" if k != "free" else "samples, free": v for k, v in section["samples"].items()}
+    if section.get("served"):
+        named["served (best of the candidates, the genre's form)"] = section["served"]
+    for name, values in named.items():
+        gaps = relative_gap(values, section["real"]) if values["windows"] else None
+        within = sum(g <= 0.10 for g in gaps.values()) if gaps else None
+        rows.append({"name": name, "values": values, "gaps": gaps, "within": within})
+    return rows

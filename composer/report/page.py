@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from composer.analysis.measures import FEATURE_LABELS, FEATURES
+from composer.analysis.structure import MEASURE_LABELS, MEASURES
 from composer.codec import events
 from composer.report.figures import baseline_figure, curve_figure, feature_figure, roll_uri, study_figure
+from composer.report.form_and_key import structure_rows
+from composer.report.listening import audio_uri
 
 
 @dataclass
@@ -41,6 +44,15 @@ def _matrix_view(matrix: dict, title: str, note: str) -> _Matrix:
     return view
 
 
+def _candidate_view(report: dict) -> dict | None:
+    """The candidate section's figures: its learning curve, with the baseline to beat."""
+    cand = report.get("candidate")
+    if not cand:
+        return None
+    base = {"best_whole": cand["baseline"]["nll"], "best_order": cand["baseline"]["order"]}
+    return {**cand, "curve": curve_figure(cand["genre"], cand["curves"], base, None)}
+
+
 def render_html(report: dict) -> str:
     from jinja2 import Environment, FileSystemLoader
 
@@ -66,9 +78,17 @@ def render_html(report: dict) -> str:
         ),
     ]
     rolls = {
-        g: [{"seed": r["seed"], "uri": roll_uri(r["tokens"], f"{g} · seed {r['seed']}")} for r in report["rolls"][g]]
+        g: [
+            {
+                "seed": r["seed"],
+                "uri": roll_uri(r["tokens"], f"{g} · seed {r['seed']}"),
+                "audio": audio_uri(r["tokens"]),
+            }
+            for r in report["rolls"][g]
+        ]
         for g in genres
     }
+    structure = {g: structure_rows(s) for g, s in report.get("structure", {}).items()}
     page = env.get_template("report.html").render(
         report=report,
         opts=opts,
@@ -85,6 +105,11 @@ def render_html(report: dict) -> str:
         feature_charts={g: feature_figure(g, report["features"][g]) for g in genres},
         rolls=rolls,
         studies=[{**st, "figure": study_figure(st)} for st in report.get("studies", [])],
+        candidate=_candidate_view(report),
+        structure=structure,
+        structure_info=report.get("structure", {}),
+        measures=MEASURES,
+        measure_labels=MEASURE_LABELS,
     )
     return page
 
