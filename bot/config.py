@@ -2,13 +2,19 @@
 
 Every setting is read once at start and checked there, so a missing token or a malformed
 URL stops the bot with a message naming the variable instead of failing mid-reply.
-Secrets are ``SecretStr``: they print as ``**********`` in logs, reprs and errors.
+Secrets are ``SecretStr``: they print as ``**********`` in logs, reprs and errors, and
+``redact`` takes credentials out of any text (a password in ``COMPOSER_URL`` or
+``DATABASE_URL``, a token's value): every log line once settings are loaded, and every error
+the worker stores.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -56,6 +62,9 @@ class BotSettings(BaseSettings):
     bot_max_seconds: float = Field(default=120.0, gt=0)
     bot_default_seconds: float = Field(default=30.0, gt=0)
     bot_max_attempts: int = Field(default=5, ge=1)
+    bot_outage_max_age_seconds: float = Field(
+        default=10800.0, ge=0, description="a composer outage delays a job (spending no attempt) until it is this old"
+    )
     bot_retry_base_seconds: float = Field(default=30.0, ge=0)
     bot_lease_seconds: float = Field(default=900.0, gt=0)
     bot_max_rate_limit_wait_seconds: float = Field(default=60.0, ge=0)
@@ -104,6 +113,82 @@ class BotSettings(BaseSettings):
         return [name.upper() for name in needed if not _present(getattr(self, name))]
 
 
+MASK = "**********"
+_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.\-]*://)(?:(?P<user>[^\s/?#@:]*):)?[^\s/?#@]*@", re.IGNORECASE)
+_SECRET_PARAMETER = re.compile(
+    r"(?P<name>[?&;](?:access_token|token|password|passwd|pass|secret|api_key|apikey|key|sig)=)[^&;#\s]+", re.IGNORECASE
+)
+_known_secrets: set[str] = set()  # values of the loaded settings' secrets; short ones could mask ordinary words
+MIN_SECRET_TO_MASK = 6
+
+
+def redact(text: str, known: Iterable[str] = ()) -> str:
+    """``text`` without credentials: a URL's password (or a user part alone, often a token), a secret
+    query parameter, and every secret value of the settings loaded (and ``known``)."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user'] + ':' if m['user'] else ''}{MASK}@", text)
+    text = _SECRET_PARAMETER.sub(lambda m: m["name"] + MASK, text)
+    for secret in sorted({*_known_secrets, *known}, key=len, reverse=True):
+        if len(secret) >= MIN_SECRET_TO_MASK:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _secret_values(settings: BotSettings) -> set[str]:
+    values = {v.get_secret_value() for v in vars(settings).values() if isinstance(v, SecretStr)}
+    for url in (settings.composer_url, settings.database_url):
+        match = _USERINFO.search(url or "")
+        if match:  # the password (or token) the URL carries, wherever it shows up alone
+            userinfo = match.group(0).removeprefix(match["scheme"]).removesuffix("@")
+            values.add(userinfo.split(":", 1)[1] if ":" in userinfo else userinfo)
+    return {v for v in values if v}
+
+
+_redacting = False
+
+
+def redact_logs(settings: BotSettings | None = None) -> None:
+    """From now on, every log record's message and traceback is ``redact``ed (whatever logger, whatever
+    handler), knowing the secrets of ``settings``. Idempotent: a second call only adds secrets."""
+    global _redacting
+    if settings is not None:
+        _known_secrets.update(_secret_values(settings))
+    if _redacting:
+        return
+    _redacting = True
+    make_record = logging.getLogRecordFactory()
+    formatter = logging.Formatter()
+
+    def redacting_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: logging reports it itself
+            return record
+        clean = redact(message)
+        if clean != message:
+            _redact_record(record, clean)
+        if record.exc_info and record.exc_info[0] is not None:  # formatters use exc_text when it is set
+            record.exc_text = redact(formatter.formatException(record.exc_info))
+        return record
+
+    logging.setLogRecordFactory(redacting_record)
+
+
+def _redact_record(record: logging.LogRecord, clean: str) -> None:
+    """``record`` made to say ``clean``: its arguments redacted one by one where that is enough (formatters
+    such as uvicorn's access log read them), else the whole message in their place."""
+    if isinstance(record.msg, str) and isinstance(record.args, tuple):
+        msg, args = record.msg, record.args
+        record.msg = redact(msg)
+        record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        try:
+            if record.getMessage() == clean:
+                return
+        except Exception:
+            pass
+    record.msg, record.args = clean, None
+
+
 def default_worker_id() -> str:
     """Unique per process (host, pid, random), so two workers never share leases by accident.
 
@@ -141,4 +226,5 @@ def load_settings(
         raise ConfigError("; ".join(problems)) from None
     if require_platform and (missing := settings.missing_for_platform()):
         raise ConfigError(f"BOT_PLATFORM={settings.bot_platform} needs {', '.join(missing)} (unset or empty)")
+    redact_logs(settings)
     return settings

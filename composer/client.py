@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -61,6 +62,7 @@ class HttpComposerClient:
         transport: httpx.BaseTransport | None = None,
     ):
         self.base_url = base_url.rstrip("/")
+        self.shown_url = _without_credentials(self.base_url)  # for messages: they reach logs and archives
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
         self._http = httpx.Client(
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), transport=transport
@@ -135,7 +137,7 @@ class HttpComposerClient:
             try:
                 response = self._http.request(method, path, json=body)
             except httpx.TransportError as exc:
-                error: CompositionError = ComposerUnavailable(f"{self.base_url}{path}: {type(exc).__name__}: {exc}")
+                error: CompositionError = ComposerUnavailable(f"{self.shown_url}{path}: {type(exc).__name__}: {exc}")
             else:
                 if response.status_code < 400:
                     return response.json()
@@ -152,6 +154,14 @@ class HttpComposerClient:
             log.warning("composer: %s; retrying in %.1f s", error.message, pause)
             time.sleep(pause)
         raise AssertionError("unreachable")
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` with its user and password (if any) masked."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _message(response: httpx.Response) -> str:

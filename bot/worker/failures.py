@@ -5,14 +5,26 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
+from bot.config import redact
 from bot.db import TEXT_KINDS, Kind, MentionRequest, State
 from bot.platforms.base import RateLimited
 from bot.worker.base import TickReport, log
 from bot.worker.saving import LeaseGuard, LeaseLost
+from composer.contract import ComposerUnavailable
+
+OUTAGE_STATUSES = (502, 503, 504)  # unreachable, busy, timed out: the composer, not the piece
+OUTAGE_MAX_DELAY_SECONDS = 900.0
+
+
+def is_outage(exc: Exception) -> bool:
+    """Whether ``exc`` says the composer is unavailable (a connection error, 502, 503, 504) rather than
+    failing this piece (a 500 is a real failure, and spends an attempt)."""
+    return isinstance(exc, ComposerUnavailable) and exc.status in OUTAGE_STATUSES
 
 
 def error_message(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"[:1000]
+    """What went wrong, as logged and stored: one line's worth, credentials taken out."""
+    return redact(f"{type(exc).__name__}: {exc}")[:1000]
 
 
 class FailurePolicy(LeaseGuard):
@@ -26,6 +38,15 @@ class FailurePolicy(LeaseGuard):
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             # The platform's limit, not this request's failure: no attempt spent, back at the reset itself.
             attempts, delay = job.attempts, exc.retry_after
+        elif is_outage(exc):
+            # The composer is down or busy, not failing this piece: the job waits, spending no attempt,
+            # until it is BOT_OUTAGE_MAX_AGE_SECONDS old; then the requester hears that it did not work.
+            age = (self.clock() - job.received_at).total_seconds() if job.received_at else 0.0
+            if age >= self.settings.bot_outage_max_age_seconds:
+                log.error("mention %s: the composer has been unavailable for %.0f s: %s", job.mention_id, age, message)
+                self.give_up(job, exc, report)
+                return
+            attempts, delay = job.attempts, self.outage_delay(age, exc)
         else:
             attempts = job.attempts + 1
             if attempts >= self.settings.bot_max_attempts:
@@ -50,6 +71,12 @@ class FailurePolicy(LeaseGuard):
         base = self.settings.bot_retry_base_seconds * 2 ** (attempts - 1)
         delay = max(base * random.uniform(0.8, 1.2), getattr(exc, "retry_after", None) or 0.0)
         return min(delay, 3600.0)
+
+    def outage_delay(self, age: float, exc: Exception) -> float:
+        """Seconds before asking a composer that was unavailable again: growing with the job's age (the
+        outage's length, at least), jittered, at least the answer's ``Retry-After``, at most 15 minutes."""
+        delay = max(self.settings.bot_retry_base_seconds, age) * random.uniform(0.8, 1.2)
+        return min(max(delay, getattr(exc, "retry_after", None) or 0.0), OUTAGE_MAX_DELAY_SECONDS)
 
     def give_up(self, job: MentionRequest, exc: Exception, report: TickReport, attempts: int | None = None) -> None:
         """Record why; tell the requester once (a 'sorry' reply), unless we cannot reply at all."""
