@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from composer.models import registry
 from composer.models.registry import (
@@ -132,3 +135,41 @@ def test_the_promote_command_prints_the_scores_and_exits_1_when_refused(store):
     ]
     missing = composer(store, "promote", "--genre", "folk", "--version", "v9")
     assert missing.returncode == 2 and missing.stderr.startswith("error: genre 'folk' has no model version 'v9'")
+
+
+def test_a_published_version_has_a_hugging_face_style_readme_beside_its_card(tmp_path: Path):
+    import yaml
+
+    from composer.models.readme import README_FILE
+
+    source = tiny_model(tmp_path / "run" / "best")
+    card = json.loads((source / CARD_FILE).read_text())
+    card.update(
+        description="British and American folk tunes",
+        training={"step": 450, "init_from": "data/models/folk/v3", "data": [
+            {"genre": "folk", "sources": ["nottingham"], "license": "GPL-3.0", "attribution": "NMD"},
+            {"genre": "classical", "sources": ["asap"], "license": "CC BY-NC-SA 4.0", "attribution": "ASAP"},
+            {"genre": "chorale", "sources": ["music21:bach"], "license": "Public domain; music21 corpus terms"},
+        ]},
+        validation={"pieces": 88, "events": 78180},
+    )  # fmt: skip
+    (source / CARD_FILE).write_text(json.dumps(card))
+    target = registry.publish(source, "folk", "v5", tmp_path / "models", card_updates={"validation_nll": 0.6996})
+    text = (target / README_FILE).read_text()
+    _, header, body = text.split("---\n", 2)
+    meta = yaml.safe_load(header)
+    assert meta["license"] == "CC-BY-NC-SA-4.0 AND GPL-3.0-only AND LicenseRef-chorale-corpus"
+    assert meta["datasets"] == ["nottingham", "asap", "music21:bach"]  # the genre's own corpus first
+    [result] = meta["model-index"][0]["results"]
+    assert result["metrics"][0]["value"] == 0.6996 and result["dataset"]["type"] == "nottingham"
+    for section in ("# folk v5", "## Intended use", "## Training data", "## Evaluation", "## Limitations"):
+        assert section in body
+    assert "Validation NLL 0.6996 nats per event" in body and "88 whole held-out pieces (78,180 events)" in body
+    assert "non-commercial use only" in body and "other traditions" in body
+
+
+@given(st.text(max_size=60), st.text(max_size=20))
+def test_every_license_becomes_an_spdx_identifier(text, genre):
+    from composer.models.readme import spdx_id
+
+    assert re.fullmatch(r"(LicenseRef-)?[A-Za-z0-9.-]+", spdx_id(text, genre))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from composer.config import settings
+from composer.models.readme import write_model_readme
 from composer.nn.model import CARD_FILE, WEIGHTS_FILE, load_model, read_card, save_model
 
 CURRENT_FILE = "CURRENT"
@@ -176,10 +177,12 @@ def check_new_version(genre: str, version: str, models_dir: Path | None = None) 
 def publish(
     source: Path, genre: str, version: str, models_dir: Path | None = None, card_updates: dict | None = None
 ) -> Path:
-    """Add a trained model directory as a new version, weights in half precision."""
+    """Add a trained model directory as a new version, weights in half precision, with its model
+    card twice: ``card.json`` and a Hugging Face style ``README.md``."""
     target = check_new_version(genre, version, models_dir)
     model, model_card = load_model(source)
     save_model(model, target, {**model_card, **(card_updates or {}), "genre": genre, "version": version}, half=True)
+    write_model_readme(target)  # the card for people, beside card.json
     return target
 
 
