@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -41,3 +42,17 @@ class MediaStore:
 
     def read(self, relative: str) -> bytes:
         return self.path(relative).read_bytes()
+
+    def remove(self, *relatives: str | None) -> None:
+        """Delete these files (None and files already gone are passed over)."""
+        for relative in relatives:
+            if relative:
+                self.path(relative).unlink(missing_ok=True)
+
+    def files(self) -> Iterator[tuple[str, float]]:
+        """Every file of the store, as (path relative to the root, modification time), ``.part`` files included."""
+        if not self.root.is_dir():
+            return
+        for path in self.root.rglob("*"):
+            if path.is_file():
+                yield path.relative_to(self.root).as_posix(), path.stat().st_mtime

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 
 from bot.config import MASK, load_settings, redact
-from bot.db import State, utcnow
+from bot.db import Composition, MentionRequest, State, utcnow
 from bot.worker.failures import is_outage
 from composer.client import HttpComposerClient
 from composer.contract import ComposerUnavailable
+from composer.serving.local import LocalComposerClient
 from tests.bot_helpers import make_models, mock_mastodon
 from tests.test_bot_mastodon import jobs, post, worker_factory
 from tests.test_service import free_port, running
@@ -131,3 +136,91 @@ def test_loaded_secrets_are_masked_wherever_they_show(tmp_path, caplog):
         logging.getLogger("httpx").exception("boom")
     assert "asked http://x:**********@h with **********" in caplog.text
     assert "pw-0987654321" not in caplog.text and "failed with **********" in caplog.text
+
+
+# --- leases and media: a slow composer keeps its job, and no file outlives its row -------------
+
+
+class HeldComposer:
+    """The in-process composer, holding each piece until ``release`` is set."""
+
+    def __init__(self, inner: LocalComposerClient, held: bool = True):
+        self.inner, self.calls = inner, 0
+        self.composing, self.release = threading.Event(), threading.Event()
+        if not held:
+            self.release.set()
+
+    def genres(self):
+        return self.inner.genres()
+
+    def compose(self, *args, **kwargs):
+        self.calls += 1
+        self.composing.set()
+        assert self.release.wait(60)
+        return self.inner.compose(*args, **kwargs)
+
+
+def piece_files(worker) -> list[str]:
+    return sorted(path for path, _ in worker.media.files())
+
+
+def compose_held(worker, composer: HeldComposer, while_held) -> None:
+    """``worker`` ticks in a thread; ``while_held()`` runs while its piece is being composed."""
+    ticking = threading.Thread(target=worker.tick)
+    ticking.start()
+    try:
+        assert composer.composing.wait(60)
+        while_held()
+    finally:
+        composer.release.set()
+        ticking.join(60)
+
+
+def test_a_slow_composer_keeps_its_lease_and_no_second_worker_composes(server, make_worker, models):
+    local = LocalComposerClient(models_dir=models)
+    first = make_worker(bot_lease_seconds=1, bot_worker_id="first")
+    first.composer = slow = HeldComposer(local)
+    second = make_worker(bot_lease_seconds=1, bot_worker_id="second")
+    second.composer = other = HeldComposer(local, held=False)
+    status_id = post(server, "alice", "@band folk 2 seconds")
+    compose_held(first, slow, lambda: (time.sleep(3), second.tick()))  # three leases long
+    assert other.calls == 0  # the job stayed the first worker's
+    assert len(server.replies_to(status_id)) == 1 and jobs(make_worker)[status_id].state == State.REPLIED
+    with make_worker.sessions() as session:
+        (piece,) = session.scalars(select(Composition)).all()
+    assert piece_files(first) == sorted([piece.midi_path, piece.audio_path, piece.pianoroll_path])
+
+
+def test_a_worker_that_lost_its_job_while_composing_leaves_no_files(server, make_worker, models):
+    worker = make_worker(bot_worker_id="loser")
+    worker.composer = held = HeldComposer(LocalComposerClient(models_dir=models))
+    status_id = post(server, "alice", "@band folk 2 seconds")
+
+    def taken_by_another() -> None:
+        with make_worker.sessions() as session, session.begin():
+            session.execute(update(MentionRequest).values(claimed_by="another"))
+
+    compose_held(worker, held, taken_by_another)
+    assert jobs(make_worker)[status_id].composition_id is None and server.replies_to(status_id) == []
+    assert piece_files(worker) == []
+
+
+def test_piece_files_that_no_row_owns_are_swept_after_an_hour(server, make_worker, models):
+    worker = make_worker()
+    worker.composer = LocalComposerClient(models_dir=models)
+    old = time.time() - 2 * 3600
+    orphan = [worker.media.write("0f1e2d3c-0000-4000-8000-00000000abcd", ext, b"x") for ext in ("mid", "mp3", "png")]
+    fresh = worker.media.write("0f1e2d3c-0000-4000-8000-00000000ffff", "mp3", b"x")  # perhaps about to be committed
+    other = worker.media.path("og/site-card.jpg")  # not a piece's file: not the sweep's business
+    other.parent.mkdir(parents=True, exist_ok=True)
+    other.write_bytes(b"x")
+    for path in [*orphan, "og/site-card.jpg"]:
+        os.utime(worker.media.path(path), (old, old))
+    post(server, "alice", "@band folk 2 seconds")
+    worker.tick()  # composes a piece, then sweeps
+    with make_worker.sessions() as session:
+        (piece,) = session.scalars(select(Composition)).all()
+    os.utime(worker.media.path(piece.midi_path), (old, old))  # an old file with a row stays
+    assert worker.sweep_orphans() == 0
+    owned = [piece.midi_path, piece.audio_path, piece.pianoroll_path]
+    assert piece_files(worker) == sorted([*owned, fresh, "og/site-card.jpg"])

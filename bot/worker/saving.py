@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import String, update
 
 from bot.db import ACTIVE_STATES, MentionRequest, transaction
-from bot.worker.base import WorkerBase
+from bot.worker.base import WorkerBase, log
+
+HEARTBEATS_PER_LEASE = 3  # a renewal lost to a slow database still leaves two thirds of the lease
 
 UNCUT_COLUMNS = frozenset({"mention_id", "idempotency_key"})  # cut, these would point at another status
 
@@ -75,3 +80,38 @@ class LeaseGuard(WorkerBase):
             raise LeaseLost(f"job {job.id} was finished elsewhere ({row.state})")
         for column in MentionRequest.__table__.columns:
             setattr(job, column.key, getattr(row, column.key))
+
+    def renew_lease(self, job: MentionRequest) -> bool:
+        """Push the job's lease a full BOT_LEASE_SECONDS on from now; False when it is no longer ours."""
+        until = self.clock() + timedelta(seconds=self.settings.bot_lease_seconds)
+        with transaction(self.sessions) as session:
+            owned = session.execute(
+                update(MentionRequest)
+                .where(MentionRequest.id == job.id, MentionRequest.claimed_by == self.settings.bot_worker_id)
+                .values(lease_until=until)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        return owned == 1
+
+    @contextmanager
+    def heartbeat(self, job: MentionRequest) -> Iterator[None]:
+        """Keep the job's lease alive while a long step (composing, the platform processing media) runs:
+        a step may take longer than the lease, and another worker must not take the job meanwhile."""
+        stop = threading.Event()
+        interval = self.settings.bot_lease_seconds / HEARTBEATS_PER_LEASE
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                try:
+                    if not self.renew_lease(job):
+                        return  # the step's own save will find out, and stop
+                except Exception:  # a database hiccup: the next beat tries again
+                    log.warning("mention %s: could not renew the lease", job.mention_id, exc_info=True)
+
+        thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()

@@ -19,7 +19,7 @@ from bot.platforms.base import (
 )
 from bot.request_text import replay_text
 from bot.worker.base import TickReport, log
-from bot.worker.saving import LeaseGuard
+from bot.worker.saving import LeaseGuard, LeaseLost
 from composer.contract import (
     DEFAULT_TOP_P,
     ComposedPiece,
@@ -100,20 +100,25 @@ class Steps(LeaseGuard):
         primer, parent = self.primer(job)
         asked = self.asked(job, parent)
         started = time.perf_counter()
-        piece = self.compose_piece(job, primer, asked)
+        with self.heartbeat(job):
+            piece = self.compose_piece(job, primer, asked)
         elapsed = time.perf_counter() - started
         if piece.audio is None:
             raise CompositionError("the composer sent the piece without its audio")
         composition = self.file_piece(job, piece, parent.id if parent else None, elapsed, asked)
-        self.save(
-            job,
-            "composed",
-            _add=[composition],
-            composition_id=piece.id,
-            seed=piece.seed,
-            state=State.COMPOSED,
-            composed_at=self.clock(),
-        )
+        try:
+            self.save(
+                job,
+                "composed",
+                _add=[composition],
+                composition_id=piece.id,
+                seed=piece.seed,
+                state=State.COMPOSED,
+                composed_at=self.clock(),
+            )
+        except LeaseLost:  # the row went to another worker and ours was rolled back: its files belong to no row
+            self.media.remove(composition.midi_path, composition.audio_path, composition.pianoroll_path)
+            raise
 
     def primer(self, job: MentionRequest) -> tuple[bytes | None, Composition | None]:
         """The MIDI a "more" continues and its piece; (None, None) for a new piece."""
@@ -241,7 +246,8 @@ class Steps(LeaseGuard):
             )
             media_id = self.platform.upload(media)
             self.save(job, "media-posted", media_id=media_id)
-        self.platform.wait_for_media(job.media_id, self.settings.bot_media_timeout_seconds)
+        with self.heartbeat(job):
+            self.platform.wait_for_media(job.media_id, self.settings.bot_media_timeout_seconds)
         self.save(job, "uploaded", state=State.UPLOADED, uploaded_at=self.clock())
 
     # --- reply: uploaded (or a text's received) -> replied ----------------------------

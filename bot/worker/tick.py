@@ -12,13 +12,14 @@ from bot.platforms.base import ConfigurationError, TransientError
 from bot.worker.base import TickReport, log
 from bot.worker.failures import FailurePolicy
 from bot.worker.intake import Intake
+from bot.worker.orphans import MediaSweep
 from bot.worker.saving import LeaseGuard, LeaseLost
 from bot.worker.steps import Steps
 from composer.contract import ComposerUnavailable
 
 
-class Worker(Intake, Steps, FailurePolicy, LeaseGuard):
-    """Intake, the steps, the failure policy and lease-guarded saving, joined; ``tick()`` runs them."""
+class Worker(Intake, Steps, FailurePolicy, MediaSweep, LeaseGuard):
+    """Intake, the steps, the failure policy, the media sweep and lease-guarded saving, joined; ``tick()`` runs them."""
 
     def tick(self) -> TickReport:
         """Fetch, store, then advance every due job once."""
@@ -27,6 +28,7 @@ class Worker(Intake, Steps, FailurePolicy, LeaseGuard):
         self._genres = None
         self.read_mentions(report)
         self.advance_due(report)
+        self.sweep_if_due()
         log.log(logging.INFO if report.busy else logging.DEBUG, "tick: %s", report)
         return report
 
