@@ -313,8 +313,11 @@ def test_ports_and_urls_agree():
     for name, spec in pod_specs():
         for c in spec["containers"]:
             if c["image"] in BAND_IMAGES and c.get("ports"):
-                port = parse_cli(band_command(c["command"]))[1]["port"]
+                params = parse_cli(band_command(c["command"]))[1]
+                port = params.get("port") or params["metrics_port"]
                 assert [p["containerPort"] for p in c["ports"]] == [port], name
+                if ("Service", name) not in objects:  # a worker's metrics port is scraped, not a Service
+                    continue
                 service = objects[("Service", name)]
                 assert {p["targetPort"] for p in service["spec"]["ports"]} <= {p["name"] for p in c["ports"]} | {port}
     composer_service = objects[("Service", "band-composer")]
@@ -478,24 +481,29 @@ def test_autoscaler_uses_the_exported_queue_gauge():
 # --- probes against the real apps -------------------------------------------------------------------
 
 
+ROLES = {"composer serve": "composer", "bot run": "worker"}  # the rest (bot web): the archive web
+
+
 def probe_paths() -> dict[str, set[str]]:
-    """Every HTTP path the deployment probes, by app (composer or web)."""
-    paths: dict[str, set[str]] = {"composer": set(), "web": set()}
+    """Every HTTP path the deployment probes, by app (composer, web or worker)."""
+    paths: dict[str, set[str]] = {"composer": set(), "web": set(), "worker": set()}
     for _, c in band_containers():
         argv = band_command(c["command"])
         if argv is None:
             continue
-        app = "composer" if parse_cli(argv)[0] == "composer serve" else "web"
+        app = ROLES.get(parse_cli(argv)[0], "web")
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if probe in c:
                 paths[app].add(c[probe]["httpGet"]["path"])
     for _, obj in k8s_objects():
-        annotations = obj.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {})
+        template = obj.get("spec", {}).get("template", {})
+        annotations = template.get("metadata", {}).get("annotations", {})
         if "prometheus.io/path" in annotations:
-            paths["composer"].add(annotations["prometheus.io/path"])
+            (command,) = {parse_cli(band_command(c["command"]))[0] for c in template["spec"]["containers"]}
+            paths[ROLES.get(command, "web")].add(annotations["prometheus.io/path"])
     for name, service in compose()["services"].items():
         if url := (service.get("environment") or {}).get("BAND_HEALTHCHECK_URL"):
-            paths["composer" if name == "composer" else "web"].add("/" + url.split("/", 3)[3])
+            paths[{"composer": "composer", "bot": "worker"}.get(name, "web")].add("/" + url.split("/", 3)[3])
     default = re.search(r'DEFAULT_URL = "http://[^/]+(/[^"]*)"', (DOCKER / "healthcheck.py").read_text())
     paths["composer"].add(default[1])
     return paths
@@ -518,6 +526,22 @@ def test_web_probes_answer(tmp_path, clean_env):
         for path in sorted(paths):
             assert client.get(path).status_code == 200, f"bot web: GET {path}"
         assert client.get("/no-such-page").status_code == 404  # the check can fail
+
+
+def test_worker_probes_answer():
+    import httpx
+
+    from bot.worker.health import WorkerHealth, serve
+
+    paths = probe_paths()["worker"]
+    assert {"/healthz", "/metrics"} <= paths
+    server = serve(WorkerHealth(stale_after=60), "127.0.0.1", 0)
+    try:
+        for path in sorted(paths):
+            answer = httpx.get(f"http://127.0.0.1:{server.server_address[1]}{path}")
+            assert answer.status_code == 200, f"bot run: GET {path}"
+    finally:
+        server.shutdown()
 
 
 def test_composer_probes_answer(tmp_path, clean_env):
