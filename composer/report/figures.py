@@ -26,17 +26,33 @@ def _figure(width: float, height: float):
     return fig
 
 
+CURVE_COLUMNS = 2
+"""Learning-curve panels per row: each stays about 600 px wide at the page's full width."""
+
+
 def curve_figure(genre: str, stages: list[dict], baseline: dict | None, final_nll: float | None) -> str | None:
+    """One panel per training stage, two to a row (a long lineage grows down, not narrower), axes
+    labelled; the latest validation figure is written beside its point, so a run with a single
+    evaluation still says where it stands."""
     stages = [s for s in stages if s["train"] or s["val"]]
     if not stages:
         return None
-    fig = _figure(5.2 * len(stages) + 0.6, 3.4)
-    axes = fig.subplots(1, len(stages), squeeze=False)[0]
+    columns = min(CURVE_COLUMNS, len(stages))
+    rows = -(-len(stages) // columns)
+    fig = _figure(6.0 * columns + 0.4, 3.9 * rows)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(stages) :]:
+        ax.axis("off")
     for ax, stage in zip(axes, stages):
         if stage["train"]:
             ax.plot(*zip(*stage["train"]), color="#7a9aa8", lw=1.2, label="training loss (crops)")
         if stage["val"]:
-            ax.plot(*zip(*stage["val"]), color="#c0392b", marker="o", ms=3, lw=1.4, label="validation NLL")
+            ax.plot(*zip(*stage["val"]), color="#c0392b", marker="o", ms=4, lw=1.4, label="validation NLL")
+            step, value = stage["val"][-1]
+            alone = len(stage["val"]) == 1
+            label = f"{value:.3f}" + (f" (the one evaluation, step {step})" if alone else "")
+            ax.annotate(label, (step, value), textcoords="offset points", xytext=(-6, 8),
+                        ha="center" if alone else "right", fontsize=9, color="#c0392b")  # fmt: skip
         last = stage is stages[-1]
         if last and baseline:
             ax.axhline(
@@ -59,11 +75,12 @@ def curve_figure(genre: str, stages: list[dict], baseline: dict | None, final_nl
         name = {"pretrain": "pre-training (all genres)", "finetune": f"fine-tuning on {genre}"}.get(
             stage["stage"], stage["stage"]
         )
-        ax.set_title(name, fontsize=11)
-        ax.set_xlabel("step")
-        ax.set_ylabel("nats / event")
+        ax.set_title(name, fontsize=12)
+        ax.set_xlabel("optimizer step", fontsize=10)
+        ax.set_ylabel("NLL, nats per event", fontsize=10)
+        ax.tick_params(labelsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8.5)
     fig.tight_layout()
     return _png_uri(fig)
 

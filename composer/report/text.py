@@ -31,3 +31,31 @@ def format_overlaps(features: dict[str, dict]) -> str:
     for genre, feats in features.items():
         lines.append(f"{genre:<12}" + "".join(f"{feats[f]['overlap']:>11.3f}" for f in FEATURES))
     return "\n".join(lines)
+
+
+def format_candidate(cand: dict) -> str:
+    """The candidate beside the current version, as ``composer report --candidate`` prints it."""
+    roles = ["current", "candidate"] if cand["current"] else ["candidate"]
+    names = {"current": cand["current"], "candidate": cand["candidate"]}
+    width = max(12, *(len(names[r]) + 2 for r in roles))
+    lines = [
+        f"{cand['genre']}: {cand['candidate']} beside the current {cand['current'] or '(none)'}",
+        f"{'NLL per event':<30}"
+        + "".join(f"{names[r]:>{width}}" for r in roles)
+        + ("  difference" if cand["current"] else ""),
+    ]
+
+    def row(label: str, values: dict, delta: float | None) -> str:
+        cells = "".join(f"{values[r]:>{width}.3f}" for r in roles)
+        return f"{label:<30}{cells}" + (f"  {delta:+.3f}" if delta is not None else "")
+
+    whole = cand["whole"]
+    lines.append(
+        row("whole validation split", whole, whole["candidate"] - whole["current"] if cand["current"] else None)
+    )
+    for r in cand["per_genre"]:
+        lines.append(row(f"{r['genre']} held-out excerpts", r, r["delta"]))
+    base = cand["baseline"]
+    lines.append(f"{'n-gram baseline':<30}{base['nll']:>{width}.3f}  ({base['order']}-gram, whole validation split)")
+    lines.append(f"verdict: {cand['verdict']['text']}")
+    return "\n".join(lines)
