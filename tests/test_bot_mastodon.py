@@ -295,13 +295,30 @@ def test_faults_clear_to_exactly_one_reply(server, make_worker):
     started = time.monotonic()
     first = worker.tick()
     assert time.monotonic() - started >= 1  # the 429 was waited out, not hammered through
-    assert first.fetched == 2 and first.retried >= 1
+    # the 503, the 500 and the garbled answer were each tried again at once, not put off for half a minute
+    assert first.fetched == 2 and first.replied == 2 and first.retried == 0
     for _ in range(4):
         worker.tick()
     server.clear_faults()
     worker.tick()
     assert all(len(server.replies_to(i)) == 1 for i in ids)
     assert {j.state for j in jobs(make_worker).values()} == {State.REPLIED}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/statuses", "/api/v2/media"])
+def test_a_server_error_on_posting_is_tried_again_at_once_then_put_off(server, make_worker, path):
+    worker = make_worker()
+    worker.platform.quick_retry_pauses = (0.01, 0.01)
+    one = post(server, "alice", "@band folk 2 seconds")
+    server.fault(match={"methods": ["POST"], "path": path}, effect={"type": "status", "status": 503}, count=1)
+    report = worker.tick()
+    assert report.replied == 1 and report.retried == 0 and len(server.replies_to(one)) == 1
+    two = post(server, "bob", "@band folk 2 seconds")
+    server.fault(match={"methods": ["POST"], "path": path}, effect={"type": "status", "status": 503}, count=3)
+    report = worker.tick()  # three in a row: more than a hiccup, the job's backoff takes over
+    assert report.replied == 0 and report.retried == 1 and "503" in jobs(make_worker)[two].last_error
+    later = make_worker(clock=lambda: utcnow() + timedelta(minutes=5))
+    assert later.tick().replied == 1 and len(server.replies_to(two)) == 1
 
 
 def test_long_rate_limit_defers_the_job(server, make_worker):

@@ -48,6 +48,7 @@ T = TypeVar("T")
 
 PAGE = 40  # Mastodon's largest notification page
 RETRYABLE_4XX = {408, 409, 425}
+QUICK_RETRY_PAUSES = (0.5, 2.0)  # seconds before the second and third try of a call the server fumbled
 
 
 class MastodonPlatform:
@@ -65,6 +66,7 @@ class MastodonPlatform:
         self.max_rate_limit_wait = max_rate_limit_wait
         self.poll_interval = poll_interval
         self.max_chars = max_chars
+        self.quick_retry_pauses: tuple[float, ...] = QUICK_RETRY_PAUSES
         self.me: Identity | None = None
 
     @classmethod
@@ -83,8 +85,12 @@ class MastodonPlatform:
     # --- calls -----------------------------------------------------------------
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """One API call with errors sorted into transient and permanent, and short rate limits waited out."""
-        for _ in range(4):
+        """One API call with errors sorted into transient and permanent, short rate limits waited out, and
+        a server error or garbled answer tried again after a moment (QUICK_RETRY_PAUSES) before the job
+        is put off: most are single hiccups, and the job's own backoff starts at half a minute. Posts are
+        safe to repeat: a status carries its idempotency key."""
+        quick_pauses = list(self.quick_retry_pauses)
+        for _ in range(4 + len(quick_pauses)):
             self._respect_remaining(what)
             try:
                 return fn(*args, **kwargs)
@@ -94,16 +100,30 @@ class MastodonPlatform:
                 raise ConfigurationError(f"{what}: the access token was refused ({_status(exc)})") from None
             except MastodonNotFoundError as exc:
                 raise PermanentError(f"{what}: not found ({_message(exc)})") from None
-            except (MastodonServerError, MastodonNetworkError) as exc:
+            except MastodonServerError as exc:
+                self._pause_or_raise(quick_pauses, TransientError(f"{what}: {type(exc).__name__}: {_message(exc)}"))
+            except MastodonNetworkError as exc:  # a timeout has cost its time already: the job's backoff decides
                 raise TransientError(f"{what}: {type(exc).__name__}: {_message(exc)}") from None
             except MastodonAPIError as exc:
                 status = _status(exc)
-                if status is None or status in RETRYABLE_4XX:  # no status: a garbled body
+                if status is None:  # a garbled body
+                    self._pause_or_raise(quick_pauses, TransientError(f"{what}: {_message(exc)}"))
+                elif status in RETRYABLE_4XX:
                     raise TransientError(f"{what}: {_message(exc)}") from None
-                raise PermanentError(f"{what}: HTTP {status}: {_message(exc)}") from None
+                else:
+                    raise PermanentError(f"{what}: HTTP {status}: {_message(exc)}") from None
             except MastodonError as exc:
                 raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
         raise RateLimited(f"{what}: still rate limited after waiting", retry_after=self._until_reset())
+
+    @staticmethod
+    def _pause_or_raise(pauses: list[float], error: TransientError) -> None:
+        """Sleep the next of ``pauses`` (used up one by one), or raise ``error`` when none is left."""
+        if not pauses:
+            raise error
+        pause = pauses.pop(0)
+        log.warning("%s; trying again in %.1f s", error, pause)
+        time.sleep(pause)
 
     def _until_reset(self) -> float:
         reset = getattr(self.api, "ratelimit_reset", None)
