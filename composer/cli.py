@@ -401,7 +401,7 @@ def sample(
     from composer.config import pick_device
     from composer.contract import CompositionError
     from composer.sampling.sample import MAX_SECONDS, Sampler, SampleRequest, piece_notes, primer_tokens
-    from composer.serving.composition import candidate_requests, keep_best, piece_form
+    from composer.serving.composition import candidate_requests, keep_best, piece_form, piece_restate
 
     started = time.perf_counter()
     if not 0 < seconds <= MAX_SECONDS:
@@ -422,9 +422,12 @@ def sample(
         fail(str(exc))
     controls = asked if key or density else None
     try:
-        plan = piece_form(form or None, genre, settings().genres_dir)
+        genres_dir = settings().genres_dir
+        plan, restate = piece_form(form or None, genre, genres_dir), piece_restate(genre, genres_dir)
         seed = random.randrange(2**31) if seed is None else seed
-        requests = [SampleRequest(seconds, seed + i, temperature, top_p, prime, controls, plan) for i in range(count)]
+        requests = [
+            SampleRequest(seconds, seed + i, temperature, top_p, prime, controls, plan, restate) for i in range(count)
+        ]
         groups = [candidate_requests(r, candidates) for r in requests]
     except CompositionError as exc:
         fail(exc.message)
@@ -642,6 +645,7 @@ def structure(
     from composer.corpus.genres import load_genre
     from composer.report.form_and_key import format_structure, structure_report
     from composer.sampling.sample import Sampler
+    from composer.serving.composition import piece_restate
 
     directory = _find_model(genre, version, model_dir)
     own = load_genre(genre).form
@@ -652,9 +656,9 @@ def structure(
     torch.set_num_threads(threads)
     sampler = Sampler.from_dir(directory, "cpu")
     try:
-        result = structure_report(
-            sampler, settings().cache_dir, genre, samples, [None if p == FREE_FORM else p for p in plans], seed
-        )
+        plans = [None if p == FREE_FORM else p for p in plans]
+        restate = piece_restate(genre, settings().genres_dir)
+        result = structure_report(sampler, settings().cache_dir, genre, samples, plans, seed, restate)
     except FileNotFoundError as exc:
         fail(f"{exc} (run `composer prepare --genre {genre}` first)")
     if served and not version and model_dir is None:

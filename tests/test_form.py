@@ -109,3 +109,44 @@ def test_real_tunes_come_out_in_every_key_asked():
             found = estimate_key(piece_notes(fit_to_key(tokens, key.name)))
             heard.append(found is not None and found[0] == key)
     assert np.mean(heard) >= 0.95, f"{np.mean(heard):.0%} in the key asked"
+
+
+def test_a_genre_that_repeats_less_replays_only_the_opening_of_a_restated_section(tiny_model_dir: Path):
+    """restate = 0.3: the third section of ABAB begins as the first did for 30 % of its length, then
+    goes its own way (the tiny model's samples share nothing by chance over a whole section)."""
+    sampler = Sampler.from_dir(tiny_model_dir, "cpu", "fused")
+
+    def replayed(restate: float) -> int:
+        tokens = sampler.generate([SampleRequest(8.0, seed=3, form="ABAB", restate=restate)])[0].tolist()
+        times = np.cumsum(
+            [t - events.TIME_SHIFT + 1 if events.TIME_SHIFT <= t < events.VELOCITY else 0 for t in tokens]
+        )
+        first = [t for t, at in zip(tokens, times) if at < 200 and t < events.NOTE_OFF]
+        third = [t for t, at in zip(tokens, times) if 400 <= at < 600 and t < events.NOTE_OFF]
+        return next((i for i, (a, b) in enumerate(zip(first, third)) if a != b), min(len(first), len(third)))
+
+    short, long = replayed(0.3), replayed(0.75)
+    assert 0 < short < long
+
+
+def test_the_share_restated_comes_from_the_genres_manifest(tmp_path: Path):
+    from composer.corpus.genres import load_genre
+    from composer.sampling.sample import RESTATED
+    from composer.serving.composition import piece_restate
+
+    genres = tmp_path / "genres"
+    genres.mkdir()
+    (genres / "ballad.toml").write_text(
+        'name = "ballad"\nsources = ["x"]\nlicense = "MIT"\nform = "AABB"\nrestate = 0.3\n'
+    )
+    (genres / "reel.toml").write_text('name = "reel"\nsources = ["x"]\nlicense = "MIT"\nform = "AABB"\n')
+    assert piece_restate("ballad", genres) == 0.3 and piece_restate("reel", genres) == RESTATED
+    assert piece_restate("models-only", genres) == RESTATED
+    for bad in ("0", "1.5", "true", '"half"'):
+        (genres / "bad.toml").write_text(f'name = "bad"\nsources = ["x"]\nlicense = "MIT"\nrestate = {bad}\n')
+        with pytest.raises(ValueError, match="restate"):
+            load_genre("bad", genres)
+    with pytest.raises(ValueError, match="restate must be in"):
+        from composer.sampling.sample import validate
+
+        validate(SampleRequest(8.0, seed=1, form="AA", restate=0.0))

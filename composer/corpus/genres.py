@@ -11,6 +11,7 @@ A genre is a small TOML file in ``data/genres/``; adding one needs no code::
     validation_fraction = 0.1
     aliases = ["bach", "chorales"]        # optional: words people use for it (the bot reads them)
     form = "ABAB"                         # optional: the form plan pieces follow (composer.contract.FORMS)
+    restate = 0.75                        # optional: share of a restated section replayed before varying it
 
     [scores]                              # optional: how notated scores are performed
     tempo_bpm = [66, 84]                  # quarter notes per minute, or a [low, high] range (per piece)
@@ -54,6 +55,7 @@ MANIFEST_KEYS = frozenset(
         "validation_fraction",
         "aliases",
         "form",
+        "restate",
         "scores",
     }
 )
@@ -92,6 +94,8 @@ class Genre:
     aliases: tuple[str, ...] = ()
     form: str | None = None
     """The form plan its pieces follow (composer.contract.FORMS); None: free."""
+    restate: float | None = None
+    """The share of a restated section replayed as it first went (None: the sampler's default)."""
     scores: ScoreOptions = field(default_factory=ScoreOptions)
 
     def source_dirs(self, data_root: Path) -> list[Path]:
@@ -201,12 +205,16 @@ def load_genre_file(path: Path) -> Genre:
         manifest_sha1=hashlib.sha1(raw).hexdigest(),
         aliases=tuple(dict.fromkeys(a.lower() for a in aliases)),
         form=spec.get("form"),
+        restate=spec.get("restate"),
         scores=m.scores(),
     )
     if genre.name != path.stem:  # requests, the cache and the models all go by the file's name
         raise m.error("name", f"'{genre.name}' differs from the file's name '{path.stem}': make them the same")
     if genre.form is not None and genre.form not in FORMS:
         raise m.error("form", f"must be one of {', '.join(FORMS)}")
+    share = genre.restate
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
+        raise m.error("restate", "must be a share of a section, above 0 and at most 1")
     if genre.split not in SPLITS:
         raise m.error("split", f"must be one of {', '.join(SPLITS)}")
     fraction = genre.validation_fraction

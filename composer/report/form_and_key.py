@@ -61,14 +61,24 @@ def sampled_pieces(sampler, requests: Sequence) -> list[tuple[list[events.Note],
 
 
 def structure_report(
-    sampler, cache_dir: Path, genre: str, count: int = 24, plans: Sequence[str | None] = (None,), seed: int = 0
+    sampler,
+    cache_dir: Path,
+    genre: str,
+    count: int = 24,
+    plans: Sequence[str | None] = (None,),
+    seed: int = 0,
+    restate: float | None = None,
 ) -> StructureReport:
-    """Real validation pieces against ``count`` 30 s samples per plan (None: free), seeds seed.."""
-    from composer.sampling.sample import SampleRequest
+    """Real validation pieces against ``count`` 30 s samples per plan (None: free), seeds seed..;
+    ``restate``: the share of a restated section replayed (None: the sampler's default)."""
+    from composer.sampling.sample import RESTATED, SampleRequest
 
     report = StructureReport(genre, summarize(measure_pieces(real_pieces(cache_dir, genre))))
     for plan in plans:
-        requests = [SampleRequest(SAMPLE_SECONDS, seed + i, 1.0, 0.95, form=plan) for i in range(count)]
+        requests = [
+            SampleRequest(SAMPLE_SECONDS, seed + i, 1.0, 0.95, form=plan, restate=restate or RESTATED)
+            for i in range(count)
+        ]
         report.samples[plan or "free"] = summarize(measure_pieces(sampled_pieces(sampler, requests)))
     if sampler.conditioned:
         asked = [ALL_KEYS[(seed + i) * 7 % len(ALL_KEYS)] for i in range(count)]  # every key in turn
@@ -97,17 +107,19 @@ def served_report(report: StructureReport, client, sampler, count: int = 24, see
     from composer.codec.midi import load_notes
     from composer.contract import DEFAULT_CANDIDATES, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
     from composer.sampling.sample import piece_notes
-    from composer.serving.composition import candidate_requests, keep_best, piece_form, sample_request
+    from composer.serving.composition import candidate_requests, keep_best, piece_form, piece_restate, sample_request
 
     pieces = [client.compose(report.genre, SAMPLE_SECONDS, seed=seed + i) for i in range(count)]
     report.served = summarize(measure_pieces([(load_notes(p.midi), p.seconds) for p in pieces]))
     asked = [ALL_KEYS[(seed + i) * 7 % len(ALL_KEYS)] for i in range(count)]
     keyed = [client.compose(report.genre, SAMPLE_SECONDS, seed=seed + i, key=k.name) for i, k in enumerate(asked)]
     report.served_key_accuracy = float(np.mean([p.summary.key == k.name for p, k in zip(keyed, asked)]))
-    plan = piece_form(None, report.genre, client.genres_dir)
+    plan, restate = piece_form(None, report.genre, client.genres_dir), piece_restate(report.genre, client.genres_dir)
     in_mode = []
     for i, key in enumerate(asked):
-        request = sample_request(SAMPLE_SECONDS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, seed + i, key=key.name, form=plan)
+        request = sample_request(
+            SAMPLE_SECONDS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, seed + i, key=key.name, form=plan, restate=restate
+        )
         scored = sampler.generate_scored([sampler.fit(r) for r in candidate_requests(request, DEFAULT_CANDIDATES)])
         found = estimate_key(piece_notes(scored[keep_best(scored, key.name)][0]))
         in_mode.append(found is not None and found[0].mode == key.mode)
@@ -171,7 +183,7 @@ def structure_section(
 
     from composer.config import settings
     from composer.sampling.sample import Sampler
-    from composer.serving.composition import piece_form
+    from composer.serving.composition import piece_form, piece_restate
     from composer.serving.local import LocalComposerClient
 
     client = LocalComposerClient(models_dir=models_dir, device=device)
@@ -179,7 +191,9 @@ def structure_section(
     for genre, directory in directories.items():
         sampler = Sampler.from_dir(directory, device, engine)
         plan = piece_form(None, genre, settings().genres_dir)
-        report = structure_report(sampler, cache_dir, genre, samples, [None, *([plan] if plan else [])], seed)
+        plans = [None, *([plan] if plan else [])]
+        restate = piece_restate(genre, settings().genres_dir)
+        report = structure_report(sampler, cache_dir, genre, samples, plans, seed, restate)
         out[genre] = dataclasses.asdict(served_report(report, client, sampler, samples, seed))
     return out
 

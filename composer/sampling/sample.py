@@ -30,6 +30,12 @@ MAX_NOTE_SECONDS = 5.0
 MAX_EVENTS_PER_SECOND = 400
 
 
+RESTATED = 0.75
+"""By default a restated section replays its first three quarters, then goes its own way: a
+repeat with its own ending. A genre whose real music repeats less sets its own share (manifest
+``restate``): the opening motif of the section comes back and the model varies the rest."""
+
+
 @dataclass(frozen=True)
 class SampleRequest:
     seconds: float
@@ -44,10 +50,8 @@ class SampleRequest:
     form: str | None = None
     """A form plan (see ``FORMS``): sections of equal length, a repeated letter restating its first
     appearance; None: the model alone decides."""
-
-
-VARIED_TAIL = 0.25
-"""The share of a restated section the model composes afresh: a repeat with its own ending."""
+    restate: float = RESTATED
+    """The share of a restated section replayed as it first went; the model composes the rest afresh."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ def validate(request: SampleRequest) -> None:
             raise ValueError("primer tokens must be performance events (0..387)")
     if request.form is not None and request.form not in FORMS:
         raise ValueError(f"form must be one of {', '.join(FORMS)}, got {request.form!r}")
+    if not 0 < request.restate <= 1:
+        raise ValueError(f"restate must be in (0, 1], got {request.restate:g}")
     if request.controls is not None and np.shape(request.controls) != (CONTROL_DIM,):
         shape = np.shape(request.controls)
         raise ValueError(f"controls must be {CONTROL_DIM} floats (composer.codec.controls), got {shape}")
@@ -335,7 +341,7 @@ class Stream:
                 lo = self._section_starts[source]
                 hi = self._section_starts[source + 1]
                 section_steps = self.plan[source].end_step - (self.plan[source - 1].end_step if source else 0)
-                keep_steps = section_steps * (1 - VARIED_TAIL)
+                keep_steps = section_steps * self.request.restate
                 elapsed = 0
                 for token in self.tokens[lo:hi]:
                     if events.TIME_SHIFT <= token < events.VELOCITY:

@@ -37,7 +37,7 @@ from composer.contract import (
     SilentPiece,
 )
 from composer.corpus.genres import UnknownGenreError, load_genre
-from composer.sampling.sample import SampleRequest, piece_notes, primer_tokens, validate
+from composer.sampling.sample import RESTATED, SampleRequest, piece_notes, primer_tokens, validate
 
 MAX_PRIMER_EVENTS = 20_000  # priming reads the whole primer in one pass; this bounds that pass
 MAX_PRIMER_SPAN_SECONDS = 3600.0  # a primer is the end of a piece: an hour is far more than any needs
@@ -130,6 +130,7 @@ def sample_request(
     key: str | None = None,
     density: float | None = None,
     form: str | None = None,
+    restate: float = RESTATED,
 ) -> SampleRequest:
     """A checked SampleRequest; CompositionRejected (422) says what is wrong. ``form``: a plan
     from ``piece_form``, or None for none."""
@@ -143,7 +144,7 @@ def sample_request(
         raise CompositionRejected(f"seconds must be in (0, {max_seconds:g}], got {seconds:g}")
     if not 0 <= seed <= MAX_SEED:
         raise CompositionRejected(f"seed must be in 0..{MAX_SEED}, got {seed}")
-    request = SampleRequest(seconds, seed, temperature, top_p, primer, controls, form)
+    request = SampleRequest(seconds, seed, temperature, top_p, primer, controls, form, restate)
     try:
         validate(request)
     except ValueError as exc:
@@ -164,6 +165,16 @@ def piece_form(asked: str | None, genre: str, genres_dir: Path) -> str | None:
         return load_genre(genre, genres_dir).form
     except (UnknownGenreError, ValueError):  # a genre served from a models directory alone
         return None
+
+
+def piece_restate(genre: str, genres_dir: Path) -> float:
+    """How much of a restated section a piece of the genre replays: its manifest's ``restate``,
+    else the sampler's default."""
+    try:
+        share = load_genre(genre, genres_dir).restate
+    except (UnknownGenreError, ValueError):
+        return RESTATED
+    return RESTATED if share is None else float(share)
 
 
 def candidate_requests(request: SampleRequest, count: int) -> list[SampleRequest]:

@@ -27,6 +27,7 @@ from composer.serving.composition import (
     fit_to_key,
     keep_best,
     piece_form,
+    piece_restate,
     primer_from,
     sample_request,
 )
@@ -74,8 +75,10 @@ class LocalComposerClient:
         check_audio_format(audio_format)
         primer = primer_from(primer_midi, primer_seconds)
         seed = new_seed() if seed is None else seed
-        plan = piece_form(form, genre, self.genres_dir)
-        request = sample_request(seconds, temperature, top_p, seed, primer, self.max_seconds, key, density, plan)
+        plan, restate = piece_form(form, genre, self.genres_dir), piece_restate(genre, self.genres_dir)
+        request = sample_request(
+            seconds, temperature, top_p, seed, primer, self.max_seconds, key, density, plan, restate
+        )
         asked = candidate_requests(request, candidates)
         model = self._model(genre)
         request = model.sampler.fit(request)

@@ -56,6 +56,7 @@ from composer.serving.composition import (
     fit_to_key,
     keep_best,
     piece_form,
+    piece_restate,
     primer_from,
     sample_request,
 )
@@ -359,9 +360,18 @@ def create_app(
             check_audio_format(body.audio_format)
             primer = decode_primer_midi(body.primer) if isinstance(body.primer, str) else body.primer
             tokens = await run_in_threadpool(primer_from, primer, body.primer_seconds)
-            plan = piece_form(body.form, body.genre, genres_dir)
+            plan, restate = piece_form(body.form, body.genre, genres_dir), piece_restate(body.genre, genres_dir)
             request = sample_request(
-                body.seconds, body.temperature, body.top_p, seed, tokens, max_seconds, body.key, body.density, plan
+                body.seconds,
+                body.temperature,
+                body.top_p,
+                seed,
+                tokens,
+                max_seconds,
+                body.key,
+                body.density,
+                plan,
+                restate,
             )
             pendings = []
             for candidate in candidate_requests(request, body.candidates):
