@@ -31,7 +31,7 @@ USERS = {
 
 
 class FakeX(BaseAdapter):
-    """A small stateful stand-in for api.twitter.com and upload.twitter.com, answering in X's shapes."""
+    """A small stateful stand-in for api.twitter.com and api.x.com's v2 media upload, answering in X's shapes."""
 
     def __init__(self):
         super().__init__()
@@ -109,26 +109,32 @@ class FakeX(BaseAdapter):
             tweet = {"id": str(self.next_id), **body, "ref": {"type": "replied_to", "id": reply_to}}
             self.tweets.append(tweet)
             return self.respond(request, 201, {"data": {"id": tweet["id"], "text": body["text"]}})
-        if path == "/1.1/media/upload.json":
-            form = query or {k: v[0] for k, v in parse_qs(_text(request.body)).items()}
-            command = form.get("command") or ("APPEND" if b"APPEND" in _bytes(request.body) else None)
-            if command == "INIT":
-                self.next_id += 1
-                self.media[str(self.next_id)] = 2
-                return self.respond(request, 202, {"media_id": self.next_id, "media_id_string": str(self.next_id)})
-            if command == "APPEND":
-                return self.respond(request, 204, None)
-            media_id = form["media_id"]
+        if path == "/2/media/upload/initialize":  # X's v2 media upload (the v1.1 one is deprecated)
+            body = json.loads(request.body)
+            assert body["media_type"] == "video/mp4" and body["media_category"] == "tweet_video"
+            self.next_id += 1
+            self.media[str(self.next_id)] = 2
+            key = f"7_{self.next_id}"
+            return self.respond(request, 200, {"data": {"id": str(self.next_id), "media_key": key}})
+        if path.startswith("/2/media/upload/") and path.endswith("/append"):
+            assert b'name="segment_index"' in _bytes(request.body) and b'name="media"' in _bytes(request.body)
+            return self.respond(request, 200, {"data": {"expires_at": 1767225600}})
+        if path.startswith("/2/media/upload/") and path.endswith("/finalize"):
+            media_id = path.split("/")[4]
+            info = {"state": "pending", "check_after_secs": 1}
+            return self.respond(request, 200, {"data": {"id": media_id, "processing_info": info}})
+        if path == "/2/media/upload" and query.get("command") == "STATUS":
+            media_id = query["media_id"]
             left = self.media[media_id]
-            if command == "STATUS" and left:
+            if left:
                 self.media[media_id] = left - 1
             state = "succeeded" if self.media[media_id] == 0 else "in_progress"
             info = {"state": state, "check_after_secs": 1}
-            return self.respond(request, 200, {"media_id": int(media_id), "processing_info": info})
-        if path == "/1.1/media/metadata/create.json":
+            return self.respond(request, 200, {"data": {"id": media_id, "processing_info": info}})
+        if path == "/2/media/metadata":
             body = json.loads(request.body)
-            self.alt_text[body["media_id"]] = body["alt_text"]["text"]
-            return self.respond(request, 200, None)
+            self.alt_text[body["id"]] = body["metadata"]["alt_text"]["text"]
+            return self.respond(request, 200, {"data": {"id": body["id"], "associated_metadata": body["metadata"]}})
         raise AssertionError(f"unexpected {request.method} {request.url}")
 
     def respond(self, request, status: int, body, headers: dict | None = None):
@@ -145,13 +151,6 @@ class FakeX(BaseAdapter):
 
 def _bytes(body) -> bytes:
     return body if isinstance(body, bytes) else (body or "").encode()
-
-
-def _text(body) -> str:
-    try:
-        return _bytes(body).decode()
-    except UnicodeDecodeError:
-        return ""
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +185,7 @@ def make_x(tmp_path, composer):
         )
         platform = TwitterPlatform.from_settings(settings)
         platform.poll_interval = 0.01
-        for session in (platform.client.session, platform.api.session):
+        for session in (platform.client.session, platform.media.session):
             session.mount("https://", fake)
         fake.worker = Worker(settings, platform, composer, session_factory(make_engine(url)))
         fake.platform = platform

@@ -1,8 +1,10 @@
-"""Twitter/X through tweepy: v2 mentions and replies, v1.1 chunked upload of the MP4 the composer renders.
+"""Twitter/X: v2 mentions and replies through tweepy, v2 chunked upload of the MP4 the composer renders.
 
 X has no Idempotency-Key, so exactly-once rests on the stored reply id and on looking
 for our reply (our tweets since the mention, replying to it) before posting again.
-X takes no bare audio: the piece goes up as a video (H.264 + AAC, made by composer.audio.render).
+X takes no bare audio: the piece goes up as a video (H.264 + AAC, made by composer.audio.render),
+through X's v2 media endpoints (bot/platforms/x_media.py; X deprecated the v1.1 upload and
+tweepy has no v2 one).
 Rate limits come back as x-rate-limit-reset (epoch seconds) on a 429.
 """
 
@@ -32,6 +34,7 @@ from bot.platforms.base import (
     poll_until,
     wait_or_raise,
 )
+from bot.platforms.x_media import XMediaUpload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,9 +51,9 @@ class TwitterPlatform:
     max_chars = 280
 
     def __init__(
-        self, client: tweepy.Client, api: tweepy.API, max_rate_limit_wait: float = 60.0, poll_interval: float = 1.0
+        self, client: tweepy.Client, media: XMediaUpload, max_rate_limit_wait: float = 60.0, poll_interval: float = 1.0
     ):
-        self.client, self.api = client, api
+        self.client, self.media = client, media
         self.max_rate_limit_wait = max_rate_limit_wait
         self.poll_interval = poll_interval
         self.me: Identity | None = None
@@ -67,8 +70,12 @@ class TwitterPlatform:
             access_token_secret=secret(settings.twitter_access_token_secret),
         )
         client = tweepy.Client(bearer_token=secret(settings.twitter_bearer_token), wait_on_rate_limit=False, **keys)
-        api = tweepy.API(tweepy.OAuth1UserHandler(**keys), timeout=settings.bot_request_timeout_seconds)
-        return cls(client, api, settings.bot_max_rate_limit_wait_seconds)
+        media = XMediaUpload(
+            tweepy.OAuth1UserHandler(**keys).apply_auth(),
+            timeout=settings.bot_request_timeout_seconds,
+            max_rate_limit_wait=settings.bot_max_rate_limit_wait_seconds,
+        )
+        return cls(client, media, settings.bot_max_rate_limit_wait_seconds)
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         for _ in range(3):
@@ -122,25 +129,16 @@ class TwitterPlatform:
         return sorted(mentions, key=lambda m: id_key(m.id)), newest
 
     def upload(self, media: Media) -> str:
-        uploaded = self.call(
-            "upload media",
-            self.api.media_upload,
-            str(media.path),
-            chunked=True,
-            media_category="tweet_video",
-            wait_for_async_finalize=False,
-        )
-        media_id = str(uploaded.media_id_string if hasattr(uploaded, "media_id_string") else uploaded.media_id)
+        media_id = self.media.upload(media.path, media.mime or "video/mp4", "tweet_video")
         try:
-            self.call("alt text", self.api.create_media_metadata, media_id, media.description[:ALT_TEXT_LIMIT])
+            self.media.alt_text(media_id, media.description[:ALT_TEXT_LIMIT])
         except PermanentError as exc:  # alt text is a courtesy X may refuse for some media; the piece still goes
             log.warning("media %s: alt text refused (%s)", media_id, exc)
         return media_id
 
     def wait_for_media(self, media_id: str, timeout: float) -> None:
         def probe() -> float | None:
-            status = self.call("media status", self.api.get_media_upload_status, media_id)
-            info = getattr(status, "processing_info", None) or {}
+            info = self.media.status(media_id)
             state = info.get("state", "succeeded")
             if state == "succeeded":
                 return None
