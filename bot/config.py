@@ -24,6 +24,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = PROJECT_ROOT / "var"
 ENV_FILE_VARIABLE = "BOT_ENV_FILE"
+MIN_ADMIN_TOKEN_CHARS = 24  # `openssl rand -hex 32` gives 64
+MIN_ADMIN_TOKEN_DISTINCT = 8  # "aaaa..." is long but guessed at once
 
 
 class ConfigError(Exception):
@@ -83,6 +85,21 @@ class BotSettings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")  # the value is not echoed: it may hold credentials
         return value.rstrip("/") if value else value
+
+    @field_validator("archive_admin_token")
+    @classmethod
+    def _strong_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An operator's token long and varied enough not to be guessed, and never an example's placeholder."""
+        token = value.get_secret_value().strip() if value is not None else ""
+        if not token:
+            return None  # unset or blank: takedown off
+        if "change_me" in token.lower() or "changeme" in token.lower():
+            raise ValueError("is the example's placeholder: generate one, e.g. `openssl rand -hex 32`")
+        if len(token) < MIN_ADMIN_TOKEN_CHARS or len(set(token)) < MIN_ADMIN_TOKEN_DISTINCT:
+            raise ValueError(
+                f"is too weak: use at least {MIN_ADMIN_TOKEN_CHARS} varied characters, e.g. `openssl rand -hex 32`"
+            )  # the value is not echoed: it is a secret
+        return SecretStr(token)
 
     @model_validator(mode="after")
     def _consistent(self) -> BotSettings:

@@ -122,3 +122,33 @@ def test_the_default_worker_id_is_unique_per_process(monkeypatch):
     assert first != second and first.startswith(f"{os.uname().nodename}:{os.getpid()}:")
     monkeypatch.setenv("BOT_WORKER_ID", "worker-a")  # set explicitly (systemd, tests): stable across restarts
     assert load_settings().bot_worker_id == "worker-a"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "qz",
+        "secret",
+        "operator-s3cret-token",  # 21 characters
+        "a" * 64,  # long, but one character
+        "CHANGE_ME_admin_token",  # the Kubernetes example's placeholder
+        "CHANGE_ME_but_now_much_longer_than_24_chars",
+        "changeme-changeme-changeme",
+    ],
+)
+def test_a_weak_or_placeholder_admin_token_stops_the_bot(monkeypatch, token):
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ARCHIVE_ADMIN_TOKEN", token)
+    with pytest.raises(ConfigError, match=r"ARCHIVE_ADMIN_TOKEN: (is too weak|is the example's placeholder)") as error:
+        load_settings()
+    assert token not in str(error.value)
+
+
+@pytest.mark.parametrize("token", ["", "  ", "0123456789abcdef0123456789abcdef", "operator-s3cret-token-for-the-tests"])
+def test_a_strong_admin_token_or_none_is_taken(monkeypatch, token):
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ARCHIVE_ADMIN_TOKEN", token)
+    configured = load_settings().archive_admin_token
+    assert (configured.get_secret_value() if configured else "") == token.strip()

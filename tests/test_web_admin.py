@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import Composition, MentionRequest, make_engine, session_factory
+from bot.web.admin import GuessThrottle
 from tests.web_helpers import (
     ADMIN_TOKEN,
     default_pieces,
@@ -26,21 +27,38 @@ def archive(database_url, tmp_path, tmp_path_factory):
         yield client, pieces, database_url, tmp_path / "media"
 
 
-def test_actions_refuse_a_missing_or_wrong_token(archive):
+def test_actions_refuse_a_missing_or_wrong_token_and_throttle_the_guesses(archive):
     client, pieces, _, _ = archive
     piece_id = pieces[0].id
-    for headers in (
+    wrong = [
         {},
         {"Authorization": "Bearer wrong"},
         {"Authorization": ADMIN_TOKEN},
         {"Authorization": "Basic x"},
-    ):
-        assert client.post(f"/api/v1/admin/pieces/{piece_id}/hide", headers=headers).status_code == 401
-        assert client.delete(f"/api/v1/admin/pieces/{piece_id}", headers=headers).status_code == 401
-    wrong_case = {"Authorization": f"Bearer {ADMIN_TOKEN.upper()}"}
-    assert client.post(f"/api/v1/admin/pieces/{piece_id}/hide", headers=wrong_case).status_code == 401
+        {"Authorization": f"Bearer {ADMIN_TOKEN.upper()}"},
+    ]
     assert client.get(f"/api/v1/admin/pieces/{piece_id}/hide", headers=AUTH).status_code == 405
+    for headers in wrong:  # five wrong tokens are heard, and refused
+        assert client.post(f"/api/v1/admin/pieces/{piece_id}/hide", headers=headers).status_code == 401
+    for attempt in (*wrong, AUTH):  # then none is even checked, the right one included
+        answer = client.delete(f"/api/v1/admin/pieces/{piece_id}", headers=attempt)
+        assert answer.status_code == 429 and 0 < int(answer.headers["retry-after"]) <= 600
     assert all(visible_everywhere(client, piece_id).values())
+
+
+def test_the_throttle_counts_per_client_and_overall_and_forgets_after_its_window():
+    now = [0.0]
+    throttle = GuessThrottle(per_client=3, overall=5, window=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.wait("a") == 0
+        throttle.failed("a")
+    assert throttle.wait("a") == 60 and throttle.wait("b") == 0  # one client's guesses hold back that client
+    now[0] = 30
+    throttle.failed("b")
+    throttle.failed("c")  # five in all: everyone waits until the oldest leaves the window
+    assert throttle.wait("d") == 30 and throttle.wait("a") == 30
+    now[0] = 60
+    assert throttle.wait("a") == 0 and throttle.wait("d") == 0
 
 
 def test_no_configured_token_means_no_actions(database_url, tmp_path, tmp_path_factory):

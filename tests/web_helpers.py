@@ -21,7 +21,7 @@ from bot.migrate import upgrade
 from bot.web import create_app
 from composer.codec.events import Note
 
-ADMIN_TOKEN = "operator-s3cret-token"
+ADMIN_TOKEN = "operator-s3cret-token-for-the-tests"
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)  # stats look 30 days back
 HOSTILE_TEXT = '@band <script>alert("x")</script> "onmouseover=alert(1) x=" folk please'
 HOSTILE_NAME = '"><img src=x onerror=alert(2)>'

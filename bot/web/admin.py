@@ -1,15 +1,22 @@
 """Operators' takedown: hide a piece (reversible) or delete it with its files.
 
 Every action needs ``Authorization: Bearer <ARCHIVE_ADMIN_TOKEN>``; with no token
-configured the actions are off. Hidden pieces vanish from pages, feeds, media and the API
-because every public query filters on ``hidden``.
+configured the actions are off. Wrong tokens are throttled (``GuessThrottle``): after a few
+from one client, or many from everyone, further attempts get 429 without being checked, so
+guessing costs minutes per handful of tries. Hidden pieces vanish from pages, feeds, media
+and the API because every public query filters on ``hidden``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 
-from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from sqlalchemy import update
 
 from bot.db import Composition, MentionRequest, transaction
@@ -21,9 +28,74 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/admin", tags=["operators"])
 
 
-def operator(authorization: str | None = Header(default=None), site: Site = Depends(site_of)) -> Site:
+class GuessThrottle:
+    """Wrong operator tokens in the last ``window`` seconds: ``per_client`` from one address, ``overall`` from
+    all (guesses spread over many addresses), after which ``wait`` says how long until one more is heard."""
+
+    def __init__(
+        self,
+        per_client: int = 5,
+        overall: int = 50,
+        window: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.per_client, self.overall, self.window, self.clock = per_client, overall, window, clock
+        self._failures: dict[str, deque[float]] = {}
+        self._all: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def _expire(self, times: deque[float], now: float) -> None:
+        while times and times[0] <= now - self.window:
+            times.popleft()
+
+    def wait(self, client: str) -> float:
+        """Seconds before ``client`` may try a token again; 0 when it may now."""
+        now = self.clock()
+        with self._lock:
+            mine = self._failures.get(client, deque())
+            self._expire(mine, now)
+            self._expire(self._all, now)
+            if not mine:
+                self._failures.pop(client, None)
+            waits = [0.0]
+            if len(mine) >= self.per_client:
+                waits.append(mine[len(mine) - self.per_client] + self.window - now)
+            if len(self._all) >= self.overall:
+                waits.append(self._all[len(self._all) - self.overall] + self.window - now)
+            return max(waits)
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        with self._lock:
+            self._failures.setdefault(client, deque()).append(now)
+            self._all.append(now)
+
+
+_throttle_lock = threading.Lock()
+
+
+def throttle_of(site: Site) -> GuessThrottle:
+    """The site's throttle (one per app: its counts live in this process)."""
+    with _throttle_lock:
+        throttle = getattr(site, "_admin_throttle", None)
+        if throttle is None:
+            throttle = GuessThrottle()
+            site._admin_throttle = throttle  # type: ignore[attr-defined]
+        return throttle
+
+
+def operator(request: Request, authorization: str | None = Header(default=None), site: Site = Depends(site_of)) -> Site:
+    throttle = throttle_of(site)
+    client = request.client.host if request.client else "unknown"
+    wait = throttle.wait(client)
+    if wait > 0:  # not even checked: a right token among the guesses would otherwise tell itself apart
+        raise HTTPException(
+            429, "too many wrong operator tokens; try again later", headers={"Retry-After": str(math.ceil(wait))}
+        )
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not site.admin_allowed(token.strip()):
+        throttle.failed(client)
+        log.warning("a wrong operator token from %s", client)
         raise HTTPException(401, "a valid operator token is needed", headers={"WWW-Authenticate": "Bearer"})
     return site
 
