@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700  # as the database's (bot.db): pieces of direct messages are private
+
 
 class MediaStore:
     def __init__(self, root: Path):
@@ -29,12 +31,17 @@ class MediaStore:
         return path
 
     def write(self, piece_id: str, ext: str, data: bytes) -> str:
+        """Store ``data`` as the piece's file, readable by its owner alone (a direct message's piece is private)."""
         relative = self.relative(piece_id, ext)
         target = self.path(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, target.parent):
+            if not folder.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                folder.chmod(PRIVATE_DIR)
         part = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            part.write_bytes(data)
+            with os.fdopen(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE), "wb") as file:
+                file.write(data)
             os.replace(part, target)
         finally:
             part.unlink(missing_ok=True)

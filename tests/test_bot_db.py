@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -258,3 +259,29 @@ def test_migration_0005_adds_the_key_and_density_asked_and_keeps_older_rows(data
     upgrade(database_url)
     assert "key_followed" in columns("compositions")
     engine.dispose()
+
+
+def test_the_database_and_media_files_are_private_whatever_the_umask(tmp_path):
+    """They hold direct messages' text and pieces: readable by their owner alone (a shell's umask is 022)."""
+    from bot.media import MediaStore
+
+    previous = os.umask(0o022)
+    try:
+        url = f"sqlite:///{tmp_path / 'data' / 'bot.sqlite3'}"
+        upgrade(url)
+        engine = make_engine(url)
+        with engine.begin() as connection:  # a write: the WAL and its index appear
+            connection.exec_driver_sql("CREATE TABLE touch (x INTEGER)")
+            connection.exec_driver_sql("INSERT INTO touch VALUES (1)")
+            created = sorted((tmp_path / "data").iterdir())
+            assert [p.name for p in created] == ["bot.sqlite3", "bot.sqlite3-shm", "bot.sqlite3-wal"]
+            modes = {path: path.stat().st_mode for path in [*created, tmp_path / "data"]}
+        engine.dispose()
+        media = MediaStore(tmp_path / "var" / "media")
+        relative = media.write("6f140f98-0000-4000-8000-000000000001", "mp3", b"ID3")
+        for path in (media.path(relative), media.path(relative).parent, media.root):
+            modes[path] = path.stat().st_mode
+    finally:
+        os.umask(previous)
+    for path, mode in modes.items():
+        assert mode & 0o077 == 0, f"{path}: {oct(mode)}"
