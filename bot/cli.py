@@ -262,6 +262,7 @@ def web(
         create_app(settings),
         log_level="info" if access_log else "warning",
         access_log=access_log,
+        log_config=None,  # uvicorn's lines go through this command's logging: stderr, one format
         proxy_headers=True,
     )
     uvicorn.Server(config).run(sockets=[sock])

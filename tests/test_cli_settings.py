@@ -220,3 +220,36 @@ def test_composer_commands_writing_into_a_missing_folder_say_so_before_any_work(
     for name, args in cases.items():
         assert_one_line(run("composer", args, env, tmp_path), f"composer {name}", "missing")
     assert not (tmp_path / "missing").exists()
+
+
+def test_bot_web_says_where_it_listens_and_logs_requests_only_when_asked(tmp_path):
+    import time
+
+    import httpx
+
+    from bot.local_mastodon import free_port
+
+    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    upgrade(url)
+    env = clean_env(tmp_path, DATABASE_URL=url, ARCHIVE_BASE_URL="https://band.example")
+    for access_log in (False, True):
+        port = free_port()
+        args = [sys.executable, "-m", "bot.cli", "web", "--port", str(port)] + (["--access-log"] if access_log else [])
+        process = subprocess.Popen(args, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        try:
+            first = process.stderr.readline()
+            assert f"archive web listening on http://127.0.0.1:{port}/" in first, first
+            assert "public address https://band.example" in first
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and process.poll() is None
+                    time.sleep(0.1)
+        finally:
+            process.terminate()
+            rest = process.communicate(timeout=30)[1]
+        logged = '"GET /healthz HTTP/1.1" 200' in rest
+        assert logged == access_log, rest
