@@ -151,20 +151,11 @@ def run(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from bot.platforms.base import ConfigurationError
+    from bot.platforms.base import ConfigurationError, TransientError
     from bot.worker.health import WorkerHealth, serve
 
     _setup_logging()
     settings = _settings()
-    # Alive while a tick starts, ends or moves a job on; a job step outlasting its lease is stuck.
-    health = WorkerHealth(stale_after=settings.bot_lease_seconds + 2 * settings.bot_interval_seconds)
-    worker = build_worker(health.passed)
-    server = None
-    if metrics_port:
-        try:
-            server = serve(health, metrics_host, metrics_port)
-        except OSError as exc:
-            _fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}")
     stopping = threading.Event()
     failure: list[str] = []
 
@@ -172,8 +163,23 @@ def run(
         log.info("received %s; finishing the current tick", signal.Signals(signum).name)
         stopping.set()
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)  # from here on: a stop while starting ends before the first tick
     signal.signal(signal.SIGINT, stop)
+    # Alive while a tick starts, ends or moves a job on; a job step outlasting its lease is stuck.
+    health = WorkerHealth(stale_after=settings.bot_lease_seconds + 2 * settings.bot_interval_seconds)
+    worker = build_worker(health.passed)
+    try:  # wrong credentials end here in one line; a platform that is down now is retried each tick
+        worker.start()
+    except ConfigurationError as exc:
+        _fail(str(exc))
+    except TransientError as exc:
+        log.warning("the platform does not answer yet (%s); retrying each tick", exc)
+    server = None
+    if metrics_port:
+        try:
+            server = serve(health, metrics_host, metrics_port)
+        except OSError as exc:
+            _fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}")
     interval = worker.settings.bot_interval_seconds
     where = f"; health and metrics on http://{metrics_host}:{metrics_port}/" if server else ""
     log.info("bot running: a tick every %g s%s", interval, where)
@@ -188,6 +194,8 @@ def run(
             stopping.set()
         except SQLAlchemyError as exc:  # an outage: one line a tick; the jobs it held resume next time
             log.warning("tick failed: the database: %s", _first_line(exc))
+        except TransientError as exc:  # the platform is down: one line a tick, nothing lost
+            log.warning("tick failed: %s", exc)
         except Exception:  # one bad tick must not stop the loop; the jobs it held resume next time
             log.exception("tick failed")
         health.tick_ended(time.monotonic() - started, report)

@@ -116,3 +116,35 @@ def test_health_turns_503_once_the_loop_shows_no_progress():
         assert metric(httpx.get(base + "/metrics").text, 'bot_ticks_total{result="error"}') == 1
     finally:
         http.shutdown()
+
+
+def test_bot_run_says_in_one_line_when_the_platform_refuses_or_is_down(server, tmp_path):
+    models = make_models(tmp_path / "models", genres=("folk",))
+    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    upgrade(url)
+    refused = subprocess.run(
+        [*BOT, "run"],
+        env=bot_env(server, tmp_path, url, models, MASTODON_ACCESS_TOKEN="not-a-token"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), refused.stderr[-3000:]
+
+    down = bot_env(server, tmp_path, url, models, MASTODON_API_BASE_URL=f"http://127.0.0.1:{free_port()}")
+    process = subprocess.Popen(
+        [*BOT, "run"], env=down | {"BOT_INTERVAL_SECONDS": "0.2"}, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        seen: list[str] = []
+        while sum("tick failed" in line for line in seen) < 3:
+            line = process.stderr.readline()
+            assert line, "bot run stopped"
+            seen.append(line)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=60)[1]
+    assert process.returncode == 0
+    assert "Traceback" not in "".join(seen) + rest
+    assert all("WARNING" in line for line in seen if "tick failed" in line)
