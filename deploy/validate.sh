@@ -69,7 +69,7 @@ else
 fi
 
 # --- docker compose ----------------------------------------------------------------------------
-export BAND_ENV_FILE=.env.example   # validate against the example, never the operator's secrets
+export BAND_SETTINGS_FILE=settings.env.example   # validate against the examples, never the operator's files
 if have docker && docker compose version >/dev/null 2>&1; then
   if docker compose --env-file .env.example -f compose.yaml config -q \
      && docker compose --env-file .env.example -f compose.yaml -f compose.gpu.yaml config -q; then

@@ -216,7 +216,7 @@ def used_names() -> dict[str, set[str]]:
     def add(where: str, names) -> None:
         used.setdefault(where, set()).update(names)
 
-    for path in (DEPLOY / ".env.example", SYSTEMD / "band.env.example"):
+    for path in (DEPLOY / ".env.example", DEPLOY / "settings.env.example", SYSTEMD / "band.env.example"):
         add(path.name, env_file(path))
     for name in ("compose.yaml", "compose.gpu.yaml"):
         text = (DEPLOY / name).read_text()
@@ -352,12 +352,14 @@ def clean_env(monkeypatch):
             monkeypatch.delenv(name, raising=False)
 
 
-def test_example_settings_load(clean_env):
+def test_example_settings_load(clean_env, tmp_path):
     """The examples' values pass the bots' and the composer's own validation."""
     from bot.config import BotSettings, load_settings
     from composer.config import ComposerSettings
 
-    for path in (DEPLOY / ".env.example", SYSTEMD / "band.env.example"):
+    both = tmp_path / "compose.env"  # what a compose worker sees: the settings, and its secrets from .env
+    both.write_text((DEPLOY / "settings.env.example").read_text() + (DEPLOY / ".env.example").read_text())
+    for path in (both, SYSTEMD / "band.env.example"):
         settings = load_settings(env_file=path)  # the platform's credentials included
         assert settings.bot_platform == "mastodon" and settings.archive_base_url.startswith("https://")
     systemd = load_settings(env_file=SYSTEMD / "band.env.example")
@@ -369,14 +371,17 @@ def test_example_settings_load(clean_env):
     objects = {
         o["kind"]: o for _, o in k8s_objects() if o["metadata"]["name"] == "band-secrets" or o["kind"] == "ConfigMap"
     }
-    merged = objects["ConfigMap"]["data"] | objects["Secret"]["stringData"]
-    k8s = BotSettings(**{name.lower(): value for name, value in merged.items()})
+    secrets = objects["Secret"]["stringData"]
+    worker_env = objects["ConfigMap"]["data"] | {k: secrets[k] for k in pod_secrets("band-bot") if k in secrets}
+    k8s = BotSettings(**{name.lower(): value for name, value in worker_env.items()})
     assert k8s.missing_for_platform() == [] and k8s.resolved_database_url.startswith("postgresql+psycopg://")
+    with pytest.raises(ValueError, match="placeholder"):  # the web refuses the example's takedown token
+        BotSettings(archive_admin_token=secrets["ARCHIVE_ADMIN_TOKEN"])
 
 
 def test_secrets_are_placeholders():
     values: list[tuple[str, str, str]] = []
-    for path in (DEPLOY / ".env.example", SYSTEMD / "band.env.example"):
+    for path in (DEPLOY / ".env.example", DEPLOY / "settings.env.example", SYSTEMD / "band.env.example"):
         values += [(path.name, k, v) for k, v in env_file(path).items()]
     for name, obj in k8s_objects():
         if obj["kind"] == "Secret":
@@ -389,12 +394,54 @@ def test_secrets_are_placeholders():
             assert placeholder, f"{where}: {name} must be a placeholder (empty, CHANGE_ME... or dev-only), not a value"
     assert checked >= 6
     ignored = (DEPLOY / ".gitignore").read_text().split()
-    assert ".env" in ignored and "k8s/secret.yaml" in ignored
+    assert ".env" in ignored and "settings.env" in ignored and "k8s/secret.yaml" in ignored
+
+
+# What each service needs of the secrets (DATABASE_URL holds the database's password); nothing more.
+NEEDED_SECRETS = {
+    "migrate": {"DATABASE_URL"},
+    "bot": {"DATABASE_URL", "MASTODON_ACCESS_TOKEN", *(n for n in SECRET_NAMES if n.startswith("TWITTER_"))},
+    "web": {"DATABASE_URL", "ARCHIVE_ADMIN_TOKEN"},
+    "composer": set(),
+}
+SECRETS_AND_DATABASE = SECRET_NAMES | {"DATABASE_URL"}
+
+
+def pod_secrets(name: str) -> set[str]:
+    """The keys of band-secrets the pods of ``name`` get; every key when one takes the Secret whole."""
+    (spec,) = [s for pod, s in pod_specs() if pod == name]
+    keys: set[str] = set()
+    for c in spec["containers"] + spec.get("initContainers", []):
+        for source in c.get("envFrom", []):
+            if source.get("secretRef", {}).get("name") == "band-secrets":
+                keys |= SECRETS_AND_DATABASE
+        for e in c.get("env", []):
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref and ref["name"] == "band-secrets":
+                assert ref["key"] == e["name"], e
+                keys.add(ref["key"])
+    return keys
+
+
+def test_each_service_gets_only_the_secrets_it_needs():
+    """A service that is compromised, or that logs its environment, holds no one else's secrets."""
+    assert not SECRETS_AND_DATABASE & set(env_file(DEPLOY / "settings.env.example"))  # every container gets it
+    services = compose()["services"]
+    for name, needed in NEEDED_SECRETS.items():
+        service = services[name]
+        assert [f["path"] for f in service["env_file"]] == ["${BAND_SETTINGS_FILE:-settings.env}"], name
+        assert set(service.get("environment") or {}) & SECRETS_AND_DATABASE == needed, name
+        for secret in needed - {"DATABASE_URL"}:
+            assert service["environment"][secret] == f"${{{secret}:-}}", (name, secret)
+    assert set(services["postgres"]["environment"]) & SECRETS_AND_DATABASE == {"POSTGRES_PASSWORD"}
+    for name, needed in NEEDED_SECRETS.items():
+        assert pod_secrets(f"band-{name}") == needed, name
 
 
 def test_workers_get_unique_stable_ids():
     """Several workers must never share BOT_WORKER_ID (they would free each other's leases)."""
     assert "BOT_WORKER_ID" not in env_file(DEPLOY / ".env.example", commented=False)
+    assert "BOT_WORKER_ID" not in env_file(DEPLOY / "settings.env.example", commented=False)
     assert "BOT_WORKER_ID" not in env_file(SYSTEMD / "band.env.example", commented=False)
     bot = compose()["services"]["bot"]
     assert "BOT_WORKER_ID" in bot["command"][-1] and "HOSTNAME" in bot["command"][-1]
