@@ -58,6 +58,10 @@ class RenderError(ValueError):
     """The piece cannot be rendered: bad input, or a missing tool or SoundFont."""
 
 
+class TooQuiet(RenderError):
+    """The piece itself has nothing loud enough to render (no notes, or too few and too soft to measure)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RenderResult:
     """What was written, and how it measures (before lossy encoding)."""
@@ -123,7 +127,7 @@ def load_piece(source: str | Path | bytes | Sequence[Note]) -> list[Note]:
     else:
         notes = list(source)
     if not notes:
-        raise RenderError("the piece has no notes to render")
+        raise TooQuiet("the piece has no notes to render")
     end = max(n.end for n in notes)
     if min(n.start for n in notes) < 0 or end > MAX_SECONDS:
         raise RenderError(f"note times outside 0..{MAX_SECONDS:g} s (last note ends at {end:.0f} s)")
@@ -246,7 +250,7 @@ def master(audio: np.ndarray) -> tuple[np.ndarray, float, float]:
     ceiling = 10 ** (CEILING_DBFS / 20)
     measured = integrated_loudness(audio)
     if not np.isfinite(measured):
-        raise RenderError("the render is too quiet to measure")
+        raise TooQuiet("the render is too quiet to measure")
     gain_db = TARGET_LUFS - measured
     raw_peak_db = 20 * np.log10(true_peak(audio))
     for _ in range(2):  # limiting lowers the loudness a little: measure again and correct once

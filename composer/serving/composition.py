@@ -240,7 +240,7 @@ def check_audio_format(audio_format: str | None) -> None:
 
 def render_audio(notes: Sequence[events.Note], audio_format: str) -> tuple[bytes, str]:
     """The piece rendered by composer.audio.render, as bytes and a MIME type."""
-    from composer.audio.render import RenderError
+    from composer.audio.render import RenderError, TooQuiet
     from composer.audio.render import render_audio as render_file
 
     with tempfile.TemporaryDirectory(prefix="composer-audio-") as tmp:
@@ -248,6 +248,8 @@ def render_audio(notes: Sequence[events.Note], audio_format: str) -> tuple[bytes
             result = render_file(notes, Path(tmp) / f"piece.{audio_format}", format=audio_format)
         except ImportError as exc:  # one of the renderer's own libraries is missing
             raise CompositionRejected(f"audio rendering is not available here ({exc})", 501) from None
+        except TooQuiet as exc:  # the seed's doing, like a silent piece: another seed may not be (a 422)
+            raise SilentPiece(f"{SILENT_PIECE} (audio rendering: {exc}): ask for another seed") from None
         except RenderError as exc:
             raise CompositionError(f"audio rendering failed: {exc}") from None
         return Path(result.path).read_bytes(), AUDIO_MIME[audio_format]
