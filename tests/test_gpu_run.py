@@ -182,7 +182,7 @@ def test_the_training_path_imports_without_pretty_midi():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "refused" in done.stdout and "pretty_midi is not installed" in done.stdout
+    assert "refused" in done.stdout and "cannot be read on this machine" in done.stdout
 
 
 def test_the_gpu_run_on_the_cpu_writes_models_that_promotion_accepts(tiny, tmp_path):

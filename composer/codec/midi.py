@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import mido
 import pretty_midi
 
 from composer.codec.events import Note
@@ -35,6 +34,10 @@ def read_midi(source: str | Path | bytes, max_ticks: int | None = None) -> prett
     builds its tick-to-time table (one float per tick: a few bytes of file can ask for 80 MB).
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:  # here, not at the top: the GPU run imports this module where only a stand-in pretty_midi is
+        import mido
+    except ImportError as exc:
+        raise MidiError(f"{name}: MIDI files cannot be read on this machine ({exc})") from None
     try:
         with warnings.catch_warnings():
             # pretty_midi warns about odd but legal files (tempo events off track 0).
