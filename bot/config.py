@@ -154,9 +154,9 @@ def _secret_values(settings: BotSettings) -> set[str]:
     values = {v.get_secret_value() for v in vars(settings).values() if isinstance(v, SecretStr)}
     for url in (settings.composer_url, settings.database_url):
         match = _USERINFO.search(url or "")
-        if match:  # the password (or token) the URL carries, wherever it shows up alone
-            userinfo = match.group(0).removeprefix(match["scheme"]).removesuffix("@")
-            values.add(userinfo.split(":", 1)[1] if ":" in userinfo else userinfo)
+        userinfo = match.group(0).removeprefix(match["scheme"]).removesuffix("@") if match else ""
+        if ":" in userinfo:  # the password the URL carries, wherever it shows up alone (a user name is no secret)
+            values.add(userinfo.split(":", 1)[1])
     return {v for v in values if v}
 
 

@@ -114,6 +114,7 @@ def test_posting_with_unprocessed_media_422_is_permanent_but_5xx_and_garbage_are
             answer("POST", "/api/v1/statuses", 401, {"error": "The access token is invalid"}),
         ]
     )
+    mastodon.quick_retry_pauses = ()  # each answer classified alone (the quick retries: the next test)
     kwargs = {"visibility": "public", "idempotency_key": "k"}
     with pytest.raises(TransientError):
         mastodon.reply("1", "hi", **kwargs)
@@ -125,6 +126,19 @@ def test_posting_with_unprocessed_media_422_is_permanent_but_5xx_and_garbage_are
         mastodon.reply("1", "hi", **kwargs)
     with pytest.raises(ConfigurationError):
         mastodon.reply("1", "hi", **kwargs)
+
+
+def test_a_5xx_or_garbage_is_tried_again_at_once_with_the_same_idempotency_key():
+    mastodon, adapter = platform(
+        [
+            answer("POST", "/api/v1/statuses", 503, {"error": "unavailable"}),
+            answer("POST", "/api/v1/statuses", 200, '{"id": "12'),
+            answer("POST", "/api/v1/statuses", 200, {"id": "77", "url": "https://s/77"}),
+        ]
+    )
+    mastodon.quick_retry_pauses = (0.0, 0.0)
+    assert mastodon.reply("1", "hi", visibility="public", idempotency_key="k").id == "77"
+    assert [r.headers["Idempotency-Key"] for r in adapter.seen] == ["k", "k", "k"]
 
 
 def test_reply_sends_the_idempotency_key_and_thread():
