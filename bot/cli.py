@@ -13,7 +13,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -79,7 +78,9 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def build_worker(checkpoint: Callable[[str], None] | None = None) -> Worker:
+def build_worker(
+    checkpoint: Callable[[str], None] | None = None, stage: Callable[[str, float], None] | None = None
+) -> Worker:
     """The worker of `bot once` and `bot run`, from the settings; ``checkpoint`` is Worker's hook (the crash tests')."""
     from bot.db import session_factory
     from bot.platforms import platform_from_settings
@@ -92,7 +93,7 @@ def build_worker(checkpoint: Callable[[str], None] | None = None) -> Worker:
     if settings.composer_url:
         env["COMPOSER_URL"] = settings.composer_url
     platform, composer = platform_from_settings(settings), composer_client_from_env(env)
-    return Worker(settings, platform, composer, session_factory(engine), checkpoint=checkpoint)
+    return Worker(settings, platform, composer, session_factory(engine), checkpoint=checkpoint, stage=stage)
 
 
 @app.command()
@@ -144,30 +145,31 @@ def run(
     ),
     metrics_host: str = typer.Option("0.0.0.0", help="Address for --metrics-port."),
 ) -> None:
-    """Run a tick every BOT_INTERVAL_SECONDS until SIGTERM or Ctrl-C, finishing the tick in progress.
+    """Answer mentions as the stream brings them (Mastodon), polling every BOT_INTERVAL_SECONDS as catch-up
+    (every BOT_CATCHUP_SECONDS while the stream is up), until SIGTERM or Ctrl-C, finishing the tick in progress.
 
     A tick longer than the interval is followed by the next one at once (no overlap, no
     warning); an idle tick logs nothing at INFO.
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     from bot.platforms.base import ConfigurationError, TransientError
+    from bot.stream import MentionStream
     from bot.worker.health import WorkerHealth, serve
+    from bot.worker.loop import run_loop
 
     _setup_logging()
     settings = _settings()
-    stopping = threading.Event()
-    failure: list[str] = []
+    stopping, wake = threading.Event(), threading.Event()
 
     def stop(signum: int, _frame: object) -> None:
         log.info("received %s; finishing the current tick", signal.Signals(signum).name)
         stopping.set()
+        wake.set()
 
     signal.signal(signal.SIGTERM, stop)  # from here on: a stop while starting ends before the first tick
     signal.signal(signal.SIGINT, stop)
     # Alive while a tick starts, ends or moves a job on; a job step outlasting its lease is stuck.
-    health = WorkerHealth(stale_after=settings.bot_lease_seconds + 2 * settings.bot_interval_seconds)
-    worker = build_worker(health.passed)
+    health = WorkerHealth(stale_after=settings.bot_lease_seconds + 2 * settings.poll_seconds)
+    worker = build_worker(health.passed, health.stage)
     try:  # wrong credentials end here in one line; a platform that is down now is retried each tick
         worker.start()
     except ConfigurationError as exc:
@@ -180,31 +182,19 @@ def run(
             server = serve(health, metrics_host, metrics_port)
         except OSError as exc:
             _fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}")
-    interval = worker.settings.bot_interval_seconds
+    listen = getattr(worker.platform, "listen", None) if settings.bot_stream else None
+    stream = MentionStream(listen, wake, on_state=health.stream_changed).start() if listen else None
     where = f"; health and metrics on http://{metrics_host}:{metrics_port}/" if server else ""
-    log.info("bot running: a tick every %g s%s", interval, where)
-    while not stopping.is_set():
-        started = time.monotonic()
-        health.tick_started()
-        report = None
-        try:
-            report = worker.tick()
-        except ConfigurationError as exc:
-            failure.append(str(exc))
-            stopping.set()
-        except SQLAlchemyError as exc:  # an outage: one line a tick; the jobs it held resume next time
-            log.warning("tick failed: the database: %s", _first_line(exc))
-        except TransientError as exc:  # the platform is down: one line a tick, nothing lost
-            log.warning("tick failed: %s", exc)
-        except Exception:  # one bad tick must not stop the loop; the jobs it held resume next time
-            log.exception("tick failed")
-        health.tick_ended(time.monotonic() - started, report)
-        stopping.wait(max(0.0, interval - (time.monotonic() - started)))
+    how = "mentions by stream, " if stream else ""
+    log.info("bot running: %spolling every %g s%s", how, settings.poll_seconds, where)
+    failure = run_loop(worker, health, stopping, wake, stream)
+    if stream is not None:
+        stream.stop()
     if server is not None:
         server.shutdown()
     log.info("bot stopped")
     if failure:
-        _fail(failure[0])
+        _fail(failure)
 
 
 @app.command()

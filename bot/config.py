@@ -26,6 +26,7 @@ DEFAULT_DATA_DIR = PROJECT_ROOT / "var"
 ENV_FILE_VARIABLE = "BOT_ENV_FILE"
 MIN_ADMIN_TOKEN_CHARS = 24  # `openssl rand -hex 32` gives 64
 MIN_ADMIN_TOKEN_DISTINCT = 8  # "aaaa..." is long but guessed at once
+POLL_SECONDS = {"mastodon": 30.0, "twitter": 90.0}  # default polling interval per platform (see poll_seconds)
 
 
 class ConfigError(Exception):
@@ -41,6 +42,9 @@ class BotSettings(BaseSettings):
 
     mastodon_api_base_url: str | None = None
     mastodon_access_token: SecretStr | None = None
+    mastodon_streaming_url: str | None = Field(
+        default=None, description="streaming server origin; default: the one the instance advertises"
+    )
 
     twitter_api_key: SecretStr | None = None
     twitter_api_secret: SecretStr | None = None
@@ -56,7 +60,13 @@ class BotSettings(BaseSettings):
     archive_admin_token: SecretStr | None = Field(default=None, description="operators' token to hide or delete pieces")
 
     bot_worker_id: str = Field(default_factory=lambda: default_worker_id(), min_length=1, max_length=128)
-    bot_interval_seconds: float = Field(default=30.0, gt=0)
+    bot_interval_seconds: float | None = Field(
+        default=None, gt=0, description="polling interval; default 30 s on Mastodon, 90 s on X (its rate limit)"
+    )
+    bot_stream: bool = Field(default=True, description="listen to the platform's stream where it has one (Mastodon)")
+    bot_catchup_seconds: float = Field(
+        default=300.0, gt=0, description="polling interval while the stream is up: a safety net, not the way in"
+    )
     bot_lookback_seconds: float = Field(default=3600.0, ge=0)
     bot_per_account_per_hour: int = Field(default=3, ge=0)
     bot_global_per_hour: int = Field(default=60, ge=0)
@@ -74,12 +84,12 @@ class BotSettings(BaseSettings):
     bot_request_timeout_seconds: float = Field(default=60.0, gt=0)
     bot_reply_limit_chars: int = Field(default=500, ge=100)
 
-    @field_validator("mastodon_api_base_url", "composer_url", "database_url", mode="before")
+    @field_validator("mastodon_api_base_url", "mastodon_streaming_url", "composer_url", "database_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("mastodon_api_base_url", "composer_url", "archive_base_url")
+    @field_validator("mastodon_api_base_url", "mastodon_streaming_url", "composer_url", "archive_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -106,6 +116,14 @@ class BotSettings(BaseSettings):
         if not self.bot_min_seconds <= self.bot_default_seconds <= self.bot_max_seconds:
             raise ValueError("need BOT_MIN_SECONDS <= BOT_DEFAULT_SECONDS <= BOT_MAX_SECONDS")
         return self
+
+    @property
+    def poll_seconds(self) -> float:
+        """How often to poll for mentions without a stream: X's Basic tier allows 10 mention reads
+        per 15 minutes per user (one each 90 s); Mastodon 300 requests per 5 minutes."""
+        if self.bot_interval_seconds is not None:
+            return self.bot_interval_seconds
+        return POLL_SECONDS[self.bot_platform]
 
     @property
     def resolved_database_url(self) -> str:

@@ -159,6 +159,8 @@ class MentionRequest(Base):
     uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     replied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # seconds each stage of the reply took (notice, parse, compose, render, upload, media, post): 0006
+    stage_seconds: Mapped[dict | None] = mapped_column(JSON)
 
     composition: Mapped[Composition | None] = relationship(foreign_keys=[composition_id])
 

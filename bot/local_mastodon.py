@@ -46,13 +46,16 @@ class MockMastodon:
         accounts: Sequence[tuple[str, str, str, bool]] = (),
         port: int | None = None,
         persistent: bool = False,
+        streaming: bool = True,
     ):
         """``persistent`` keeps the server's state in ``workdir`` across restarts (the demo's);
-        a persistent server needs a fixed ``port``, since its stored URLs carry it."""
+        a persistent server needs a fixed ``port``, since its stored URLs carry it. ``streaming``
+        False: a server with its streaming API switched off (404, none advertised)."""
         self.workdir = workdir
         self.accounts = list(accounts) or ACCOUNTS
         self.port = port or free_port()
         self.persistent = persistent
+        self.streaming = streaming
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
@@ -64,6 +67,9 @@ class MockMastodon:
             f"media_storage_path = {_toml_string(str(self.workdir / 'media'))}",
             "[database]",
             f"path = {_toml_string(str(self.workdir / 'mastodon.sqlite3') if self.persistent else ':memory:')}",
+            "[streaming]",
+            f"enabled = {'true' if self.streaming else 'false'}",
+            "heartbeat_seconds = 5.0",
         ]
         for name, display, note, bot in self.accounts:
             lines += [
@@ -148,8 +154,10 @@ class MockMastodon:
 
 
 @contextmanager
-def mock_mastodon(workdir: Path, accounts: Sequence[tuple[str, str, str, bool]] = ()) -> Iterator[MockMastodon]:
-    server = MockMastodon(workdir, accounts).start()
+def mock_mastodon(
+    workdir: Path, accounts: Sequence[tuple[str, str, str, bool]] = (), streaming: bool = True
+) -> Iterator[MockMastodon]:
+    server = MockMastodon(workdir, accounts, streaming=streaming).start()
     try:
         yield server
     finally:

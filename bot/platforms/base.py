@@ -57,6 +57,10 @@ class ConfigurationError(PlatformError):
     """The platform refuses our credentials: no retry can help, the operator must act."""
 
 
+class StreamingOff(PlatformError):
+    """The server has no streaming API (switched off, or none advertised): the bot polls instead."""
+
+
 def wait_or_raise(what: str, wait: float, limit: float, reason: str = "rate limited") -> None:
     """Sleep ``wait`` seconds for a rate limit's reset when that is at most ``limit``, else raise RateLimited.
 
@@ -69,21 +73,27 @@ def wait_or_raise(what: str, wait: float, limit: float, reason: str = "rate limi
     time.sleep(wait)
 
 
-def poll_until(what: str, probe: Callable[[], float | None], timeout: float, interval: float) -> None:
+def poll_until(
+    what: str, probe: Callable[[], float | None], timeout: float, interval: float, ramp: float = 1.0
+) -> None:
     """Ask ``probe`` until it answers None (ready); TransientError (retry in 30 s) once ``timeout`` has passed.
 
     Any other answer is how many ``interval``s to wait before asking again (1.0 for a
     steady poll; a platform's own hint, such as X's ``check_after_secs``, otherwise).
-    Errors ``probe`` raises pass through.
+    With ``ramp`` < 1 the first waits are that fraction of it, doubling up to the whole:
+    a short clip is often ready within a fraction of a second, and a fixed second's
+    sleep would be most of its wait. Errors ``probe`` raises pass through.
     """
     deadline = time.monotonic() + timeout
+    scale = ramp
     while True:
         again = probe()
         if again is None:
             return
         if time.monotonic() >= deadline:
             raise TransientError(f"{what} still processing after {timeout:.0f} s", retry_after=30)
-        time.sleep(again * interval)
+        time.sleep(again * interval * scale)
+        scale = min(1.0, scale * 2)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ the reset instead of a worker sleeping for minutes.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
-from mastodon import Mastodon
+from mastodon import Mastodon, StreamListener
 from mastodon.errors import (
     MastodonAPIError,
     MastodonError,
@@ -37,6 +38,7 @@ from bot.platforms.base import (
     PermanentError,
     Posted,
     RateLimited,
+    StreamingOff,
     TransientError,
     id_key,
     poll_until,
@@ -49,6 +51,9 @@ T = TypeVar("T")
 PAGE = 40  # Mastodon's largest notification page
 RETRYABLE_4XX = {408, 409, 425}
 QUICK_RETRY_PAUSES = (0.5, 2.0)  # seconds before the second and third try of a call the server fumbled
+STREAM_PATH = "/api/v1/streaming/user/notification"  # notifications only: the home timeline is not our business
+STREAM_READ_TIMEOUT = 90.0  # servers send a heartbeat every ~15 s: 90 s of silence is a dead link
+MEDIA_POLL_RAMP = 0.1  # the first media status check after 0.1 s, doubling to poll_interval: no fixed second's sleep
 
 
 class MastodonPlatform:
@@ -61,13 +66,16 @@ class MastodonPlatform:
         max_rate_limit_wait: float = 60.0,
         poll_interval: float = 1.0,
         max_chars: int = 500,
+        streaming_url: str | None = None,
     ):
         self.api = api
+        self.streaming_url = streaming_url  # overrides the one the server advertises
         self.max_rate_limit_wait = max_rate_limit_wait
         self.poll_interval = poll_interval
         self.max_chars = max_chars
         self.quick_retry_pauses: tuple[float, ...] = QUICK_RETRY_PAUSES
         self.me: Identity | None = None
+        self._ready_media: set[str] = set()  # uploads whose answer already had a URL: nothing to wait for
 
     @classmethod
     def from_settings(cls, settings: BotSettings, session: requests.Session | None = None) -> MastodonPlatform:
@@ -80,7 +88,12 @@ class MastodonPlatform:
             session=session,
             user_agent="band-bot (Mastodon.py)",
         )
-        return cls(api, settings.bot_max_rate_limit_wait_seconds, max_chars=settings.bot_reply_limit_chars)
+        return cls(
+            api,
+            settings.bot_max_rate_limit_wait_seconds,
+            max_chars=settings.bot_reply_limit_chars,
+            streaming_url=settings.mastodon_streaming_url,
+        )
 
     # --- calls -----------------------------------------------------------------
 
@@ -225,16 +238,75 @@ class MastodonPlatform:
         if media.thumbnail is not None:
             kwargs |= {"thumbnail": str(media.thumbnail), "thumbnail_mime_type": "image/png"}
         attachment = self.call("upload media", self.api.media_post, str(media.path), **kwargs)
+        if attachment.get("url"):  # processed already (200, not 202)
+            self._ready_media.add(str(attachment["id"]))
         return str(attachment["id"])
 
     def wait_for_media(self, media_id: str, timeout: float) -> None:
-        """Poll GET /api/v1/media/:id (206 while processing) until the attachment has a URL."""
+        """Poll GET /api/v1/media/:id (206 while processing) until the attachment has a URL, first after a
+        tenth of ``poll_interval``, then doubling; an upload answered with its URL needs no poll at all."""
+        if media_id in self._ready_media:
+            self._ready_media.discard(media_id)
+            return
 
         def probe() -> float | None:
             attachment = self.call("media status", self.api.media, media_id)
             return None if attachment.get("url") else 1.0
 
-        poll_until(f"media {media_id}", probe, timeout, self.poll_interval)
+        poll_until(f"media {media_id}", probe, timeout, self.poll_interval, ramp=MEDIA_POLL_RAMP)
+
+    # --- the stream --------------------------------------------------------------
+
+    def stream_base(self) -> str:
+        """The streaming server's http(s) origin: the setting, else what the instance advertises;
+        StreamingOff when it advertises none (streaming switched off)."""
+        if self.streaming_url:
+            return self.streaming_url.rstrip("/")
+        instance = self.call("instance", self.api.instance)
+        # v1 names it urls.streaming_api; v2 (what Mastodon.py fetches from a 4.x server) configuration.urls.streaming
+        advertised = (instance.get("urls") or {}).get("streaming_api") or (
+            (instance.get("configuration") or {}).get("urls") or {}
+        ).get("streaming")
+        if not advertised:
+            raise StreamingOff("the instance advertises no streaming API")
+        scheme, _, rest = str(advertised).partition("://")
+        return {"wss": "https", "ws": "http"}.get(scheme, scheme) + "://" + rest.rstrip("/")
+
+    def listen(
+        self, on_mention: Callable[[Mention], None], on_connected: Callable[[], None], stop: threading.Event
+    ) -> None:
+        """Listen to the notification stream until it ends: each mention to ``on_mention`` as it arrives.
+
+        Parsing is Mastodon.py's (StreamListener): an event is dispatched only once its blank
+        line has arrived, so a stream cut mid-event loses that event here, never half of it
+        (the catch-up poll after the reconnect finds it). 404: StreamingOff; 401/403:
+        ConfigurationError; anything else that ends the stream is raised as it is.
+        """
+        url = self.stream_base() + STREAM_PATH
+        headers = {"Authorization": f"Bearer {self.api.access_token}", "User-Agent": "band-bot (stream)"}
+        with requests.Session() as session:
+            response = session.get(url, headers=headers, stream=True, timeout=(10.0, STREAM_READ_TIMEOUT))
+            done = threading.Event()
+
+            def close_on_stop() -> None:  # a read blocks up to STREAM_READ_TIMEOUT: closing ends it now
+                while not done.wait(0.5):
+                    if stop.is_set():
+                        response.close()
+                        return
+
+            threading.Thread(target=close_on_stop, name="bot-stream-stop", daemon=True).start()
+            try:
+                if response.status_code == 404:
+                    raise StreamingOff(f"{STREAM_PATH} answered 404")
+                if response.status_code in (401, 403):
+                    raise ConfigurationError(f"the stream refused the access token ({response.status_code})")
+                if response.status_code != 200:
+                    raise TransientError(f"the stream answered HTTP {response.status_code}")
+                on_connected()
+                _MentionListener(on_mention).handle_stream(response)
+            finally:
+                done.set()
+                response.close()
 
     def find_reply(self, mention: Mention | str, me: Identity) -> Posted | None:
         status_id = mention.id if isinstance(mention, Mention) else mention
@@ -270,6 +342,20 @@ class MastodonPlatform:
             idempotency_key=idempotency_key,
         )
         return Posted(str(status["id"]), status.get("url") or status.get("uri"))
+
+
+class _MentionListener(StreamListener):
+    """Passes the stream's mention notifications on as ``Mention``s; every other event is ignored."""
+
+    def __init__(self, on_mention: Callable[[Mention], None]):
+        self.on_mention = on_mention
+
+    def on_notification(self, notification: Any) -> None:
+        if notification.get("type") == "mention" and notification.get("status"):
+            self.on_mention(to_mention(notification))
+
+    def on_unknown_event(self, name: str, unknown_event: Any = None) -> None:
+        pass
 
 
 def _status(exc: MastodonError) -> int | None:

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.config import BotSettings
-from bot.db import reset_own_leases, utcnow
+from bot.db import MentionRequest, reset_own_leases, utcnow
 from bot.media import MediaStore
 from bot.platforms.base import Identity, Platform
 from bot.request_text import Limits
@@ -53,10 +53,12 @@ class WorkerBase:
         sessions: sessionmaker[Session],
         clock: Callable[[], datetime] = utcnow,
         checkpoint: Callable[[str], None] | None = None,
+        stage: Callable[[str, float], None] | None = None,
     ):
         self.settings, self.platform, self.composer, self.sessions = settings, platform, composer, sessions
         self.clock = clock
         self.checkpoint = checkpoint  # called with each checkpoint's name as it is passed (the crash tests kill here)
+        self.stage = stage  # told each stage's seconds as it ends (the Prometheus histogram)
         self.media = MediaStore(settings.resolved_media_dir)
         self.limits = Limits(settings.bot_min_seconds, settings.bot_max_seconds, settings.bot_default_seconds)
         self.me: Identity | None = None
@@ -70,6 +72,13 @@ class WorkerBase:
             if freed:
                 log.info("resuming %d job(s) this worker held when it stopped", freed)
         return self.me
+
+    def timed(self, job: MentionRequest, stage: str, seconds: float) -> dict[str, float]:
+        """``job``'s stage timings with ``stage`` added (a new dict: the JSON column sees the change), told to
+        the ``stage`` hook; a stage run again (a retry) counts its last run."""
+        if self.stage is not None:
+            self.stage(stage, seconds)
+        return {**(job.stage_seconds or {}), stage: round(seconds, 3)}
 
     def passed(self, checkpoint: str) -> None:
         """Tell the injected hook that the job just passed ``checkpoint`` ("composed", ..., "posted", "replied")."""

@@ -21,6 +21,9 @@ from bot.worker.base import TickReport
 
 TICK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 OUTCOMES = ("fetched", "stored", "replied", "failed", "skipped", "retried", "deferred")
+STAGES = ("notice", "parse", "compose", "render", "upload", "media", "post")  # the reply's stages, in order
+STAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300)
+STREAM_STATES = ("connecting", "up", "down", "off", "stopped")
 
 
 class WorkerHealth:
@@ -43,6 +46,22 @@ class WorkerHealth:
         self.checkpoints = Counter("bot_job_steps", "Job steps passed, by checkpoint", ["step"], registry=r)
         self.last_tick = Gauge("bot_last_tick_end_timestamp_seconds", "Unix time the last tick ended", registry=r)
         self.in_tick = Gauge("bot_tick_in_progress", "1 while a tick runs", registry=r)
+        self.stages = Histogram(
+            "bot_stage_seconds",
+            "Seconds each stage of a reply took: notice (mention to stored), parse, compose, render, upload, "
+            "media (the server processing the upload), post",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.stream_up = Gauge("bot_stream_up", "1 while the mention stream is connected; 0 while polling", registry=r)
+        self.stream_state = Gauge(
+            "bot_stream_state", "The mention stream's state (1 for the current one)", ["state"], registry=r
+        )
+        self.stream_connects = Counter("bot_stream_connects", "Times the mention stream (re)connected", registry=r)
+        for stage in STAGES:
+            self.stages.labels(stage)
+        self.stream: str = "polling"  # no stream: BOT_STREAM off, or a platform without one (X)
         for result in ("ok", "error"):
             self.ticks.labels(result)
         for outcome in OUTCOMES:
@@ -74,11 +93,28 @@ class WorkerHealth:
         self.checkpoints.labels(checkpoint).inc()
         self._alive()
 
+    def stage(self, stage: str, seconds: float) -> None:
+        """The worker's stage hook: one stage of a reply took ``seconds``."""
+        self.stages.labels(stage).observe(seconds)
+
+    def stream_changed(self, state: str) -> None:
+        """The mention stream's hook: its new state (a stream that is down is not unhealthy: polling goes on)."""
+        self.stream = str(state)
+        self.stream_up.set(1 if self.stream == "up" else 0)
+        for known in STREAM_STATES:
+            self.stream_state.labels(known).set(1 if known == self.stream else 0)
+        if self.stream == "up":
+            self.stream_connects.inc()
+
     def status(self) -> tuple[bool, dict[str, object]]:
         with self._lock:
             quiet = self.clock() - self._progress
         healthy = quiet <= self.stale_after
-        return healthy, {"status": "ok" if healthy else "stalled", "seconds_since_progress": round(quiet, 1)}
+        return healthy, {
+            "status": "ok" if healthy else "stalled",
+            "seconds_since_progress": round(quiet, 1),
+            "stream": self.stream,
+        }
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import zlib
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -54,7 +56,7 @@ class Intake(WorkerBase):
         last_id = self.read_cursor(me)
         not_before = self.clock() - timedelta(seconds=self.settings.bot_lookback_seconds)
         mentions, new_cursor = self.platform.fetch_mentions(last_id, not_before)
-        report.fetched = len(mentions)
+        report.fetched += len(mentions)
         if mentions:
             # Asked once, before any mention is stored: a composer outage (ComposerUnavailable) ends
             # the reading here, the cursor stays, and the same mentions are read again next tick.
@@ -62,6 +64,17 @@ class Intake(WorkerBase):
         for mention in mentions:
             self.store_mention(mention, me, report)
         self.save_cursor(me, new_cursor)
+
+    def take(self, mentions: Sequence[Mention], report: TickReport) -> None:
+        """Mentions the stream delivered, stored like polled ones (once: the unique key); the cursor stays
+        where polling left it, so the next poll reads them again and finds them stored."""
+        if not mentions:
+            return
+        me = self.start()
+        report.fetched += len(mentions)
+        self.served_genres()  # a composer outage: raised before any is stored; the catch-up poll reads them again
+        for mention in mentions:
+            self.store_mention(mention, me, report)
 
     def read_cursor(self, me: Identity) -> str | None:
         with self.sessions() as session:
@@ -74,8 +87,17 @@ class Intake(WorkerBase):
             with transaction(self.sessions) as session:
                 if self.stored(session, mention.id):
                     return
-                session.add(self.new_job_or_failed(session, mention, me))
+                started = time.perf_counter()
+                job = self.new_job_or_failed(session, mention, me)
+                job.stage_seconds = {
+                    "notice": round(max(0.0, (job.received_at - job.mentioned_at).total_seconds()), 3),
+                    "parse": round(time.perf_counter() - started, 4),
+                }
+                session.add(job)
             report.stored += 1
+            if self.stage is not None:  # told once the row is ours: a mention another worker stored is not counted
+                for stage, seconds in job.stage_seconds.items():
+                    self.stage(stage, seconds)
         except OperationalError:  # the database itself is unreachable or busy: read these again next tick
             raise
         except SQLAlchemyError as exc:

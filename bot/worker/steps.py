@@ -106,6 +106,9 @@ class Steps(LeaseGuard):
         if piece.audio is None:
             raise CompositionError("the composer sent the piece without its audio")
         composition = self.file_piece(job, piece, parent.id if parent else None, elapsed, asked)
+        # the composer renders the audio in the same pass; where it says how long that took, that is "render"
+        rendered = getattr(piece, "render_seconds", None) or 0.0
+        timings = self.timed(job, "compose", max(0.0, elapsed - rendered))
         try:
             self.save(
                 job,
@@ -115,6 +118,7 @@ class Steps(LeaseGuard):
                 seed=piece.seed,
                 state=State.COMPOSED,
                 composed_at=self.clock(),
+                stage_seconds=timings | {"render_audio": round(rendered, 3)} if rendered else timings,
             )
         except LeaseLost:  # the row went to another worker and ours was rolled back: its files belong to no row
             self.media.remove(composition.midi_path, composition.audio_path, composition.pianoroll_path)
@@ -225,13 +229,17 @@ class Steps(LeaseGuard):
 
     def render(self, job: MentionRequest) -> None:
         """The alt text, from the summary the composer sent with the piece (its audio and picture are filed)."""
+        started = time.perf_counter()
         piece = self.composition(job)
         if piece.summary is not None:
             summary = MusicSummary.from_dict(piece.summary)
             piece.description = describe(summary, piece.genre, piece.duration, piece.asked_key)
         else:  # composed by a bot version that made the description itself, and died before it did
             piece.description = f"A {piece.genre} piano piece composed by a neural network."
-        self.save(job, "rendered", _add=[piece], state=State.RENDERED, rendered_at=self.clock())
+        # the audio was rendered with the piece (render_audio, when the composer says); this is the alt text
+        render = time.perf_counter() - started + float((job.stage_seconds or {}).get("render_audio", 0.0))
+        timings = self.timed(job, "render", render)
+        self.save(job, "rendered", _add=[piece], state=State.RENDERED, rendered_at=self.clock(), stage_seconds=timings)
 
     def upload(self, job: MentionRequest) -> None:
         piece = self.composition(job)
@@ -244,11 +252,15 @@ class Steps(LeaseGuard):
                 description=piece.description or f"A {piece.genre} piano piece.",
                 thumbnail=self.media.path(piece.pianoroll_path) if piece.pianoroll_path else None,
             )
+            started = time.perf_counter()
             media_id = self.platform.upload(media)
-            self.save(job, "media-posted", media_id=media_id)
+            timings = self.timed(job, "upload", time.perf_counter() - started)
+            self.save(job, "media-posted", media_id=media_id, stage_seconds=timings)
+        started = time.perf_counter()
         with self.heartbeat(job):
             self.platform.wait_for_media(job.media_id, self.settings.bot_media_timeout_seconds)
-        self.save(job, "uploaded", state=State.UPLOADED, uploaded_at=self.clock())
+        timings = self.timed(job, "media", time.perf_counter() - started)
+        self.save(job, "uploaded", state=State.UPLOADED, uploaded_at=self.clock(), stage_seconds=timings)
 
     # --- reply: uploaded (or a text's received) -> replied ----------------------------
 
@@ -257,12 +269,23 @@ class Steps(LeaseGuard):
         me = self.start()
         self.reload(job)  # the row, not our memory of it, says whether a reply may already be out
         posted = self.earlier_reply(job, me)
+        timings = job.stage_seconds
         if posted is None:
             self.save(job, None, reply_started_at=self.clock())
+            started = time.perf_counter()
             posted = self.post_reply(job)
+            timings = self.timed(job, "post", time.perf_counter() - started)
             self.passed("posted")
         final = State.FAILED if job.kind == Kind.SORRY else State.REPLIED
-        self.save(job, "replied", state=final, reply_id=posted.id, reply_url=posted.url, replied_at=self.clock())
+        self.save(
+            job,
+            "replied",
+            state=final,
+            reply_id=posted.id,
+            reply_url=posted.url,
+            replied_at=self.clock(),
+            stage_seconds=timings,
+        )
 
     def earlier_reply(self, job: MentionRequest, me: Identity) -> Posted | None:
         """Our reply from an earlier try that may have posted before it died; None if none is found."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from sqlalchemy.exc import OperationalError
 
 from bot.db import MentionRequest, claim_next
-from bot.platforms.base import ConfigurationError, TransientError
+from bot.platforms.base import ConfigurationError, Mention, TransientError
 from bot.worker.base import TickReport, log
 from bot.worker.failures import FailurePolicy
 from bot.worker.intake import Intake
@@ -21,21 +22,24 @@ from composer.contract import ComposerUnavailable
 class Worker(Intake, Steps, FailurePolicy, MediaSweep, LeaseGuard):
     """Intake, the steps, the failure policy, the media sweep and lease-guarded saving, joined; ``tick()`` runs them."""
 
-    def tick(self) -> TickReport:
-        """Fetch, store, then advance every due job once."""
+    def tick(self, poll: bool = True, mentions: Sequence[Mention] = ()) -> TickReport:
+        """Store ``mentions`` (the stream's), fetch new ones when ``poll``, then advance every due job once."""
         report = TickReport()
         self.start()
         self._genres = None
-        self.read_mentions(report)
+        if mentions:
+            self.read_mentions(report, lambda: self.take(mentions, report))
+        if poll:
+            self.read_mentions(report, lambda: self.ingest(report))
         self.advance_due(report)
         self.sweep_if_due()
         log.log(logging.INFO if report.busy else logging.DEBUG, "tick: %s", report)
         return report
 
-    def read_mentions(self, report: TickReport) -> None:
-        """``ingest``; a failure to read is logged, and the jobs already stored still run."""
+    def read_mentions(self, report: TickReport, read: Callable[[], None] | None = None) -> None:
+        """``read`` (default ``ingest``); a failure to read is logged, and the jobs already stored still run."""
         try:
-            self.ingest(report)
+            (read or (lambda: self.ingest(report)))()
         except ConfigurationError:
             raise
         except (TransientError, ComposerUnavailable, OperationalError) as exc:
