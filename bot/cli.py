@@ -229,6 +229,24 @@ def bench(
     run_bench(mentions, accounts, counts, seconds, postgres, models_dir)
 
 
+@app.command("bench-latency")
+def bench_latency(
+    mentions: int = typer.Option(12, min=2, help="single mentions, one after another's reply"),
+    seconds: float = typer.Option(30.0, min=1, help="length of each piece"),
+    mean_gap: float = typer.Option(8.0, min=0, help="mean seconds between a reply and the next mention (random)"),
+    stream: bool = typer.Option(True, "--stream/--polling", help="the mock's streaming on, or off (polling)"),
+    seed: int = typer.Option(0, help="seed of the gaps"),
+    models_dir: Path = typer.Option(None, help="models to compose with (default: COMPOSER_MODELS_DIR)"),
+) -> None:
+    """`bot run` on its default settings against a local mastodon_mock: p50/p95 mention -> reply for single
+    mentions at uneven moments, and each stage's p50/p95 (notice, parse, compose, render, upload, media, post)."""
+    from benchmarks.latency import run as run_bench
+
+    if models_dir is not None and not models_dir.is_dir():
+        _fail(f"--models-dir: no such folder {str(models_dir)!r}")
+    run_bench(mentions, seconds, mean_gap, stream, seed, models_dir)
+
+
 @app.command()
 def web(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),

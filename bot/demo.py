@@ -76,7 +76,8 @@ class Demo:
     data_dir: Path
     mastodon_port: int = 3000
     web_port: int = 8080
-    interval_seconds: float = 2.0
+    # the bot hears mentions through the server's stream, as in production: polling is only its catch-up
+    interval_seconds: float | None = None
     say: Callable[..., None] = print
     stopping: threading.Event = field(default_factory=threading.Event)
     children: list[Child] = field(default_factory=list)
@@ -98,11 +99,14 @@ class Demo:
             DATABASE_URL=f"sqlite:///{self.data_dir / 'bot.sqlite3'}",
             MEDIA_DIR=str(self.data_dir / "media"),
             ARCHIVE_BASE_URL=self.archive_url,
-            BOT_INTERVAL_SECONDS=str(self.interval_seconds),
             BOT_WORKER_ID="demo-worker",
             BOT_PER_ACCOUNT_PER_HOUR=env.get("BOT_PER_ACCOUNT_PER_HOUR", "20"),
             PYTHONUNBUFFERED="1",
         )
+        env.pop("BOT_INTERVAL_SECONDS", None)
+        env.pop("BOT_STREAM", None)
+        if self.interval_seconds is not None:
+            env["BOT_INTERVAL_SECONDS"] = str(self.interval_seconds)
         return env
 
     # -- starting and stopping -------------------------------------------------------------

@@ -150,6 +150,7 @@ def test_every_bot_command_has_a_broken_settings_case_and_answers_it_in_one_line
         ),
         "bench": (["bench", "--postgres", "postgres://band@127.0.0.1/band", "--mentions", "1"], {}, "psycopg"),
         "bench-web": (["bench-web", "--database", UNREACHABLE, "--rows", "1"], {}, "cannot reach"),
+        "bench-latency": (["bench-latency", "--models-dir", str(tmp_path / "none")], {}, "no such folder"),
         "web": (["web", "--port", taken], {"DATABASE_URL": f"sqlite:///{tmp_path / 'w.sqlite3'}"}, "cannot listen"),
         "once": (["once"], {"MASTODON_ACCESS_TOKEN": ""}, "MASTODON_ACCESS_TOKEN"),
         "run": (["run"], {"BOT_INTERVAL_SECONDS": "soon"}, "BOT_INTERVAL_SECONDS"),

@@ -83,6 +83,7 @@ def test_demo_answers_serves_the_archive_and_stops_cleanly(tmp_path: Path) -> No
     assert port_is_free(mastodon_port) and port_is_free(web_port)
     for log in ("bot.log", "web.log"):
         assert "Traceback" not in (tmp_path / "demo" / log).read_text()
+    assert "stream up" in (tmp_path / "demo" / "bot.log").read_text()  # mentions come by the stream (issue #18)
 
     # A second run reuses the server's state and the archive: the first piece is still there.
     again = demo(tmp_path / "demo", mastodon_port, web_port, "--exit-after-reply")
