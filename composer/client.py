@@ -129,6 +129,7 @@ class HttpComposerClient:
             asked_density=out.get("asked_density"),
             controlled=bool(out.get("controlled")),
             form=out.get("form"),
+            render_seconds=out.get("render_seconds"),  # None from a server older than the field
         )
 
     def _request(self, method: str, path: str, body: dict | None = None) -> Any:

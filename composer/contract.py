@@ -166,6 +166,8 @@ class ComposedPiece:
     controls composes the piece without them)."""
     form: str | None = None
     """The form plan the piece was composed to; None: free."""
+    render_seconds: float | None = None
+    """Seconds the audio took to render (within the compose call); None without audio, or from an older server."""
 
 
 class ComposerClient(Protocol):

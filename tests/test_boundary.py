@@ -8,15 +8,21 @@ importing torch (or music21, the MIDI readers, the renderer's libraries) raises.
 from __future__ import annotations
 
 import ast
+import base64
+import json
 import re
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from bot.db import MentionRequest, make_engine, session_factory
 from bot.local_mastodon import free_port
 from composer.client import HttpComposerClient
 from composer.contract import ComposedPiece, MusicSummary
@@ -141,6 +147,60 @@ def test_the_service_sends_the_finished_piece_audio_picture_and_summary(composer
     # the same seed gives the same piece; audio and picture only when asked
     assert (plain.midi, plain.summary) == (piece.midi, piece.summary)
     assert plain.audio is None and plain.pianoroll is None
+    # how long the audio took to render travels with it (the bot's "render" stage); none without audio
+    assert piece.render_seconds is not None and piece.render_seconds > 0
+    assert plain.render_seconds is None
+
+
+def test_a_piece_composed_in_process_says_how_long_its_audio_took(tmp_path):
+    from composer.serving.local import LocalComposerClient
+
+    composer = LocalComposerClient(models_dir=make_models(tmp_path / "models", genres=("folk",)))
+    piece = composer.compose("folk", 3, seed=11, audio_format="mp3")
+    plain = composer.compose("folk", 3, seed=11)
+    assert piece.audio is not None and piece.render_seconds is not None and piece.render_seconds > 0
+    assert plain.render_seconds is None
+
+
+class OldComposer(BaseHTTPRequestHandler):
+    """A composer from before render_seconds: its answer lacks the field."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps(
+            {
+                "id": "old",
+                "genre": "folk",
+                "seed": 1,
+                "model_version": "v1",
+                "events": 2,
+                "seconds": 1.0,
+                "midi": base64.b64encode(b"MThd").decode(),
+                "audio": base64.b64encode(b"ID3").decode(),
+                "audio_mime": "audio/mpeg",
+                "summary": {"notes": 1, "notes_per_second": 1.0},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_a_composer_older_than_render_seconds_still_answers():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OldComposer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with HttpComposerClient(f"http://127.0.0.1:{server.server_port}") as client:
+            piece = client.compose("folk", 1, seed=1, audio_format="mp3")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert piece.audio == b"ID3" and piece.render_seconds is None
 
 
 def test_a_worker_with_composer_url_answers_without_the_composer_libraries(composer_service, tmp_path):
@@ -168,3 +228,11 @@ def test_a_worker_with_composer_url_answers_without_the_composer_libraries(compo
             reply["media_attachments"][0]["description"] or ""
         )), alt
     assert (tmp_path / "media").is_dir() and any((tmp_path / "media").rglob("*.png"))
+    # the audio's render time came over HTTP: the job row's render stage holds it, apart from compose
+    engine = make_engine(url)
+    with session_factory(engine)() as session:
+        (job,) = session.scalars(select(MentionRequest))
+    engine.dispose()
+    stages = job.stage_seconds
+    assert stages["render_audio"] > 0 and stages["render"] >= stages["render_audio"], stages
+    assert stages["compose"] >= 0, stages

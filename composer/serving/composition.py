@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import tempfile
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -283,7 +284,9 @@ def assemble(
         raise SilentPiece(
             f"{SILENT_PIECE} ({request.seconds:g} s, seed {request.seed}): ask for a longer piece or another seed"
         )
+    started = time.perf_counter()
     audio, mime = render_audio(notes, audio_format) if audio_format else (None, None)
+    render_seconds = time.perf_counter() - started if audio_format else None  # the caller's "render" stage
     return ComposedPiece(
         id=str(uuid.uuid4()),
         genre=genre,
@@ -300,4 +303,5 @@ def assemble(
         asked_density=parse_density(density) if density is not None else None,
         controlled=controlled,
         form=request.form,
+        render_seconds=render_seconds,
     )

@@ -148,6 +148,7 @@ class CompositionOut(BaseModel):
     asked_density: float | None = Field(None, description="The notes per second asked for.")
     controlled: bool = Field(False, description="Whether the model followed the key and density asked for.")
     form: str | None = Field(None, description="The form plan the piece follows; null: free.")
+    render_seconds: float | None = Field(None, description="Seconds the audio took to render; null without audio.")
 
 
 ERRORS = {
@@ -434,6 +435,7 @@ def create_app(
             asked_density=piece.asked_density,
             controlled=piece.controlled,
             form=piece.form,
+            render_seconds=piece.render_seconds,
         )
 
     @app.get("/healthz", summary="Readiness: models loaded, queue depth")
