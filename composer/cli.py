@@ -401,7 +401,14 @@ def sample(
     from composer.config import pick_device
     from composer.contract import CompositionError
     from composer.sampling.sample import MAX_SECONDS, Sampler, SampleRequest, piece_notes, primer_tokens
-    from composer.serving.composition import candidate_requests, keep_best, piece_form, piece_restate
+    from composer.serving.composition import (
+        candidate_requests,
+        fit_to_key,
+        keep_best,
+        piece_form,
+        piece_profile,
+        piece_restate,
+    )
 
     started = time.perf_counter()
     if not 0 < seconds <= MAX_SECONDS:
@@ -440,7 +447,10 @@ def sample(
     except ValueError as exc:
         fail(str(exc))
     per_piece = [scored[i * candidates : (i + 1) * candidates] for i in range(count)]
-    pieces = [group[keep_best(group)][0] for group in per_piece]
+    profile = piece_profile(genre, settings().genres_dir)
+    pieces = [group[keep_best(group, key or None, profile)][0] for group in per_piece]
+    if prime is None:  # in the key asked, as the service does it (a continuation keeps its primer's)
+        pieces = [fit_to_key(tokens, key or None) for tokens in pieces]
     outputs = [out] if count == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(count)]
     for path, tokens, req in zip(outputs, pieces, requests):
         notes = piece_notes(tokens)
@@ -630,8 +640,12 @@ def structure(
     model_dir: Path | None = typer.Option(None, help="Measure this model directory instead."),
     threads: int = typer.Option(1, help="CPU threads for torch."),
     served: bool = typer.Option(
-        True, help="Also measure pieces as the composer serves them (current model only): best of its "
-        "candidates, the genre's form, and every key asked in turn."
+        True,
+        help="Also measure pieces as the composer serves them (current model only): best of its "
+        "candidates, the genre's form, and every key asked in turn.",
+    ),
+    profile: bool = typer.Option(
+        False, "--profile", help="Only measure the genre's training pieces and print its manifest's [structure]."
     ),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line."),
 ) -> None:
@@ -647,6 +661,15 @@ def structure(
     from composer.sampling.sample import Sampler
     from composer.serving.composition import piece_restate
 
+    if profile:
+        from composer.report.form_and_key import profile_toml, training_profile
+
+        try:
+            measured = training_profile(settings().cache_dir, genre)
+        except FileNotFoundError as exc:
+            fail(f"{exc} (run `composer prepare --genre {genre}` first)")
+        typer.echo(json.dumps(measured) if as_json else profile_toml(measured))
+        return
     directory = _find_model(genre, version, model_dir)
     own = load_genre(genre).form
     plans = [p.strip() for p in forms.split(",") if p.strip()] or [FREE_FORM, *([own] if own else [])]

@@ -150,3 +150,58 @@ def test_the_share_restated_comes_from_the_genres_manifest(tmp_path: Path):
         from composer.sampling.sample import validate
 
         validate(SampleRequest(8.0, seed=1, form="AA", restate=0.0))
+
+
+def test_a_genre_names_what_its_real_music_measures_and_bad_values_are_refused(tmp_path: Path):
+    from composer.corpus.genres import load_genre
+    from composer.serving.composition import piece_profile
+
+    genres = tmp_path / "genres"
+    genres.mkdir()
+    head = 'name = "{}"\nsources = ["x"]\nlicense = "MIT"\n'
+    (genres / "ballad.toml").write_text(head.format("ballad") + "[structure]\nrecurrence = 0.2\nloopiness = 0.15\n")
+    (genres / "reel.toml").write_text(head.format("reel"))
+    assert piece_profile("ballad", genres) == {"recurrence": 0.2, "loopiness": 0.15}
+    assert piece_profile("reel", genres) == {} and piece_profile("models-only", genres) == {}
+    for bad in ("recurrence = 0", "recurrence = 1.5", "tempo = 0.5", 'loopiness = "low"', "recurrence = true"):
+        (genres / "bad.toml").write_text(head.format("bad") + f"[structure]\n{bad}\n")
+        with pytest.raises(ValueError, match="structure"):
+            load_genre("bad", genres)
+    for name in ("folk", "pop", "chorale"):  # classical has none: measured, it did worse with one
+        assert set(load_genre(name).structure) == {"key_steadiness", "recurrence", "loopiness"}
+
+
+def test_of_equally_likely_candidates_the_one_that_measures_like_the_genre_is_kept():
+    """Two real tunes, equally likely: whichever one the profile describes is the one kept."""
+    from conftest import DATA_ROOT
+
+    from composer.analysis.musicality import best_candidate
+    from composer.analysis.structure import measure_window
+    from composer.codec.midi import load_notes
+
+    files = sorted((DATA_ROOT / "nottingham").glob("*.mid"))
+    if not files:
+        pytest.skip("the Nottingham corpus is not beside the repository")
+    tunes = []
+    for path in files[::40]:
+        notes = [n for n in load_notes(path) if n.start < 30.0]
+        measured = measure_window(notes)
+        if measured is not None:
+            tunes.append((notes, measured))
+    (a, ma), (b, mb) = max(
+        ((x, y) for i, x in enumerate(tunes) for y in tunes[i + 1 :]),
+        key=lambda pair: (
+            abs(pair[0][1].recurrence - pair[1][1].recurrence) + abs(pair[0][1].loopiness - pair[1][1].loopiness)
+        ),
+    )
+    candidates = [(-1.0, a, 30.0), (-1.0, b, 30.0)]
+
+    def like(m):
+        return {
+            "key_steadiness": max(m.key_steadiness, 0.05),
+            "recurrence": max(m.recurrence, 0.05),
+            "loopiness": max(m.loopiness, 0.05),
+        }
+
+    assert best_candidate(candidates, profile=like(ma)) == 0
+    assert best_candidate(candidates, profile=like(mb)) == 1

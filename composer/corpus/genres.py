@@ -13,6 +13,11 @@ A genre is a small TOML file in ``data/genres/``; adding one needs no code::
     form = "ABAB"                         # optional: the form plan pieces follow (composer.contract.FORMS)
     restate = 0.75                        # optional: share of a restated section replayed before varying it
 
+    [structure]                           # optional: what its real music measures (`composer structure --profile`)
+    key_steadiness = 0.55                 # the composer keeps the candidate closest to these
+    recurrence = 0.24
+    loopiness = 0.14
+
     [scores]                              # optional: how notated scores are performed
     tempo_bpm = [66, 84]                  # quarter notes per minute, or a [low, high] range (per piece)
     tempo = "override"                    # "missing": only where the score has no tempo mark
@@ -37,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from composer.analysis.structure import MEASURES as PROFILE_MEASURES
 from composer.config import settings
 from composer.contract import FORMS
 
@@ -56,6 +62,7 @@ MANIFEST_KEYS = frozenset(
         "aliases",
         "form",
         "restate",
+        "structure",
         "scores",
     }
 )
@@ -96,6 +103,9 @@ class Genre:
     """The form plan its pieces follow (composer.contract.FORMS); None: free."""
     restate: float | None = None
     """The share of a restated section replayed as it first went (None: the sampler's default)."""
+    structure: dict[str, float] = field(default_factory=dict, hash=False)
+    """What the genre's real music measures (composer.analysis.structure, on its training pieces):
+    the composer keeps the candidate closest to it. Empty: no preference."""
     scores: ScoreOptions = field(default_factory=ScoreOptions)
 
     def source_dirs(self, data_root: Path) -> list[Path]:
@@ -206,12 +216,19 @@ def load_genre_file(path: Path) -> Genre:
         aliases=tuple(dict.fromkeys(a.lower() for a in aliases)),
         form=spec.get("form"),
         restate=spec.get("restate"),
+        structure=spec.get("structure", {}),
         scores=m.scores(),
     )
     if genre.name != path.stem:  # requests, the cache and the models all go by the file's name
         raise m.error("name", f"'{genre.name}' differs from the file's name '{path.stem}': make them the same")
     if genre.form is not None and genre.form not in FORMS:
         raise m.error("form", f"must be one of {', '.join(FORMS)}")
+    profile = genre.structure
+    if not isinstance(profile, dict) or any(
+        name not in PROFILE_MEASURES or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1
+        for name, v in profile.items()
+    ):
+        raise m.error("structure", f"must map some of {', '.join(PROFILE_MEASURES)} to values above 0 and at most 1")
     share = genre.restate
     if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
         raise m.error("restate", "must be a share of a section, above 0 and at most 1")
@@ -220,7 +237,8 @@ def load_genre_file(path: Path) -> Genre:
     fraction = genre.validation_fraction
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
         raise m.error("validation_fraction", "must be between 0 and 1")
-    return Genre(**{**vars(genre), "validation_fraction": float(fraction)})
+    structure = {name: float(v) for name, v in profile.items()}
+    return Genre(**{**vars(genre), "validation_fraction": float(fraction), "structure": structure})
 
 
 def list_genres(genres_dir: Path | None = None) -> list[str]:

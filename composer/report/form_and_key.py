@@ -54,6 +54,29 @@ def real_pieces(cache_dir: Path, genre: str) -> list[tuple[list[events.Note], fl
     return pieces
 
 
+def training_profile(cache_dir: Path, genre: str, pieces: int = 200) -> dict[str, float]:
+    """What the genre's real music measures, on up to ``pieces`` of its training pieces spread over
+    the split (each as played, not time-stretched): the manifest's ``[structure]``, so the composer
+    aims at the genre's character without looking at the validation pieces it is judged on."""
+    from composer.corpus.data import STRETCHES, TokenBundle
+
+    bundle = TokenBundle.load(cache_dir, genre, "train")
+    count = len(bundle) // len(STRETCHES)
+    chosen = np.unique(np.linspace(0, count - 1, min(pieces, count)).astype(int)) if count else []
+    played = []
+    for i in chosen:
+        tokens = bundle.sequence(int(i) * len(STRETCHES) + STRETCHES.index(1.0)).astype(np.int64)
+        played.append((events.decode(tokens), events.duration_steps(tokens) / events.STEPS_PER_SECOND))
+    return summarize(measure_pieces(played))
+
+
+def profile_toml(profile: dict[str, float]) -> str:
+    """The manifest block that sets a genre's target (key clarity is left to the score's own term)."""
+    lines = ["[structure]  # composer structure --profile: the genre's training pieces, 30 s windows"]
+    lines += [f"{name} = {profile[name]:.3f}" for name in MEASURES if name != "key_clarity"]
+    return "\n".join(lines)
+
+
 def sampled_pieces(sampler, requests: Sequence) -> list[tuple[list[events.Note], float]]:
     from composer.sampling.sample import piece_notes
 
@@ -107,7 +130,14 @@ def served_report(report: StructureReport, client, sampler, count: int = 24, see
     from composer.codec.midi import load_notes
     from composer.contract import DEFAULT_CANDIDATES, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
     from composer.sampling.sample import piece_notes
-    from composer.serving.composition import candidate_requests, keep_best, piece_form, piece_restate, sample_request
+    from composer.serving.composition import (
+        candidate_requests,
+        keep_best,
+        piece_form,
+        piece_profile,
+        piece_restate,
+        sample_request,
+    )
 
     pieces = [client.compose(report.genre, SAMPLE_SECONDS, seed=seed + i) for i in range(count)]
     report.served = summarize(measure_pieces([(load_notes(p.midi), p.seconds) for p in pieces]))
@@ -115,13 +145,14 @@ def served_report(report: StructureReport, client, sampler, count: int = 24, see
     keyed = [client.compose(report.genre, SAMPLE_SECONDS, seed=seed + i, key=k.name) for i, k in enumerate(asked)]
     report.served_key_accuracy = float(np.mean([p.summary.key == k.name for p, k in zip(keyed, asked)]))
     plan, restate = piece_form(None, report.genre, client.genres_dir), piece_restate(report.genre, client.genres_dir)
+    profile = piece_profile(report.genre, client.genres_dir)
     in_mode = []
     for i, key in enumerate(asked):
         request = sample_request(
             SAMPLE_SECONDS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, seed + i, key=key.name, form=plan, restate=restate
         )
         scored = sampler.generate_scored([sampler.fit(r) for r in candidate_requests(request, DEFAULT_CANDIDATES)])
-        found = estimate_key(piece_notes(scored[keep_best(scored, key.name)][0]))
+        found = estimate_key(piece_notes(scored[keep_best(scored, key.name, profile)][0]))
         in_mode.append(found is not None and found[0].mode == key.mode)
     report.served_model_key_accuracy = float(np.mean(in_mode))
     return report

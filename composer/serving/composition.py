@@ -11,7 +11,7 @@ import binascii
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -168,6 +168,15 @@ def piece_form(asked: str | None, genre: str, genres_dir: Path) -> str | None:
         return None
 
 
+def piece_profile(genre: str, genres_dir: Path) -> dict[str, float]:
+    """What the genre's real music measures (its manifest's ``[structure]``): the candidates'
+    target. Empty for a genre without one."""
+    try:
+        return dict(load_genre(genre, genres_dir).structure)
+    except (UnknownGenreError, ValueError):
+        return {}
+
+
 def piece_restate(genre: str, genres_dir: Path) -> float:
     """How much of a restated section a piece of the genre replays: its manifest's ``restate``,
     else the sampler's default."""
@@ -185,14 +194,16 @@ def candidate_requests(request: SampleRequest, count: int) -> list[SampleRequest
     return [replace(request, seed=seed) for seed in candidate_seeds(request.seed, count)]
 
 
-def keep_best(scored: Sequence[tuple[np.ndarray, float]], key: str | None = None) -> int:
+def keep_best(
+    scored: Sequence[tuple[np.ndarray, float]], key: str | None = None, profile: Mapping[str, float] | None = None
+) -> int:
     """The index of the most musical of the candidates, given as tokens and log-likelihood per event
     (with a key asked, one in its mode is preferred: ``fit_to_key`` moves a tonic freely, but
-    recasting a mode changes the notes)."""
+    recasting a mode changes the notes; ``profile``: the genre's, from ``piece_profile``)."""
     if len(scored) == 1:
         return 0
     measured = [(ll, piece_notes(t), events.duration_steps(t) / events.STEPS_PER_SECOND) for t, ll in scored]
-    return best_candidate(measured, parse_key(key).mode if key else None)
+    return best_candidate(measured, parse_key(key).mode if key else None, profile)
 
 
 PIANO_RANGE = (21, 108)

@@ -27,6 +27,7 @@ from composer.serving.composition import (
     fit_to_key,
     keep_best,
     piece_form,
+    piece_profile,
     piece_restate,
     primer_from,
     sample_request,
@@ -83,7 +84,7 @@ class LocalComposerClient:
         model = self._model(genre)
         request = model.sampler.fit(request)
         scored = model.sampler.generate_scored([model.sampler.fit(r) for r in asked])
-        tokens = scored[keep_best(scored, key)][0]
+        tokens = scored[keep_best(scored, key, piece_profile(genre, self.genres_dir))][0]
         if primer is None:  # a continuation stays in its primer's key
             tokens = fit_to_key(tokens, key)
         controlled = request.controls is not None

@@ -56,6 +56,7 @@ from composer.serving.composition import (
     fit_to_key,
     keep_best,
     piece_form,
+    piece_profile,
     piece_restate,
     primer_from,
     sample_request,
@@ -391,7 +392,8 @@ def create_app(
                 await until_done_or_gone(p, http_request, max(deadline - time.monotonic(), 0.0)) for p in pendings
             ]
             scored = [(r.tokens, r.log_likelihood) for r in results]
-            sampled = results[await run_in_threadpool(keep_best, scored, body.key)]
+            profile = piece_profile(body.genre, genres_dir)
+            sampled = results[await run_in_threadpool(keep_best, scored, body.key, profile)]
             tokens = sampled.tokens
             if request.primer is None:  # a continuation stays in its primer's key
                 tokens = await run_in_threadpool(fit_to_key, tokens, body.key)
