@@ -104,6 +104,8 @@ def test_mastodon_formats_from_bytes_and_notes(piece: Path, tmp_path: Path, fmt:
     out = render_audio(source, tmp_path / f"piece.{fmt}").path
     (stream,) = streams(out)
     assert (stream["codec_name"], int(stream["sample_rate"]), stream["channels"]) == (codec, 44_100, 2)
+    if fmt == "mp3":  # the quicker LAME setting keeps the bitrate: 192 kb/s constant
+        assert int(stream["bit_rate"]) == 192_000
     audio, rate = decode(out, tmp_path)
     check_audio(audio, rate, max_peak_dbfs=-0.5)  # lossy coding may lift peaks a little
 
@@ -153,6 +155,32 @@ def test_bad_midi_is_a_one_line_error_and_leaves_nothing(tmp_path: Path, kind: s
     assert "\n" not in str(err.value)
     assert ("no notes" in str(err.value)) == (kind == "empty")
     assert set(tmp_path.iterdir()) == before
+
+
+@needs_tools
+@pytest.mark.parametrize("fmt", ["mp3", "ogg"])
+def test_a_synthesis_failure_ends_the_encoder_started_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """ffmpeg starts before FluidSynth so its start-up overlaps; a render that fails first leaves no
+    ffmpeg running and no file behind."""
+    started: list[subprocess.Popen] = []
+    popen = subprocess.Popen
+
+    def watched(*args, **kwargs) -> subprocess.Popen:
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    def broken(*_: object) -> np.ndarray:
+        raise RenderError("fluidsynth failed: a broken synthesizer")
+
+    monkeypatch.setattr(subprocess, "Popen", watched)
+    monkeypatch.setattr("composer.audio.render.synthesize", broken)
+    with pytest.raises(RenderError, match="broken synthesizer"):
+        render_audio([Note(60, 80, 0.0, 1.0)], tmp_path / f"out.{fmt}")
+    assert [p.args[0] for p in started] == [shutil.which("ffmpeg")]
+    assert started[0].returncode is not None  # ended and reaped, not left running
+    assert list(tmp_path.iterdir()) == []
 
 
 @needs_tools
