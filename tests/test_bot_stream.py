@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,7 @@ from bot.platforms.mastodon import MastodonPlatform
 from bot.stream import MentionStream
 from bot.worker import Worker
 from bot.worker.health import STAGES
+from composer.contract import ComposerUnavailable
 from composer.serving.local import LocalComposerClient
 from tests.bot_helpers import bot_env, make_models, mock_mastodon, postgres_schema
 
@@ -136,6 +138,7 @@ class CuttingProxy:
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
         self.cut = threading.Event()
+        self.open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -145,6 +148,7 @@ class CuttingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.open += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
@@ -168,6 +172,15 @@ class CuttingProxy:
     def close(self) -> None:
         self.listener.close()
 
+    def go_down(self) -> None:
+        """The streaming server gone for good: the stream cut, and every reconnect refused."""
+        with suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(): close alone leaves it listening
+        self.listener.close()
+        for end in self.open:
+            with suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
 
 def test_a_stream_cut_mid_event_reconnects_and_the_mention_is_answered_once(models, tmp_path):
     with mock_mastodon(tmp_path / "mock") as server:
@@ -190,6 +203,86 @@ def test_a_stream_cut_mid_event_reconnects_and_the_mention_is_answered_once(mode
         assert len(server.replies_to(str(status["id"]))) == 1
         assert len(server.replies_to(str(later["id"]))) == 1
     assert sorted(r.mention_id for r in rows(tmp_path)) == sorted([str(status["id"]), str(later["id"])])
+
+
+def test_a_stream_that_stays_down_hands_over_to_polling_at_its_interval(models, tmp_path):
+    """While the stream was up the next poll was the catch-up one (an hour here); once it is down,
+    mentions come in by polling every BOT_INTERVAL_SECONDS again."""
+    with mock_mastodon(tmp_path / "mock") as server:
+        proxy = CuttingProxy(server.port)
+        env = {
+            "BOT_INTERVAL_SECONDS": "1",
+            "BOT_CATCHUP_SECONDS": NEVER,
+            "MASTODON_STREAMING_URL": f"http://127.0.0.1:{proxy.port}",
+        }
+        with bot_run(server, tmp_path, models, **env) as (process, base):
+            wait_for("the stream", lambda: stream_state(base) == "up", process=process)
+            proxy.go_down()
+            wait_for("the stream to drop", lambda: stream_state(base) == "down", process=process)
+            status = server.client("alice").status_post("@band folk, 3 seconds")
+            wait_for("the reply by polling", lambda: server.replies_to(str(status["id"])), process=process)
+            assert stream_state(base) != "up"
+        assert len(server.replies_to(str(status["id"]))) == 1
+
+
+def test_a_failed_catch_up_after_a_reconnect_is_polled_again_at_the_interval(models, tmp_path):
+    """The poll after a reconnect finds what the stream missed; when that poll fails (the API answers 500
+    while the stream is back), the next one comes at the polling interval, not an hour later."""
+    with mock_mastodon(tmp_path / "mock") as server:
+        proxy = CuttingProxy(server.port)
+        try:
+            env = {
+                "BOT_INTERVAL_SECONDS": "5",
+                "BOT_CATCHUP_SECONDS": NEVER,
+                "MASTODON_STREAMING_URL": f"http://127.0.0.1:{proxy.port}",
+            }
+            with bot_run(server, tmp_path, models, **env) as (process, base):
+                wait_for("the stream", lambda: stream_state(base) == "up", process=process)
+                # the catch-up's three tries (one and two quick retries) answered 500
+                server.fault(
+                    match={"methods": ["GET"], "path": "/api/v1/notifications"},
+                    effect={"type": "status", "status": 500},
+                    count=3,
+                )
+                proxy.armed.set()
+                status = server.client("bob").status_post("@band folk, 3 seconds")  # its event cut mid-way
+                wait_for("the cut", proxy.cut.is_set)
+                faults = f"{server.base_url}/api/v1/_mock/faults"
+                wait_for("the catch-up to fail", lambda: httpx.get(faults, timeout=5).json() == [], process=process)
+                wait_for("the reply", lambda: server.replies_to(str(status["id"])), process=process)
+        finally:
+            proxy.close()
+        assert len(server.replies_to(str(status["id"]))) == 1
+
+
+def test_the_streams_mentions_lost_to_a_composer_outage_call_for_a_poll(models, tmp_path):
+    """The stream's mentions are not stored while the composer is down (the catch-up poll reads them
+    again): the tick says so, and the loop polls at the polling interval rather than the catch-up one."""
+
+    class Down(LocalComposerClient):
+        def genres(self):
+            raise ComposerUnavailable("the composer is down")
+
+    with mock_mastodon(tmp_path / "mock") as server:
+        url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+        upgrade(url)
+        settings = load_settings(
+            mastodon_api_base_url=server.base_url,
+            mastodon_access_token="band_token",
+            database_url=url,
+            media_dir=tmp_path / "media",
+        )
+        platform = MastodonPlatform.from_settings(settings)
+        sessions = session_factory(make_engine(url))
+        worker = Worker(settings, platform, Down(models_dir=models), sessions)
+        server.client("alice").status_post("@band folk, 3 seconds")
+        mentions, _ = platform.fetch_mentions(None, datetime.now(UTC) - timedelta(hours=1))
+        assert len(mentions) == 1
+        report = worker.tick(poll=False, mentions=mentions)
+        assert report.unread and report.stored == 0
+        working = Worker(settings, platform, LocalComposerClient(models_dir=models), sessions)
+        assert not working.tick(poll=False, mentions=mentions).unread
+        sessions.kw["bind"].dispose()
 
 
 def test_the_stream_comes_back_after_a_server_restart(models, tmp_path):

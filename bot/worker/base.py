@@ -29,6 +29,9 @@ class TickReport:
     retried: int = 0
     deferred: int = 0
     steps: list[str] = field(default_factory=list)
+    unread: bool = False
+    """Reading mentions failed (the stream's or a poll's): the loop polls again at the polling interval,
+    not the stream's catch-up one, since the cursor still stands before them."""
 
     @property
     def busy(self) -> bool:

@@ -37,15 +37,18 @@ class Worker(Intake, Steps, FailurePolicy, MediaSweep, LeaseGuard):
         return report
 
     def read_mentions(self, report: TickReport, read: Callable[[], None] | None = None) -> None:
-        """``read`` (default ``ingest``); a failure to read is logged, and the jobs already stored still run."""
+        """``read`` (default ``ingest``); a failure to read is logged and marks the report ``unread``, and the
+        jobs already stored still run."""
         try:
             (read or (lambda: self.ingest(report)))()
+            return
         except ConfigurationError:
             raise
         except (TransientError, ComposerUnavailable, OperationalError) as exc:
             log.warning("reading mentions failed (%s); jobs already stored still run", exc)
         except Exception:  # a bug while reading must not stop the jobs already stored
             log.exception("reading mentions failed; jobs already stored still run")
+        report.unread = True
 
     def advance_due(self, report: TickReport) -> None:
         """Claim each due job in turn (each once per tick) and advance it."""
