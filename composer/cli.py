@@ -403,11 +403,12 @@ def sample(
     from composer.sampling.sample import MAX_SECONDS, Sampler, SampleRequest, piece_notes, primer_tokens
     from composer.serving.composition import (
         candidate_requests,
-        fit_to_key,
+        genre_keys,
         keep_best,
         piece_form,
         piece_profile,
         piece_restate,
+        place_in_key,
     )
 
     started = time.perf_counter()
@@ -449,8 +450,9 @@ def sample(
     per_piece = [scored[i * candidates : (i + 1) * candidates] for i in range(count)]
     profile = piece_profile(genre, settings().genres_dir)
     pieces = [group[keep_best(group, key or None, profile)][0] for group in per_piece]
-    if prime is None:  # in the key asked, as the service does it (a continuation keeps its primer's)
-        pieces = [fit_to_key(tokens, key or None) for tokens in pieces]
+    if prime is None:  # in the key asked or a usual one, as the service does it (a continuation keeps its primer's)
+        usual = genre_keys(genre, settings().genres_dir)
+        pieces = [place_in_key(tokens, key or None, usual, r.seed) for tokens, r in zip(pieces, requests)]
     outputs = [out] if count == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(count)]
     for path, tokens, req in zip(outputs, pieces, requests):
         notes = piece_notes(tokens)
@@ -662,13 +664,14 @@ def structure(
     from composer.serving.composition import piece_restate
 
     if profile:
-        from composer.report.form_and_key import profile_toml, training_profile
+        from composer.report.form_and_key import profile_toml, training_keys, training_pieces, training_profile
 
         try:
-            measured = training_profile(settings().cache_dir, genre)
+            played = training_pieces(settings().cache_dir, genre)
         except FileNotFoundError as exc:
             fail(f"{exc} (run `composer prepare --genre {genre}` first)")
-        typer.echo(json.dumps(measured) if as_json else profile_toml(measured))
+        measured, keys = training_profile(played), training_keys(played)
+        typer.echo(json.dumps({"structure": measured, "keys": keys}) if as_json else profile_toml(measured, keys))
         return
     directory = _find_model(genre, version, model_dir)
     own = load_genre(genre).form

@@ -205,3 +205,38 @@ def test_of_equally_likely_candidates_the_one_that_measures_like_the_genre_is_ke
 
     assert best_candidate(candidates, profile=like(ma)) == 0
     assert best_candidate(candidates, profile=like(mb)) == 1
+
+
+def test_a_piece_asked_for_no_key_goes_to_one_of_the_genres_usual_keys_in_its_own_mode():
+    from composer.codec.keys import estimate_key
+    from composer.serving.composition import place_in_key, usual_key
+
+    c_major = [60, 62, 64, 65, 67, 69, 71, 72]
+    tokens = events.encode([Note(p, 80, i * 0.3, i * 0.3 + 0.25) for i, p in enumerate(c_major * 3)])
+    keys = {"G major": 0.5, "D major": 0.3, "E minor": 0.2}
+    drawn = {usual_key(tokens, keys, seed) for seed in range(40)}
+    assert drawn == {"G major", "D major"}  # its own mode only, every usual one in time
+    assert all(usual_key(tokens, keys, seed) == usual_key(tokens, keys, seed) for seed in range(10))  # a seed keeps it
+    for seed in range(5):
+        heard = estimate_key(piece_notes(place_in_key(tokens, None, keys, seed)))[0].name
+        assert heard == usual_key(tokens, keys, seed)
+    assert usual_key(tokens, {"E minor": 1.0}, 0) is None  # no usual key in its mode: it stays
+    assert np.array_equal(place_in_key(tokens, None, {}, 0), tokens)
+    assert estimate_key(piece_notes(place_in_key(tokens, "F minor", keys, 0)))[0].name == "F minor"  # asked wins
+
+
+def test_the_usual_keys_come_from_the_genres_manifest_and_bad_ones_are_refused(tmp_path: Path):
+    from composer.corpus.genres import load_genre
+    from composer.serving.composition import genre_keys
+
+    genres = tmp_path / "genres"
+    genres.mkdir()
+    head = 'name = "{}"\nsources = ["x"]\nlicense = "MIT"\n'
+    (genres / "reel.toml").write_text(head.format("reel") + '[keys]\n"G major" = 0.6\n"D" = 0.3\n"b minor" = 0.1\n')
+    assert genre_keys("reel", genres) == {"G major": 0.6, "D major": 0.3, "B minor": 0.1}
+    assert genre_keys("models-only", genres) == {}
+    for bad in ('"H major" = 0.5', '"G major" = 0', '"G major" = "often"', '"G major" = 2'):
+        (genres / "bad.toml").write_text(head.format("bad") + f"[keys]\n{bad}\n")
+        with pytest.raises(ValueError, match="keys"):
+            load_genre("bad", genres)
+    assert max(load_genre("folk").keys, key=load_genre("folk").keys.get) == "G major"

@@ -44,7 +44,7 @@ from typing import Any
 
 from composer.analysis.structure import MEASURES as PROFILE_MEASURES
 from composer.config import settings
-from composer.contract import FORMS
+from composer.contract import FORMS, key_name, read_key
 
 SPLITS = ("asap", "maestro", "file", "work")
 MUSIC21_PREFIX = "music21:"
@@ -63,6 +63,7 @@ MANIFEST_KEYS = frozenset(
         "form",
         "restate",
         "structure",
+        "keys",
         "scores",
     }
 )
@@ -104,6 +105,9 @@ class Genre:
     restate: float | None = None
     """The share of a restated section replayed as it first went (None: the sampler's default)."""
     structure: dict[str, float] = field(default_factory=dict, hash=False)
+    keys: dict[str, float] = field(default_factory=dict, hash=False)
+    """The keys its real music is in, as shares of its training pieces: a piece asked for no key
+    is moved to one of them (its mode kept). Empty: it stays where the model put it."""
     """What the genre's real music measures (composer.analysis.structure, on its training pieces):
     the composer keeps the candidate closest to it. Empty: no preference."""
     scores: ScoreOptions = field(default_factory=ScoreOptions)
@@ -217,6 +221,7 @@ def load_genre_file(path: Path) -> Genre:
         form=spec.get("form"),
         restate=spec.get("restate"),
         structure=spec.get("structure", {}),
+        keys=spec.get("keys", {}),
         scores=m.scores(),
     )
     if genre.name != path.stem:  # requests, the cache and the models all go by the file's name
@@ -229,6 +234,16 @@ def load_genre_file(path: Path) -> Genre:
         for name, v in profile.items()
     ):
         raise m.error("structure", f"must map some of {', '.join(PROFILE_MEASURES)} to values above 0 and at most 1")
+    keys = genre.keys
+    if not isinstance(keys, dict) or any(
+        isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1 for v in keys.values()
+    ):
+        raise m.error("keys", 'must map key names ("G major") to shares above 0 and at most 1')
+    for name in keys:
+        try:
+            read_key(name)
+        except ValueError:
+            raise m.error("keys", f"'{name}' is not a key (like \"G major\" or \"E minor\")") from None
     share = genre.restate
     if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
         raise m.error("restate", "must be a share of a section, above 0 and at most 1")
@@ -238,7 +253,10 @@ def load_genre_file(path: Path) -> Genre:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
         raise m.error("validation_fraction", "must be between 0 and 1")
     structure = {name: float(v) for name, v in profile.items()}
-    return Genre(**{**vars(genre), "validation_fraction": float(fraction), "structure": structure})
+    keys = {key_name(*read_key(name)): float(v) for name, v in keys.items()}
+    return Genre(
+        **{**vars(genre), "validation_fraction": float(fraction), "structure": structure, "keys": keys}
+    )
 
 
 def list_genres(genres_dir: Path | None = None) -> list[str]:

@@ -54,10 +54,10 @@ def real_pieces(cache_dir: Path, genre: str) -> list[tuple[list[events.Note], fl
     return pieces
 
 
-def training_profile(cache_dir: Path, genre: str, pieces: int = 200) -> dict[str, float]:
-    """What the genre's real music measures, on up to ``pieces`` of its training pieces spread over
-    the split (each as played, not time-stretched): the manifest's ``[structure]``, so the composer
-    aims at the genre's character without looking at the validation pieces it is judged on."""
+def training_pieces(cache_dir: Path, genre: str, pieces: int = 200) -> list[tuple[list[events.Note], float]]:
+    """Up to ``pieces`` of the genre's training pieces spread over the split, each as played (not
+    time-stretched), as (notes, seconds): what the manifest's targets are measured on, so the
+    composer aims at the genre's character without looking at the validation pieces it is judged on."""
     from composer.corpus.data import STRETCHES, TokenBundle
 
     bundle = TokenBundle.load(cache_dir, genre, "train")
@@ -67,13 +67,32 @@ def training_profile(cache_dir: Path, genre: str, pieces: int = 200) -> dict[str
     for i in chosen:
         tokens = bundle.sequence(int(i) * len(STRETCHES) + STRETCHES.index(1.0)).astype(np.int64)
         played.append((events.decode(tokens), events.duration_steps(tokens) / events.STEPS_PER_SECOND))
+    return played
+
+
+def training_profile(played: Sequence[tuple[Sequence[events.Note], float]]) -> dict[str, float]:
+    """The manifest's ``[structure]``: the measures of ``training_pieces`` on 30 s windows."""
     return summarize(measure_pieces(played))
 
 
-def profile_toml(profile: dict[str, float]) -> str:
-    """The manifest block that sets a genre's target (key clarity is left to the score's own term)."""
+MIN_KEY_SHARE = 0.02  # rarer keys are chance, not the genre's habit
+
+
+def training_keys(played: Sequence[tuple[Sequence[events.Note], float]]) -> dict[str, float]:
+    """The manifest's ``[keys]``: the share of ``training_pieces`` in each key (Krumhansl-Kessler,
+    whole pieces), the rare ones left out."""
+    found = [estimate_key(notes) for notes, _ in played]
+    names = [k[0].name for k in found if k is not None]
+    shares = {name: names.count(name) / len(names) for name in sorted(set(names))} if names else {}
+    return {name: share for name, share in shares.items() if share >= MIN_KEY_SHARE}
+
+
+def profile_toml(profile: dict[str, float], keys: dict[str, float]) -> str:
+    """The manifest blocks that set a genre's targets (key clarity is left to the score's own term)."""
     lines = ["[structure]  # composer structure --profile: the genre's training pieces, 30 s windows"]
     lines += [f"{name} = {profile[name]:.3f}" for name in MEASURES if name != "key_clarity"]
+    lines += ["", "[keys]  # the keys its training pieces are in (share of pieces)"]
+    lines += [f'"{name}" = {share:.3f}' for name, share in sorted(keys.items(), key=lambda kv: -kv[1])]
     return "\n".join(lines)
 
 

@@ -177,6 +177,33 @@ def piece_profile(genre: str, genres_dir: Path) -> dict[str, float]:
         return {}
 
 
+def genre_keys(genre: str, genres_dir: Path) -> dict[str, float]:
+    """The keys the genre's real music is in (its manifest's ``[keys]``); empty without one."""
+    try:
+        return dict(load_genre(genre, genres_dir).keys)
+    except (UnknownGenreError, ValueError):
+        return {}
+
+
+def usual_key(tokens: np.ndarray, keys: Mapping[str, float], seed: int) -> str | None:
+    """For a piece asked for no key: one of the genre's usual keys in the piece's own mode, drawn
+    by their shares with the piece's seed (so a seed keeps its piece), for ``fit_to_key`` to move
+    it to. None (the piece stays as it is) when the genre names no key in that mode."""
+    found = estimate_key(piece_notes(tokens))
+    if found is None:
+        return None
+    names = sorted(name for name in keys if parse_key(name).mode == found[0].mode)
+    if not names:
+        return None
+    weights = np.array([keys[name] for name in names])
+    return names[int(np.random.default_rng(seed).choice(len(names), p=weights / weights.sum()))]
+
+
+def place_in_key(tokens: np.ndarray, key: str | None, keys: Mapping[str, float], seed: int) -> np.ndarray:
+    """A fresh piece in the key asked, or, asked none, in one of the genre's usual keys."""
+    return fit_to_key(tokens, key or usual_key(tokens, keys, seed))
+
+
 def piece_restate(genre: str, genres_dir: Path) -> float:
     """How much of a restated section a piece of the genre replays: its manifest's ``restate``,
     else the sampler's default."""

@@ -24,11 +24,12 @@ from composer.serving.composition import (
     assemble,
     candidate_requests,
     check_audio_format,
-    fit_to_key,
+    genre_keys,
     keep_best,
     piece_form,
     piece_profile,
     piece_restate,
+    place_in_key,
     primer_from,
     sample_request,
 )
@@ -86,7 +87,7 @@ class LocalComposerClient:
         scored = model.sampler.generate_scored([model.sampler.fit(r) for r in asked])
         tokens = scored[keep_best(scored, key, piece_profile(genre, self.genres_dir))][0]
         if primer is None:  # a continuation stays in its primer's key
-            tokens = fit_to_key(tokens, key)
+            tokens = place_in_key(tokens, key, genre_keys(genre, self.genres_dir), seed)
         controlled = request.controls is not None
         return assemble(genre, model.version, request, tokens, audio_format, pianoroll, key, density, controlled)
 

@@ -53,11 +53,12 @@ from composer.serving.composition import (
     candidate_requests,
     check_audio_format,
     decode_primer_midi,
-    fit_to_key,
+    genre_keys,
     keep_best,
     piece_form,
     piece_profile,
     piece_restate,
+    place_in_key,
     primer_from,
     sample_request,
 )
@@ -396,7 +397,8 @@ def create_app(
             sampled = results[await run_in_threadpool(keep_best, scored, body.key, profile)]
             tokens = sampled.tokens
             if request.primer is None:  # a continuation stays in its primer's key
-                tokens = await run_in_threadpool(fit_to_key, tokens, body.key)
+                keys = genre_keys(body.genre, genres_dir)
+                tokens = await run_in_threadpool(place_in_key, tokens, body.key, keys, request.seed)
             piece = await run_in_threadpool(
                 assemble,
                 body.genre,
