@@ -240,3 +240,14 @@ def test_the_usual_keys_come_from_the_genres_manifest_and_bad_ones_are_refused(t
         with pytest.raises(ValueError, match="keys"):
             load_genre("bad", genres)
     assert max(load_genre("folk").keys, key=load_genre("folk").keys.get) == "G major"
+
+
+def test_a_piece_with_too_few_notes_for_a_key_never_wins_on_the_genres_profile():
+    """Far from the genre on every measure, a tune still beats a near-silent candidate (the bot
+    was sent a 2 s piece too quiet to render when the profile outweighed the no-key penalty)."""
+    from composer.analysis.musicality import best_candidate
+
+    tune = [Note(60 + step, 80, i * 0.25, i * 0.25 + 0.2) for i, step in enumerate([0, 2, 4, 5, 7, 9, 11, 12] * 4)]
+    sparse = [Note(60, 80, 0.0, 0.2), Note(62, 80, 1.0, 1.2)]
+    profile = {"key_steadiness": 0.2, "recurrence": 0.05, "loopiness": 0.05}  # the tune is far off all three
+    assert best_candidate([(-1.0, sparse, 8.0), (-1.0, tune, 8.0)], profile=profile) == 1

@@ -27,6 +27,7 @@ KEY_WEIGHT = 0.5
 STUCK_PENALTY = 1.0
 MODE_BONUS = 1.0  # a piece asked to be in a minor key should be minor: the tonic can be moved, the mode cannot
 NO_KEY_PENALTY = 1.0  # too few pitch classes to have a key at all
+MAX_DISTANCE = 1.0  # per measure: twice the genre's value is as far as it counts
 PROFILE_WEIGHT = 1.0  # 0.5, 1 and 2 tried: 1 and 2 alike, both ahead of 0.5 on pop and folk
 
 
@@ -41,10 +42,13 @@ def musicality(
     ``profile`` (measure -> the genre's real value) rewards a piece that measures like the genre."""
     parts = windows(notes, seconds)
     measured = measure_window(parts[0] if parts else notes)
-    if measured is None:
-        return log_likelihood_per_event - NO_KEY_PENALTY
+    profile = profile or {}
+    if measured is None:  # as far from the genre as a piece can be, so a near-silent one never wins on it
+        return log_likelihood_per_event - NO_KEY_PENALTY - PROFILE_WEIGHT * MAX_DISTANCE * len(profile)
     in_mode = mode is not None and measured.key is not None and measured.key.endswith(mode)
-    distance = sum(abs(getattr(measured, name) - target) / target for name, target in (profile or {}).items())
+    distance = sum(
+        min(abs(getattr(measured, name) - target) / target, MAX_DISTANCE) for name, target in profile.items()
+    )
     return (
         log_likelihood_per_event
         + KEY_WEIGHT * measured.key_clarity
