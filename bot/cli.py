@@ -63,6 +63,17 @@ def _database(settings: BotSettings, schema: bool = True) -> Engine:
         _fail(str(exc))
 
 
+def _revision(settings: BotSettings) -> str | None:
+    """The revision the reachable database is at (None: no schema yet), whatever the code's."""
+    from bot.migrate import current_revision
+
+    engine = _database(settings, schema=False)
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()
+
+
 def _database_option(url: str) -> None:
     """Check a benchmark's database URL option the way DATABASE_URL is checked."""
     from bot.migrate import DatabaseProblem, reachable
@@ -315,14 +326,10 @@ def db_upgrade(revision: str = typer.Argument("head", help="target revision")) -
 @db_app.command("current")
 def db_current() -> None:
     """Say which revision the database at DATABASE_URL is at, and whether the code needs another."""
-    from bot.migrate import current_revision, head_revision, history
+    from bot.migrate import head_revision, history
 
     settings = _settings(require_platform=False)
-    engine = _database(settings, schema=False)
-    try:
-        current = current_revision(engine)
-    finally:
-        engine.dispose()
+    current = _revision(settings)
     head = head_revision()
     if current == head:
         typer.echo(f"{current} (head): up to date")
@@ -351,17 +358,13 @@ def db_downgrade(
     yes: bool = typer.Option(False, "--yes", help="go ahead: a downgrade drops the newer columns and their data"),
 ) -> None:
     """Take the database at DATABASE_URL back to REVISION (before rolling the code back to a release that needs it)."""
-    from bot.migrate import current_revision, downgrade, history
+    from bot.migrate import downgrade, history
 
     known = {r.id for r in history()}
     if revision != "base" and revision not in known:
         _fail(f"unknown revision {revision!r} (known: {', '.join(sorted(known))}, base)")
     settings = _settings(require_platform=False)
-    engine = _database(settings, schema=False)
-    try:
-        current = current_revision(engine)
-    finally:
-        engine.dispose()
+    current = _revision(settings)
     if current is None:
         _fail("the database has no schema: nothing to downgrade")
     if not yes:

@@ -403,12 +403,9 @@ def sample(
     from composer.sampling.sample import MAX_SECONDS, Sampler, SampleRequest, piece_notes, primer_tokens
     from composer.serving.composition import (
         candidate_requests,
-        genre_keys,
-        keep_best,
+        keep_and_place,
         piece_form,
-        piece_profile,
         piece_restate,
-        place_in_key,
     )
 
     started = time.perf_counter()
@@ -448,11 +445,11 @@ def sample(
     except ValueError as exc:
         fail(str(exc))
     per_piece = [scored[i * candidates : (i + 1) * candidates] for i in range(count)]
-    profile = piece_profile(genre, settings().genres_dir)
-    pieces = [group[keep_best(group, key or None, profile)][0] for group in per_piece]
-    if prime is None:  # in the key asked or a usual one, as the service does it (a continuation keeps its primer's)
-        usual = genre_keys(genre, settings().genres_dir)
-        pieces = [place_in_key(tokens, key or None, usual, r.seed) for tokens, r in zip(pieces, requests)]
+    genres_dir = settings().genres_dir
+    pieces = [
+        keep_and_place(group, key or None, r.seed, genre, genres_dir, primed=prime is not None)[1]
+        for group, r in zip(per_piece, requests)
+    ]
     outputs = [out] if count == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(count)]
     for path, tokens, req in zip(outputs, pieces, requests):
         notes = piece_notes(tokens)

@@ -204,6 +204,22 @@ def place_in_key(tokens: np.ndarray, key: str | None, keys: Mapping[str, float],
     return fit_to_key(tokens, key or usual_key(tokens, keys, seed))
 
 
+def keep_and_place(
+    scored: Sequence[tuple[np.ndarray, float]], key: str | None, seed: int, genre: str, genres_dir: Path, primed: bool
+) -> tuple[int, np.ndarray]:
+    """The candidate kept (``keep_best`` with the genre's profile) and its tokens, placed in the key
+    asked or the genre's usual one (``place_in_key``) unless it continues a primer, which keeps
+    its primer's key: what the service, the in-process client and ``composer sample`` all do."""
+    try:
+        style = load_genre(genre, genres_dir)  # read once for both: profile and usual keys
+        profile, keys = style.structure, style.keys
+    except (UnknownGenreError, ValueError):  # a genre served from a models directory alone
+        profile, keys = {}, {}
+    best = keep_best(scored, key, profile)
+    tokens = scored[best][0]
+    return best, tokens if primed else place_in_key(tokens, key, keys, seed)
+
+
 def piece_restate(genre: str, genres_dir: Path) -> float:
     """How much of a restated section a piece of the genre replays: its manifest's ``restate``,
     else the sampler's default."""

@@ -24,12 +24,9 @@ from composer.serving.composition import (
     assemble,
     candidate_requests,
     check_audio_format,
-    genre_keys,
-    keep_best,
+    keep_and_place,
     piece_form,
-    piece_profile,
     piece_restate,
-    place_in_key,
     primer_from,
     sample_request,
 )
@@ -85,9 +82,7 @@ class LocalComposerClient:
         model = self._model(genre)
         request = model.sampler.fit(request)
         scored = model.sampler.generate_scored([model.sampler.fit(r) for r in asked])
-        tokens = scored[keep_best(scored, key, piece_profile(genre, self.genres_dir))][0]
-        if primer is None:  # a continuation stays in its primer's key
-            tokens = place_in_key(tokens, key, genre_keys(genre, self.genres_dir), seed)
+        _, tokens = keep_and_place(scored, key, seed, genre, self.genres_dir, primed=primer is not None)
         controlled = request.controls is not None
         return assemble(genre, model.version, request, tokens, audio_format, pianoroll, key, density, controlled)
 

@@ -53,12 +53,9 @@ from composer.serving.composition import (
     candidate_requests,
     check_audio_format,
     decode_primer_midi,
-    genre_keys,
-    keep_best,
+    keep_and_place,
     piece_form,
-    piece_profile,
     piece_restate,
-    place_in_key,
     primer_from,
     sample_request,
 )
@@ -393,12 +390,10 @@ def create_app(
                 await until_done_or_gone(p, http_request, max(deadline - time.monotonic(), 0.0)) for p in pendings
             ]
             scored = [(r.tokens, r.log_likelihood) for r in results]
-            profile = piece_profile(body.genre, genres_dir)
-            sampled = results[await run_in_threadpool(keep_best, scored, body.key, profile)]
-            tokens = sampled.tokens
-            if request.primer is None:  # a continuation stays in its primer's key
-                keys = genre_keys(body.genre, genres_dir)
-                tokens = await run_in_threadpool(place_in_key, tokens, body.key, keys, request.seed)
+            best, tokens = await run_in_threadpool(
+                keep_and_place, scored, body.key, request.seed, body.genre, genres_dir, request.primer is not None
+            )
+            sampled = results[best]
             piece = await run_in_threadpool(
                 assemble,
                 body.genre,
