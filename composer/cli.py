@@ -403,9 +403,9 @@ def sample(
     from composer.sampling.sample import MAX_SECONDS, Sampler, SampleRequest, piece_notes, primer_tokens
     from composer.serving.composition import (
         candidate_requests,
+        genre_style,
         keep_and_place,
         piece_form,
-        piece_restate,
     )
 
     started = time.perf_counter()
@@ -427,11 +427,12 @@ def sample(
         fail(str(exc))
     controls = asked if key or density else None
     try:
-        genres_dir = settings().genres_dir
-        plan, restate = piece_form(form or None, genre, genres_dir), piece_restate(genre, genres_dir)
+        style = genre_style(genre, settings().genres_dir)
+        plan = piece_form(form or None, style)
         seed = random.randrange(2**31) if seed is None else seed
         requests = [
-            SampleRequest(seconds, seed + i, temperature, top_p, prime, controls, plan, restate) for i in range(count)
+            SampleRequest(seconds, seed + i, temperature, top_p, prime, controls, plan, style.restate, style.cache)
+            for i in range(count)
         ]
         groups = [candidate_requests(r, candidates) for r in requests]
     except CompositionError as exc:
@@ -445,9 +446,8 @@ def sample(
     except ValueError as exc:
         fail(str(exc))
     per_piece = [scored[i * candidates : (i + 1) * candidates] for i in range(count)]
-    genres_dir = settings().genres_dir
     pieces = [
-        keep_and_place(group, key or None, r.seed, genre, genres_dir, primed=prime is not None)[1]
+        keep_and_place(group, key or None, r.seed, style, primed=prime is not None)[1]
         for group, r in zip(per_piece, requests)
     ]
     outputs = [out] if count == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(count)]
@@ -635,6 +635,11 @@ def structure(
         "", help="Comma-separated plans to compare: free, ABAB, AABB, AABA, AA (default: free and the genre's)."
     ),
     seed: int = typer.Option(2000, help="Seed of the first sample."),
+    caches: str = typer.Option(
+        "",
+        help="Comma-separated neural-cache weights to compare under each plan "
+        "(0: the model alone; default: 0 and the genre's own, if it names one).",
+    ),
     version: str = typer.Option("", help="Model version (default: the current one)."),
     model_dir: Path | None = typer.Option(None, help="Measure this model directory instead."),
     threads: int = typer.Option(1, help="CPU threads for torch."),
@@ -655,10 +660,9 @@ def structure(
     import torch
 
     from composer.contract import FORMS, FREE_FORM
-    from composer.corpus.genres import load_genre
     from composer.report.form_and_key import format_structure, structure_report
     from composer.sampling.sample import Sampler
-    from composer.serving.composition import piece_restate
+    from composer.serving.composition import genre_style
 
     if profile:
         from composer.report.form_and_key import profile_toml, training_keys, training_pieces, training_profile
@@ -671,17 +675,22 @@ def structure(
         typer.echo(json.dumps({"structure": measured, "keys": keys}) if as_json else profile_toml(measured, keys))
         return
     directory = _find_model(genre, version, model_dir)
-    own = load_genre(genre).form
-    plans = [p.strip() for p in forms.split(",") if p.strip()] or [FREE_FORM, *([own] if own else [])]
+    style = genre_style(genre, settings().genres_dir)
+    plans = [p.strip() for p in forms.split(",") if p.strip()] or [FREE_FORM, *([style.form] if style.form else [])]
     unknown = [p for p in plans if p not in (*FORMS, FREE_FORM)]
     if unknown:
         fail(f"--forms: {', '.join(unknown)} not among {', '.join((FREE_FORM, *FORMS))}")
+    try:
+        weights = [float(w) for w in caches.split(",") if w.strip()] or [0.0, *([style.cache] if style.cache else [])]
+    except ValueError:
+        fail(f"--caches: {caches!r} is not a list of numbers such as 0,0.3")
+    if not all(0 <= w < 1 for w in weights):
+        fail("--caches: each weight must be in [0, 1)")
     torch.set_num_threads(threads)
     sampler = Sampler.from_dir(directory, "cpu")
     try:
         plans = [None if p == FREE_FORM else p for p in plans]
-        restate = piece_restate(genre, settings().genres_dir)
-        result = structure_report(sampler, settings().cache_dir, genre, samples, plans, seed, restate)
+        result = structure_report(sampler, settings().cache_dir, genre, samples, plans, seed, style.restate, weights)
     except FileNotFoundError as exc:
         fail(f"{exc} (run `composer prepare --genre {genre}` first)")
     if served and not version and model_dir is None:
@@ -692,6 +701,70 @@ def structure(
     if not as_json:
         typer.echo(format_structure(result))
     typer.echo(json.dumps(dataclasses.asdict(result)))
+
+
+@app.command("neural-cache")
+def neural_cache(
+    genre: str = typer.Option(..., "--genre", "-g", help="Genre whose current model to measure."),
+    split: str = typer.Option("train", help="Pieces to measure on: train (to choose by) or validation (to check)."),
+    pieces: int = typer.Option(30, help="Pieces drawn at random (seeded) from the split; 0: all."),
+    max_events: int = typer.Option(3000, help="Events per piece at most."),
+    weights: str = typer.Option("0.1,0.2,0.3,0.5", help="Comma-separated cache weights."),
+    sharpness: float = typer.Option(0.0, help="The cosine similarity's inverse temperature (0: the default)."),
+    version: str = typer.Option("", help="Model version (default: the current one)."),
+    model_dir: Path | None = typer.Option(None, help="Measure this model directory instead."),
+    threads: int = typer.Option(1, help="CPU threads for torch."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON line."),
+) -> None:
+    """How much a piece's own past predicts it: NLL of real pieces under the model alone and mixed
+    with its neural cache (a pointer over the piece's earlier moments) at each weight."""
+    import numpy as np
+    import torch
+
+    from composer.corpus.data import SPLIT_NAMES, TokenBundle
+    from composer.nn.model import load_model
+    from composer.sampling.cache import SHARPNESS, pieces_cached_nll
+    from composer.training.evaluate import with_markers
+
+    if split not in SPLIT_NAMES:
+        fail(f"--split must be one of {', '.join(SPLIT_NAMES)}")
+    try:
+        mixes = [float(w) for w in weights.split(",") if w.strip()]
+    except ValueError:
+        fail(f"--weights: {weights!r} is not a list of numbers such as 0.1,0.3")
+    if not mixes or not all(0 < w < 1 for w in mixes):
+        fail("--weights: each weight must be above 0 and below 1")
+    torch.set_num_threads(threads)
+    model, card = load_model(_find_model(genre, version, model_dir))
+    model.float()
+    try:
+        bundle = TokenBundle.load(settings().cache_dir, genre, split)
+    except FileNotFoundError as exc:
+        fail(f"{exc} (run `composer prepare --genre {genre}` first)")
+    chosen = range(len(bundle))
+    if 0 < pieces < len(bundle):
+        chosen = sorted(np.random.default_rng(0).choice(len(bundle), pieces, replace=False).tolist())
+    sequences = [with_markers(bundle.sequence(i).astype(np.int64)) for i in chosen]
+    theta = sharpness or SHARPNESS
+    nll, count = pieces_cached_nll(model, sequences, mixes, theta, max_events)
+    result = {
+        "genre": genre,
+        "version": card.get("version", ""),
+        "split": split,
+        "pieces": len(sequences),
+        "events": count,
+        "sharpness": theta,
+        "model_alone": nll[0],
+        "with_cache": dict(zip(map(str, mixes), nll[1:])),
+    }
+    if not as_json:
+        typer.echo(
+            f"{genre} {result['version']}, {len(sequences)} {split} pieces, {count:,} events, sharpness {theta:g}"
+        )
+        typer.echo(f"model alone      {nll[0]:.4f} nats/event")
+        for weight, value in zip(mixes, nll[1:]):
+            typer.echo(f"cache weight {weight:<4g} {value:.4f} ({(value - nll[0]) / nll[0]:+.1%})")
+    typer.echo(json.dumps(result))
 
 
 @app.command()

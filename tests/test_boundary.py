@@ -224,9 +224,10 @@ def test_a_worker_with_composer_url_answers_without_the_composer_libraries(compo
         (reply,) = replies
         assert "pop model v1" in reply["content"] and reply["media_attachments"]
         # the alt text, from the summary the composer sent (a piece ends on a time shift: 3 or 4 s)
-        assert re.match(r"A [34]-second pop piano piece composed by a neural network: \w", alt := (
-            reply["media_attachments"][0]["description"] or ""
-        )), alt
+        assert re.match(
+            r"A [34]-second pop piano piece composed by a neural network: \w",
+            alt := (reply["media_attachments"][0]["description"] or ""),
+        ), alt
     assert (tmp_path / "media").is_dir() and any((tmp_path / "media").rglob("*.png"))
     # the audio's render time came over HTTP: the job row's render stage holds it, apart from compose
     engine = make_engine(url)

@@ -180,6 +180,7 @@ COMPOSER_ARGS = {
     "report": ["report", "--genre", "folk", "--out", "r.html"],
     "fidelity": ["fidelity"],
     "structure": ["structure", "--genre", "folk"],
+    "neural-cache": ["neural-cache", "--genre", "folk"],
     "versions": ["versions", "--genre", "folk"],
     "promote": ["promote", "--genre", "folk", "--version", "v1"],
     "rollback": ["rollback", "--genre", "folk"],

@@ -12,7 +12,7 @@ from composer.codec import events
 from composer.codec.events import Note
 from composer.contract import FREE_FORM, CompositionRejected
 from composer.sampling.sample import Sampler, SampleRequest, form_plan, piece_notes
-from composer.serving.composition import piece_form
+from composer.serving.composition import genre_style, piece_form
 
 
 def test_a_plan_cuts_the_piece_into_equal_sections_and_names_what_each_restates():
@@ -50,11 +50,12 @@ def test_the_form_comes_from_the_request_or_the_genres_manifest(tmp_path: Path):
     genres.mkdir()
     (genres / "reel.toml").write_text('name = "reel"\nsources = ["x"]\nlicense = "MIT"\nform = "AABB"\n')
     (genres / "drone.toml").write_text('name = "drone"\nsources = ["x"]\nlicense = "MIT"\n')
-    assert piece_form(None, "reel", genres) == "AABB" and piece_form("ABAB", "reel", genres) == "ABAB"
-    assert piece_form(FREE_FORM, "reel", genres) is None and piece_form(None, "drone", genres) is None
-    assert piece_form(None, "models-only", genres) is None
+    reel, drone = genre_style("reel", genres), genre_style("drone", genres)
+    assert piece_form(None, reel) == "AABB" and piece_form("ABAB", reel) == "ABAB"
+    assert piece_form(FREE_FORM, reel) is None and piece_form(None, drone) is None
+    assert piece_form(None, genre_style("models-only", genres)) is None
     with pytest.raises(CompositionRejected, match="form must be one of ABAB"):
-        piece_form("ABCD", "reel", genres)
+        piece_form("ABCD", reel)
     (genres / "bad.toml").write_text('name = "bad"\nsources = ["x"]\nlicense = "MIT"\nform = "ABC"\n')
     from composer.corpus.genres import load_genre
 
@@ -132,7 +133,6 @@ def test_a_genre_that_repeats_less_replays_only_the_opening_of_a_restated_sectio
 def test_the_share_restated_comes_from_the_genres_manifest(tmp_path: Path):
     from composer.corpus.genres import load_genre
     from composer.sampling.sample import RESTATED
-    from composer.serving.composition import piece_restate
 
     genres = tmp_path / "genres"
     genres.mkdir()
@@ -140,8 +140,8 @@ def test_the_share_restated_comes_from_the_genres_manifest(tmp_path: Path):
         'name = "ballad"\nsources = ["x"]\nlicense = "MIT"\nform = "AABB"\nrestate = 0.3\n'
     )
     (genres / "reel.toml").write_text('name = "reel"\nsources = ["x"]\nlicense = "MIT"\nform = "AABB"\n')
-    assert piece_restate("ballad", genres) == 0.3 and piece_restate("reel", genres) == RESTATED
-    assert piece_restate("models-only", genres) == RESTATED
+    assert genre_style("ballad", genres).restate == 0.3 and genre_style("reel", genres).restate == RESTATED
+    assert genre_style("models-only", genres).restate == RESTATED
     for bad in ("0", "1.5", "true", '"half"'):
         (genres / "bad.toml").write_text(f'name = "bad"\nsources = ["x"]\nlicense = "MIT"\nrestate = {bad}\n')
         with pytest.raises(ValueError, match="restate"):
@@ -154,15 +154,14 @@ def test_the_share_restated_comes_from_the_genres_manifest(tmp_path: Path):
 
 def test_a_genre_names_what_its_real_music_measures_and_bad_values_are_refused(tmp_path: Path):
     from composer.corpus.genres import load_genre
-    from composer.serving.composition import piece_profile
 
     genres = tmp_path / "genres"
     genres.mkdir()
     head = 'name = "{}"\nsources = ["x"]\nlicense = "MIT"\n'
     (genres / "ballad.toml").write_text(head.format("ballad") + "[structure]\nrecurrence = 0.2\nloopiness = 0.15\n")
     (genres / "reel.toml").write_text(head.format("reel"))
-    assert piece_profile("ballad", genres) == {"recurrence": 0.2, "loopiness": 0.15}
-    assert piece_profile("reel", genres) == {} and piece_profile("models-only", genres) == {}
+    assert genre_style("ballad", genres).profile == {"recurrence": 0.2, "loopiness": 0.15}
+    assert genre_style("reel", genres).profile == {} and genre_style("models-only", genres).profile == {}
     for bad in ("recurrence = 0", "recurrence = 1.5", "tempo = 0.5", 'loopiness = "low"', "recurrence = true"):
         (genres / "bad.toml").write_text(head.format("bad") + f"[structure]\n{bad}\n")
         with pytest.raises(ValueError, match="structure"):
@@ -227,14 +226,13 @@ def test_a_piece_asked_for_no_key_goes_to_one_of_the_genres_usual_keys_in_its_ow
 
 def test_the_usual_keys_come_from_the_genres_manifest_and_bad_ones_are_refused(tmp_path: Path):
     from composer.corpus.genres import load_genre
-    from composer.serving.composition import genre_keys
 
     genres = tmp_path / "genres"
     genres.mkdir()
     head = 'name = "{}"\nsources = ["x"]\nlicense = "MIT"\n'
     (genres / "reel.toml").write_text(head.format("reel") + '[keys]\n"G major" = 0.6\n"D" = 0.3\n"b minor" = 0.1\n')
-    assert genre_keys("reel", genres) == {"G major": 0.6, "D major": 0.3, "B minor": 0.1}
-    assert genre_keys("models-only", genres) == {}
+    assert genre_style("reel", genres).keys == {"G major": 0.6, "D major": 0.3, "B minor": 0.1}
+    assert genre_style("models-only", genres).keys == {}
     for bad in ('"H major" = 0.5', '"G major" = 0', '"G major" = "often"', '"G major" = 2'):
         (genres / "bad.toml").write_text(head.format("bad") + f"[keys]\n{bad}\n")
         with pytest.raises(ValueError, match="keys"):

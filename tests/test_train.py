@@ -326,13 +326,25 @@ def test_conditioned_training_scores_with_and_without_controls(project):
     assert load_model(Path(project["COMPOSER_RUNS_DIR"]) / "tunes" / "keys-ft" / "best")[0].config.control_dim == 22
 
     measured = composer(
-        project, "structure", "--genre", "tunes", "--model-dir", str(best), "--samples", "3", "--forms", "free,ABAB"
-    )
+        project, "structure", "--genre", "tunes", "--model-dir", str(best), "--samples", "3", "--forms", "free,ABAB",
+        "--caches", "0,0.5",
+    )  # fmt: skip
     assert measured.returncode == 0, measured.stderr
     result = json.loads(measured.stdout.strip().splitlines()[-1])
-    assert set(result["samples"]) == {"free", "ABAB"} and result["real"]["windows"] >= 1
+    assert set(result["samples"]) == {"free", "ABAB", "free, cache 0.5", "ABAB, cache 0.5"}
+    assert result["real"]["windows"] >= 1
     assert 0 <= result["key_accuracy"] <= result["relative_key_accuracy"] <= 1
     assert [asked for asked, _ in result["density_asked_played"]] == [2.0, 5.0, 12.0]
     assert "key asked = key heard" in measured.stdout and "gap to real, ABAB" in measured.stdout
     refused = composer(project, "structure", "--genre", "tunes", "--model-dir", str(best), "--forms", "ABCD")
     assert refused.returncode == 2 and "not among free, ABAB" in refused.stderr
+    refused = composer(project, "structure", "--genre", "tunes", "--model-dir", str(best), "--caches", "0,1")
+    assert refused.returncode == 2 and "--caches" in refused.stderr
+
+    cached = composer(project, "neural-cache", "--genre", "tunes", "--model-dir", str(best), "--weights", "0.2,0.5")
+    assert cached.returncode == 0, cached.stderr
+    nll = json.loads(cached.stdout.strip().splitlines()[-1])
+    assert nll["events"] > 0 and 0 < nll["model_alone"] < 7 and set(nll["with_cache"]) == {"0.2", "0.5"}
+    assert "cache weight 0.5" in cached.stdout
+    refused = composer(project, "neural-cache", "--genre", "tunes", "--model-dir", str(best), "--weights", "1.5")
+    assert refused.returncode == 2 and "--weights" in refused.stderr

@@ -34,7 +34,6 @@ NO_DENSITY = 21
 CONTROL_DIM = 22
 
 
-
 def parse_density(text: str | float) -> float:
     """Notes per second from a number or one of ``DENSITY_WORDS``."""
     if isinstance(text, int | float):

@@ -40,8 +40,9 @@ __all__ = ["ALL_KEYS", "Key", "UnknownKeyError", "best_key", "estimate_key", "mo
 
 ALL_KEYS = tuple(Key(tonic, mode) for tonic in range(12) for mode in (MAJOR, MINOR))
 
+
 def parse_key(text: str) -> Key:
-    """"D minor", "F# minor", "Eb major", "B flat minor", "E♭", "c" (major unless said otherwise)."""
+    """ "D minor", "F# minor", "Eb major", "B flat minor", "E♭", "c" (major unless said otherwise)."""
     return Key(*read_key(text))
 
 

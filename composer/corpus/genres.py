@@ -12,6 +12,7 @@ A genre is a small TOML file in ``data/genres/``; adding one needs no code::
     aliases = ["bach", "chorales"]        # optional: words people use for it (the bot reads them)
     form = "ABAB"                         # optional: the form plan pieces follow (composer.contract.FORMS)
     restate = 0.75                        # optional: share of a restated section replayed before varying it
+    cache = 0.0                           # optional: the neural cache's weight (composer.sampling.cache)
 
     [structure]                           # optional: what its real music measures (`composer structure --profile`)
     key_steadiness = 0.55                 # the composer keeps the candidate closest to these
@@ -62,6 +63,7 @@ MANIFEST_KEYS = frozenset(
         "aliases",
         "form",
         "restate",
+        "cache",
         "structure",
         "keys",
         "scores",
@@ -104,6 +106,8 @@ class Genre:
     """The form plan its pieces follow (composer.contract.FORMS); None: free."""
     restate: float | None = None
     """The share of a restated section replayed as it first went (None: the sampler's default)."""
+    cache: float = 0.0
+    """The neural cache's weight in sampling (composer.sampling.cache); 0: the model alone."""
     structure: dict[str, float] = field(default_factory=dict, hash=False)
     keys: dict[str, float] = field(default_factory=dict, hash=False)
     """The keys its real music is in, as shares of its training pieces: a piece asked for no key
@@ -220,6 +224,7 @@ def load_genre_file(path: Path) -> Genre:
         aliases=tuple(dict.fromkeys(a.lower() for a in aliases)),
         form=spec.get("form"),
         restate=spec.get("restate"),
+        cache=spec.get("cache", 0.0),
         structure=spec.get("structure", {}),
         keys=spec.get("keys", {}),
         scores=m.scores(),
@@ -243,10 +248,13 @@ def load_genre_file(path: Path) -> Genre:
         try:
             read_key(name)
         except ValueError:
-            raise m.error("keys", f"'{name}' is not a key (like \"G major\" or \"E minor\")") from None
+            raise m.error("keys", f'\'{name}\' is not a key (like "G major" or "E minor")') from None
     share = genre.restate
     if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
         raise m.error("restate", "must be a share of a section, above 0 and at most 1")
+    weight = genre.cache
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1:
+        raise m.error("cache", "must be a weight of at least 0 and below 1 (0: the model alone)")
     if genre.split not in SPLITS:
         raise m.error("split", f"must be one of {', '.join(SPLITS)}")
     fraction = genre.validation_fraction
@@ -255,7 +263,13 @@ def load_genre_file(path: Path) -> Genre:
     structure = {name: float(v) for name, v in profile.items()}
     keys = {key_name(*read_key(name)): float(v) for name, v in keys.items()}
     return Genre(
-        **{**vars(genre), "validation_fraction": float(fraction), "structure": structure, "keys": keys}
+        **{
+            **vars(genre),
+            "validation_fraction": float(fraction),
+            "cache": float(weight),
+            "structure": structure,
+            "keys": keys,
+        }
     )
 
 

@@ -49,6 +49,14 @@ class PerformanceRNN(nn.Module):
         or (control_dim,) for one control throughout; none means "no control"
         (composer.codec.controls.NO_CONTROL).
         """
+        hidden, state = self.top_states(tokens, state, controls)
+        return self.head(self.drop(hidden)), state
+
+    def top_states(
+        self, tokens: torch.Tensor, state: State | None = None, controls: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """The top LSTM layer's output at every step (batch, time, hidden), before the head: what
+        the neural cache (composer.sampling.cache) compares moments by."""
         x = self.drop(self.embed(tokens))
         if self.config.control_dim:
             if controls is None:
@@ -56,8 +64,7 @@ class PerformanceRNN(nn.Module):
             if controls.dim() < 3:  # (control_dim,) or (batch, control_dim): the same control throughout
                 controls = controls.reshape(-1, 1, controls.shape[-1]).expand(tokens.shape[0], tokens.shape[1], -1)
             x = torch.cat([x, controls.to(x.dtype)], dim=-1)
-        hidden, state = self.lstm(x, state)
-        return self.head(self.drop(hidden)), state
+        return self.lstm(x, state)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

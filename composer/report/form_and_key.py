@@ -110,18 +110,22 @@ def structure_report(
     plans: Sequence[str | None] = (None,),
     seed: int = 0,
     restate: float | None = None,
+    caches: Sequence[float] = (0.0,),
 ) -> StructureReport:
-    """Real validation pieces against ``count`` 30 s samples per plan (None: free), seeds seed..;
-    ``restate``: the share of a restated section replayed (None: the sampler's default)."""
+    """Real validation pieces against ``count`` 30 s samples per plan (None: free) and neural-cache
+    weight (composer.sampling.cache; 0: off), seeds seed..; ``restate``: the share of a restated
+    section replayed (None: the sampler's default)."""
     from composer.sampling.sample import RESTATED, SampleRequest
 
     report = StructureReport(genre, summarize(measure_pieces(real_pieces(cache_dir, genre))))
     for plan in plans:
-        requests = [
-            SampleRequest(SAMPLE_SECONDS, seed + i, 1.0, 0.95, form=plan, restate=restate or RESTATED)
-            for i in range(count)
-        ]
-        report.samples[plan or "free"] = summarize(measure_pieces(sampled_pieces(sampler, requests)))
+        for cache in caches:
+            requests = [
+                SampleRequest(SAMPLE_SECONDS, seed + i, 1.0, 0.95, form=plan, restate=restate or RESTATED, cache=cache)
+                for i in range(count)
+            ]
+            name = (plan or "free") + (f", cache {cache:g}" if cache else "")
+            report.samples[name] = summarize(measure_pieces(sampled_pieces(sampler, requests)))
     if sampler.conditioned:
         asked = [ALL_KEYS[(seed + i) * 7 % len(ALL_KEYS)] for i in range(count)]  # every key in turn
         densities = [DENSITIES[i % len(DENSITIES)] for i in range(count)]
@@ -151,10 +155,8 @@ def served_report(report: StructureReport, client, sampler, count: int = 24, see
     from composer.sampling.sample import piece_notes
     from composer.serving.composition import (
         candidate_requests,
+        genre_style,
         keep_best,
-        piece_form,
-        piece_profile,
-        piece_restate,
         sample_request,
     )
 
@@ -163,15 +165,21 @@ def served_report(report: StructureReport, client, sampler, count: int = 24, see
     asked = [ALL_KEYS[(seed + i) * 7 % len(ALL_KEYS)] for i in range(count)]
     keyed = [client.compose(report.genre, SAMPLE_SECONDS, seed=seed + i, key=k.name) for i, k in enumerate(asked)]
     report.served_key_accuracy = float(np.mean([p.summary.key == k.name for p, k in zip(keyed, asked)]))
-    plan, restate = piece_form(None, report.genre, client.genres_dir), piece_restate(report.genre, client.genres_dir)
-    profile = piece_profile(report.genre, client.genres_dir)
+    style = genre_style(report.genre, client.genres_dir)
     in_mode = []
     for i, key in enumerate(asked):
         request = sample_request(
-            SAMPLE_SECONDS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, seed + i, key=key.name, form=plan, restate=restate
+            SAMPLE_SECONDS,
+            DEFAULT_TEMPERATURE,
+            DEFAULT_TOP_P,
+            seed + i,
+            key=key.name,
+            form=style.form,
+            restate=style.restate,
+            cache=style.cache,
         )
         scored = sampler.generate_scored([sampler.fit(r) for r in candidate_requests(request, DEFAULT_CANDIDATES)])
-        found = estimate_key(piece_notes(scored[keep_best(scored, key.name, profile)][0]))
+        found = estimate_key(piece_notes(scored[keep_best(scored, key.name, style.profile)][0]))
         in_mode.append(found is not None and found[0].mode == key.mode)
     report.served_model_key_accuracy = float(np.mean(in_mode))
     return report
@@ -233,17 +241,17 @@ def structure_section(
 
     from composer.config import settings
     from composer.sampling.sample import Sampler
-    from composer.serving.composition import piece_form, piece_restate
+    from composer.serving.composition import genre_style
     from composer.serving.local import LocalComposerClient
 
     client = LocalComposerClient(models_dir=models_dir, device=device)
     out = {}
     for genre, directory in directories.items():
         sampler = Sampler.from_dir(directory, device, engine)
-        plan = piece_form(None, genre, settings().genres_dir)
-        plans = [None, *([plan] if plan else [])]
-        restate = piece_restate(genre, settings().genres_dir)
-        report = structure_report(sampler, cache_dir, genre, samples, plans, seed, restate)
+        style = genre_style(genre, settings().genres_dir)
+        plans = [None, *([style.form] if style.form else [])]
+        caches = [0.0, *([style.cache] if style.cache else [])]
+        report = structure_report(sampler, cache_dir, genre, samples, plans, seed, style.restate, caches)
         out[genre] = dataclasses.asdict(served_report(report, client, sampler, samples, seed))
     return out
 

@@ -21,6 +21,7 @@ from composer.config import settings
 from composer.contract import FORMS, MAX_SECONDS
 from composer.nn.fastlstm import FusedLSTM, State, quantization_available
 from composer.nn.model import PerformanceRNN, load_model
+from composer.sampling.cache import PieceCache, mix
 
 # Magenta's generator ends any note after 5 s: a model that forgets a note-off would
 # otherwise leave it droning to the end of the piece.
@@ -52,6 +53,9 @@ class SampleRequest:
     appearance; None: the model alone decides."""
     restate: float = RESTATED
     """The share of a restated section replayed as it first went; the model composes the rest afresh."""
+    cache: float = 0.0
+    """The neural cache's weight (composer.sampling.cache): how strongly the piece goes on the way
+    it went before when it comes back to a moment like an earlier one; 0: the model alone."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ def validate(request: SampleRequest) -> None:
         raise ValueError(f"form must be one of {', '.join(FORMS)}, got {request.form!r}")
     if not 0 < request.restate <= 1:
         raise ValueError(f"restate must be in (0, 1], got {request.restate:g}")
+    if not 0 <= request.cache < 1:
+        raise ValueError(f"cache must be in [0, 1), got {request.cache:g}")
     if request.controls is not None and np.shape(request.controls) != (CONTROL_DIM,):
         shape = np.shape(request.controls)
         raise ValueError(f"controls must be {CONTROL_DIM} floats (composer.codec.controls), got {shape}")
@@ -278,11 +284,12 @@ class Stream:
         self.ban[: events.VELOCITY] = True  # no velocity yet, nothing sounding
         self.strikes = np.zeros(events.NUM_PITCHES, dtype=np.int32)  # unreleased note-ons per key
         self._primer_velocity: int | None = None
-        self.log_likelihood = 0.0  # of the events taken, under the model at temperature 1
+        self.log_likelihood = 0.0  # of the events taken, under the model alone (no cache) at temperature 1
         self.plan = form_plan(request.form, request.seconds) if request.form else []
         self._section = 0
         self._section_starts = [0]  # token index where each section began
         self._restating: list[int] = []  # tokens still to restate, next first
+        self.cache = PieceCache(request.cache) if request.cache else None
         for token in request.primer if request.primer is not None else ():
             self._follow(int(token))
             if int(token) >= events.VELOCITY:
@@ -413,7 +420,16 @@ class BatchSampler:
         # Only performance events: never PAD or BOS, nor EOS, since the length is asked for.
         nucleus = any(s.request.top_p < 1 for s in self.streams)
         ban = torch.from_numpy(np.stack([s.ban for s in self.streams])).to(dev)
-        probs = filter_probs(self._logits[:, : events.NUM_EVENTS], self._temperature, self._top_p, nucleus, ban)
+        logits = self._logits[:, : events.NUM_EVENTS]
+        cached = [s.cache is not None for s in self.streams]
+        top = self._state[0][-1] if any(cached) else None  # the top layer's state behind these logits
+        if top is not None:
+            logits = logits.clone()
+            for row, stream in enumerate(self.streams):
+                past = stream.cache.distribution(top[row]) if stream.cache is not None else None
+                if past is not None:
+                    logits[row] = mix(logits[row], past, stream.cache.weight)
+        probs = filter_probs(logits, self._temperature, self._top_p, nucleus, ban)
         uniforms = torch.tensor([s.uniform() for s in self.streams], dtype=torch.float64, device=dev)
         tokens = draw(probs, uniforms)
         if any(s.plan for s in self.streams):  # a stream restating a section takes its planned token
@@ -426,6 +442,10 @@ class BatchSampler:
             if not stream.done:  # a cancelled stream takes nothing more
                 stream.log_likelihood += log_p
                 stream.accept(token)
+        if top is not None:
+            for row, (stream, token) in enumerate(zip(self.streams, tokens.tolist())):
+                if stream.cache is not None:
+                    stream.cache.add(top[row], token)
         finished = [s for s in self.streams if s.done]
         if finished:
             keep = [i for i, s in enumerate(self.streams) if not s.done]

@@ -12,7 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -132,9 +132,10 @@ def sample_request(
     density: float | None = None,
     form: str | None = None,
     restate: float = RESTATED,
+    cache: float = 0.0,
 ) -> SampleRequest:
     """A checked SampleRequest; CompositionRejected (422) says what is wrong. ``form``: a plan
-    from ``piece_form``, or None for none."""
+    from ``piece_form``, or None for none; ``restate`` and ``cache``: the genre's (``GenreStyle``)."""
     try:
         asked_key = parse_key(key) if key else None
         asked_density = parse_density(density) if density is not None else None
@@ -145,7 +146,7 @@ def sample_request(
         raise CompositionRejected(f"seconds must be in (0, {max_seconds:g}], got {seconds:g}")
     if not 0 <= seed <= MAX_SEED:
         raise CompositionRejected(f"seed must be in 0..{MAX_SEED}, got {seed}")
-    request = SampleRequest(seconds, seed, temperature, top_p, primer, controls, form, restate)
+    request = SampleRequest(seconds, seed, temperature, top_p, primer, controls, form, restate, cache)
     try:
         validate(request)
     except ValueError as exc:
@@ -153,36 +154,47 @@ def sample_request(
     return request
 
 
-def piece_form(asked: str | None, genre: str, genres_dir: Path) -> str | None:
-    """The form plan a piece follows: the one asked for, none for FREE_FORM, else the genre's own
-    (its manifest's ``form``; none without one)."""
+@dataclass(frozen=True)
+class GenreStyle:
+    """How a genre shapes its pieces, from its manifest (composer.corpus.genres), read once per
+    request; the defaults are those of a genre served from a models directory alone."""
+
+    form: str | None = None
+    """Its form plan (composer.contract.FORMS); None: free."""
+    restate: float = RESTATED
+    """The share of a restated section replayed as it first went."""
+    cache: float = 0.0
+    """The neural cache's weight (composer.sampling.cache); 0: the model alone."""
+    profile: Mapping[str, float] = field(default_factory=dict)
+    """What its real music measures (the manifest's ``[structure]``): the candidates' target."""
+    keys: Mapping[str, float] = field(default_factory=dict)
+    """The keys its real music is in (the manifest's ``[keys]``): where a piece asked for none goes."""
+
+
+def genre_style(genre: str, genres_dir: Path) -> GenreStyle:
+    """The genre's ``GenreStyle``; the defaults for a genre without a manifest."""
+    try:
+        manifest = load_genre(genre, genres_dir)
+    except (UnknownGenreError, ValueError):  # a genre served from a models directory alone
+        return GenreStyle()
+    return GenreStyle(
+        form=manifest.form,
+        restate=RESTATED if manifest.restate is None else float(manifest.restate),
+        cache=float(manifest.cache),
+        profile=dict(manifest.structure),
+        keys=dict(manifest.keys),
+    )
+
+
+def piece_form(asked: str | None, style: GenreStyle) -> str | None:
+    """The form plan a piece follows: the one asked for, none for FREE_FORM, else the genre's own."""
     if asked == FREE_FORM:
         return None
     if asked is not None:
         if asked not in FORMS:
             raise CompositionRejected(f"form must be one of {', '.join((*FORMS, FREE_FORM))}, got {asked!r}")
         return asked
-    try:
-        return load_genre(genre, genres_dir).form
-    except (UnknownGenreError, ValueError):  # a genre served from a models directory alone
-        return None
-
-
-def piece_profile(genre: str, genres_dir: Path) -> dict[str, float]:
-    """What the genre's real music measures (its manifest's ``[structure]``): the candidates'
-    target. Empty for a genre without one."""
-    try:
-        return dict(load_genre(genre, genres_dir).structure)
-    except (UnknownGenreError, ValueError):
-        return {}
-
-
-def genre_keys(genre: str, genres_dir: Path) -> dict[str, float]:
-    """The keys the genre's real music is in (its manifest's ``[keys]``); empty without one."""
-    try:
-        return dict(load_genre(genre, genres_dir).keys)
-    except (UnknownGenreError, ValueError):
-        return {}
+    return style.form
 
 
 def usual_key(tokens: np.ndarray, keys: Mapping[str, float], seed: int) -> str | None:
@@ -205,29 +217,14 @@ def place_in_key(tokens: np.ndarray, key: str | None, keys: Mapping[str, float],
 
 
 def keep_and_place(
-    scored: Sequence[tuple[np.ndarray, float]], key: str | None, seed: int, genre: str, genres_dir: Path, primed: bool
+    scored: Sequence[tuple[np.ndarray, float]], key: str | None, seed: int, style: GenreStyle, primed: bool
 ) -> tuple[int, np.ndarray]:
     """The candidate kept (``keep_best`` with the genre's profile) and its tokens, placed in the key
     asked or the genre's usual one (``place_in_key``) unless it continues a primer, which keeps
     its primer's key: what the service, the in-process client and ``composer sample`` all do."""
-    try:
-        style = load_genre(genre, genres_dir)  # read once for both: profile and usual keys
-        profile, keys = style.structure, style.keys
-    except (UnknownGenreError, ValueError):  # a genre served from a models directory alone
-        profile, keys = {}, {}
-    best = keep_best(scored, key, profile)
+    best = keep_best(scored, key, style.profile)
     tokens = scored[best][0]
-    return best, tokens if primed else place_in_key(tokens, key, keys, seed)
-
-
-def piece_restate(genre: str, genres_dir: Path) -> float:
-    """How much of a restated section a piece of the genre replays: its manifest's ``restate``,
-    else the sampler's default."""
-    try:
-        share = load_genre(genre, genres_dir).restate
-    except (UnknownGenreError, ValueError):
-        return RESTATED
-    return RESTATED if share is None else float(share)
+    return best, tokens if primed else place_in_key(tokens, key, style.keys, seed)
 
 
 def candidate_requests(request: SampleRequest, count: int) -> list[SampleRequest]:
@@ -242,7 +239,7 @@ def keep_best(
 ) -> int:
     """The index of the most musical of the candidates, given as tokens and log-likelihood per event
     (with a key asked, one in its mode is preferred: ``fit_to_key`` moves a tonic freely, but
-    recasting a mode changes the notes; ``profile``: the genre's, from ``piece_profile``)."""
+    recasting a mode changes the notes; ``profile``: the genre's, ``GenreStyle.profile``)."""
     if len(scored) == 1:
         return 0
     measured = [(ll, piece_notes(t), events.duration_steps(t) / events.STEPS_PER_SECOND) for t, ll in scored]

@@ -24,9 +24,9 @@ from composer.serving.composition import (
     assemble,
     candidate_requests,
     check_audio_format,
+    genre_style,
     keep_and_place,
     piece_form,
-    piece_restate,
     primer_from,
     sample_request,
 )
@@ -74,15 +74,25 @@ class LocalComposerClient:
         check_audio_format(audio_format)
         primer = primer_from(primer_midi, primer_seconds)
         seed = new_seed() if seed is None else seed
-        plan, restate = piece_form(form, genre, self.genres_dir), piece_restate(genre, self.genres_dir)
+        style = genre_style(genre, self.genres_dir)
         request = sample_request(
-            seconds, temperature, top_p, seed, primer, self.max_seconds, key, density, plan, restate
+            seconds,
+            temperature,
+            top_p,
+            seed,
+            primer,
+            self.max_seconds,
+            key,
+            density,
+            piece_form(form, style),
+            style.restate,
+            style.cache,
         )
         asked = candidate_requests(request, candidates)
         model = self._model(genre)
         request = model.sampler.fit(request)
         scored = model.sampler.generate_scored([model.sampler.fit(r) for r in asked])
-        _, tokens = keep_and_place(scored, key, seed, genre, self.genres_dir, primed=primer is not None)
+        _, tokens = keep_and_place(scored, key, seed, style, primed=primer is not None)
         controlled = request.controls is not None
         return assemble(genre, model.version, request, tokens, audio_format, pianoroll, key, density, controlled)
 

@@ -53,9 +53,9 @@ from composer.serving.composition import (
     candidate_requests,
     check_audio_format,
     decode_primer_midi,
+    genre_style,
     keep_and_place,
     piece_form,
-    piece_restate,
     primer_from,
     sample_request,
 )
@@ -360,7 +360,7 @@ def create_app(
             check_audio_format(body.audio_format)
             primer = decode_primer_midi(body.primer) if isinstance(body.primer, str) else body.primer
             tokens = await run_in_threadpool(primer_from, primer, body.primer_seconds)
-            plan, restate = piece_form(body.form, body.genre, genres_dir), piece_restate(body.genre, genres_dir)
+            style = await run_in_threadpool(genre_style, body.genre, genres_dir)
             request = sample_request(
                 body.seconds,
                 body.temperature,
@@ -370,8 +370,9 @@ def create_app(
                 max_seconds,
                 body.key,
                 body.density,
-                plan,
-                restate,
+                piece_form(body.form, style),
+                style.restate,
+                style.cache,
             )
             pendings = []
             for candidate in candidate_requests(request, body.candidates):
@@ -391,7 +392,7 @@ def create_app(
             ]
             scored = [(r.tokens, r.log_likelihood) for r in results]
             best, tokens = await run_in_threadpool(
-                keep_and_place, scored, body.key, request.seed, body.genre, genres_dir, request.primer is not None
+                keep_and_place, scored, body.key, request.seed, style, request.primer is not None
             )
             sampled = results[best]
             piece = await run_in_threadpool(
