@@ -249,3 +249,21 @@ def test_a_piece_with_too_few_notes_for_a_key_never_wins_on_the_genres_profile()
     sparse = [Note(60, 80, 0.0, 0.2), Note(62, 80, 1.0, 1.2)]
     profile = {"key_steadiness": 0.2, "recurrence": 0.05, "loopiness": 0.05}  # the tune is far off all three
     assert best_candidate([(-1.0, sparse, 8.0), (-1.0, tune, 8.0)], profile=profile) == 1
+
+
+def test_with_a_key_asked_the_best_candidate_heard_in_it_is_kept():
+    from composer.codec.keys import estimate_key
+    from composer.serving.composition import GenreStyle, keep_and_place
+
+    c_major = [60, 62, 64, 65, 67, 69, 71, 72]
+    tune = [Note(p, 80, i * 0.3, i * 0.3 + 0.25) for i, p in enumerate(c_major * 3)]
+    # The likelier candidate spans C1 to C8, so no transposition on the keyboard can move it to D.
+    wide = events.encode([*tune, Note(24, 60, 0.0, 7.0), Note(108, 60, 0.0, 7.0)])
+    narrow = events.encode(tune)
+    scored = [(wide, -0.5), (narrow, -2.0)]
+    kept, tokens = keep_and_place(scored, "D major", 0, GenreStyle(), primed=False)
+    assert kept == 1 and estimate_key(piece_notes(tokens))[0].name == "D major"
+    kept, tokens = keep_and_place(scored, "C major", 0, GenreStyle(), primed=False)
+    assert kept == 0  # the best is already in C
+    kept, tokens = keep_and_place(scored[:1], "D major", 0, GenreStyle(), primed=False)
+    assert kept == 0 and np.array_equal(tokens, wide)  # none can be: the best, as it is

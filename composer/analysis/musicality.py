@@ -69,11 +69,20 @@ SCORE_DECIMALS = 3
 between CPUs (AVX2, AVX-512), and a near tie must not pick another piece on another machine."""
 
 
+def ranked_candidates(
+    scored: Sequence[tuple[float, Sequence[Note], float]],
+    mode: str | None = None,
+    profile: Mapping[str, float] | None = None,
+) -> list[int]:
+    """The indices of (log-likelihood per event, notes, seconds) candidates, best first; the first wins ties."""
+    scores = [round(musicality(*candidate, mode=mode, profile=profile), SCORE_DECIMALS) for candidate in scored]
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+
+
 def best_candidate(
     scored: Sequence[tuple[float, Sequence[Note], float]],
     mode: str | None = None,
     profile: Mapping[str, float] | None = None,
 ) -> int:
     """The index of the best of (log-likelihood per event, notes, seconds) candidates; the first wins ties."""
-    scores = [round(musicality(*candidate, mode=mode, profile=profile), SCORE_DECIMALS) for candidate in scored]
-    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+    return ranked_candidates(scored, mode, profile)[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from composer.analysis.musicality import best_candidate, candidate_seeds
+from composer.analysis.musicality import candidate_seeds, ranked_candidates
 from composer.analysis.summary import summarize
 from composer.codec import events
 from composer.codec.controls import control_vector, parse_density
@@ -219,12 +219,25 @@ def place_in_key(tokens: np.ndarray, key: str | None, keys: Mapping[str, float],
 def keep_and_place(
     scored: Sequence[tuple[np.ndarray, float]], key: str | None, seed: int, style: GenreStyle, primed: bool
 ) -> tuple[int, np.ndarray]:
-    """The candidate kept (``keep_best`` with the genre's profile) and its tokens, placed in the key
-    asked or the genre's usual one (``place_in_key``) unless it continues a primer, which keeps
-    its primer's key: what the service, the in-process client and ``composer sample`` all do."""
-    best = keep_best(scored, key, style.profile)
-    tokens = scored[best][0]
-    return best, tokens if primed else place_in_key(tokens, key, style.keys, seed)
+    """The candidate kept (the best by ``rank_candidates`` with the genre's profile, or with a key
+    asked, the best heard in that key once placed) and its tokens, placed in the key asked or the
+    genre's usual one (``place_in_key``) unless it continues a primer, which keeps its primer's
+    key: what the service, the in-process client and ``composer sample`` all do."""
+    ranked = rank_candidates(scored, key, style.profile)
+    if primed:
+        return ranked[0], scored[ranked[0]][0]
+    best = place_in_key(scored[ranked[0]][0], key, style.keys, seed)
+    if key is None:
+        return ranked[0], best
+    # A recast or ambiguous piece can still be heard in a neighbouring key (its dominant, its
+    # relative): the best candidate heard in the key asked wins over a better one that is not.
+    asked = parse_key(key)
+    for i in ranked:
+        tokens = best if i == ranked[0] else place_in_key(scored[i][0], key, style.keys, seed)
+        found = estimate_key(piece_notes(tokens))
+        if found is not None and found[0] == asked:
+            return i, tokens
+    return ranked[0], best
 
 
 def candidate_requests(request: SampleRequest, count: int) -> list[SampleRequest]:
@@ -234,16 +247,23 @@ def candidate_requests(request: SampleRequest, count: int) -> list[SampleRequest
     return [replace(request, seed=seed) for seed in candidate_seeds(request.seed, count)]
 
 
-def keep_best(
+def rank_candidates(
     scored: Sequence[tuple[np.ndarray, float]], key: str | None = None, profile: Mapping[str, float] | None = None
-) -> int:
-    """The index of the most musical of the candidates, given as tokens and log-likelihood per event
+) -> list[int]:
+    """The candidates' indices, most musical first, given as tokens and log-likelihood per event
     (with a key asked, one in its mode is preferred: ``fit_to_key`` moves a tonic freely, but
     recasting a mode changes the notes; ``profile``: the genre's, ``GenreStyle.profile``)."""
     if len(scored) == 1:
-        return 0
+        return [0]
     measured = [(ll, piece_notes(t), events.duration_steps(t) / events.STEPS_PER_SECOND) for t, ll in scored]
-    return best_candidate(measured, parse_key(key).mode if key else None, profile)
+    return ranked_candidates(measured, parse_key(key).mode if key else None, profile)
+
+
+def keep_best(
+    scored: Sequence[tuple[np.ndarray, float]], key: str | None = None, profile: Mapping[str, float] | None = None
+) -> int:
+    """The index of the most musical of the candidates (``rank_candidates``)."""
+    return rank_candidates(scored, key, profile)[0]
 
 
 PIANO_RANGE = (21, 108)
