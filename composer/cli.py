@@ -431,7 +431,18 @@ def sample(
         plan = piece_form(form or None, style)
         seed = random.randrange(2**31) if seed is None else seed
         requests = [
-            SampleRequest(seconds, seed + i, temperature, top_p, prime, controls, plan, style.restate, style.cache)
+            SampleRequest(
+                seconds,
+                seed + i,
+                temperature,
+                top_p,
+                prime,
+                controls,
+                plan,
+                style.restate,
+                key_hold=style.key_hold,
+                cache=style.cache,
+            )
             for i in range(count)
         ]
         groups = [candidate_requests(r, candidates) for r in requests]

@@ -267,3 +267,48 @@ def test_with_a_key_asked_the_best_candidate_heard_in_it_is_kept():
     assert kept == 0  # the best is already in C
     kept, tokens = keep_and_place(scored[:1], "D major", 0, GenreStyle(), primed=False)
     assert kept == 0 and np.array_equal(tokens, wide)  # none can be: the best, as it is
+
+
+def test_a_piece_holding_its_key_favours_the_notes_of_the_key_it_set_out_in():
+    from composer.sampling.sample import KEY_HOLD_NOTES, Stream
+
+    c_major = [60, 62, 64, 65, 67, 69, 71, 72]
+    held, free = Stream(SampleRequest(8.0, seed=1, key_hold=2.0)), Stream(SampleRequest(8.0, seed=1))
+    for stream in (held, free):
+        stream.accept(events.VELOCITY + 20)
+        for pitch in (c_major * 3)[:KEY_HOLD_NOTES]:
+            stream.accept(events.NOTE_ON + pitch)
+    assert free.note_bias is None and held.note_bias is not None
+    bias = held.note_bias
+    assert bias[60] > bias[67] > bias[61] and bias[48] == bias[60]  # tonic, fifth, then chromatic; any octave
+    assert bias[60] - bias[61] == pytest.approx(2.0 * np.log(6.35 / 2.23), rel=1e-5)
+
+
+def test_held_pieces_replay_alone_or_in_a_batch_and_keep_their_key_more_clearly(tiny_model_dir: Path):
+    from composer.codec.keys import estimate_key
+
+    sampler = Sampler.from_dir(tiny_model_dir, "cpu", "fused")
+    held = [SampleRequest(12.0, seed=s, key_hold=4.0) for s in range(6)]
+    alone = sampler.generate(held[2:3])[0]
+    pieces = sampler.generate(held + [SampleRequest(12.0, seed=s) for s in range(6)])
+    assert np.array_equal(pieces[2], alone)
+    clarity = [estimate_key(piece_notes(t))[1] for t in pieces]
+    assert np.mean(clarity[:6]) > np.mean(clarity[6:]) + 0.1
+    from composer.sampling.sample import validate
+
+    with pytest.raises(ValueError, match="key_hold must be in"):
+        validate(SampleRequest(8.0, seed=1, key_hold=-1.0))
+
+
+def test_key_hold_comes_from_the_genres_manifest_and_bad_values_are_refused(tmp_path: Path):
+    from composer.corpus.genres import load_genre
+
+    genres = tmp_path / "genres"
+    genres.mkdir()
+    head = 'name = "{}"\nsources = ["x"]\nlicense = "MIT"\n'
+    (genres / "reel.toml").write_text(head.format("reel") + "key_hold = 1.5\n")
+    assert genre_style("reel", genres).key_hold == 1.5 and genre_style("models-only", genres).key_hold == 0.0
+    for bad in ("-1", "6", "true", '"firm"'):
+        (genres / "bad.toml").write_text(head.format("bad") + f"key_hold = {bad}\n")
+        with pytest.raises(ValueError, match="key_hold"):
+            load_genre("bad", genres)

@@ -13,6 +13,7 @@ A genre is a small TOML file in ``data/genres/``; adding one needs no code::
     form = "ABAB"                         # optional: the form plan pieces follow (composer.contract.FORMS)
     restate = 0.75                        # optional: share of a restated section replayed before varying it
     cache = 0.0                           # optional: the neural cache's weight (composer.sampling.cache)
+    key_hold = 0.0                        # optional: how firmly a piece keeps its key (SampleRequest.key_hold)
 
     [structure]                           # optional: what its real music measures (`composer structure --profile`)
     key_steadiness = 0.55                 # the composer keeps the candidate closest to these
@@ -64,6 +65,7 @@ MANIFEST_KEYS = frozenset(
         "form",
         "restate",
         "cache",
+        "key_hold",
         "structure",
         "keys",
         "scores",
@@ -108,6 +110,8 @@ class Genre:
     """The share of a restated section replayed as it first went (None: the sampler's default)."""
     cache: float = 0.0
     """The neural cache's weight in sampling (composer.sampling.cache); 0: the model alone."""
+    key_hold: float = 0.0
+    """How firmly a piece keeps the key it set out in (composer.sampling.sample.SampleRequest)."""
     structure: dict[str, float] = field(default_factory=dict, hash=False)
     keys: dict[str, float] = field(default_factory=dict, hash=False)
     """The keys its real music is in, as shares of its training pieces: a piece asked for no key
@@ -225,6 +229,7 @@ def load_genre_file(path: Path) -> Genre:
         form=spec.get("form"),
         restate=spec.get("restate"),
         cache=spec.get("cache", 0.0),
+        key_hold=spec.get("key_hold", 0.0),
         structure=spec.get("structure", {}),
         keys=spec.get("keys", {}),
         scores=m.scores(),
@@ -255,6 +260,9 @@ def load_genre_file(path: Path) -> Genre:
     weight = genre.cache
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1:
         raise m.error("cache", "must be a weight of at least 0 and below 1 (0: the model alone)")
+    hold = genre.key_hold
+    if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not 0 <= hold <= 5:
+        raise m.error("key_hold", "must be a power from 0 (the model alone) to 5")
     if genre.split not in SPLITS:
         raise m.error("split", f"must be one of {', '.join(SPLITS)}")
     fraction = genre.validation_fraction
@@ -267,6 +275,7 @@ def load_genre_file(path: Path) -> Genre:
             **vars(genre),
             "validation_fraction": float(fraction),
             "cache": float(weight),
+            "key_hold": float(hold),
             "structure": structure,
             "keys": keys,
         }

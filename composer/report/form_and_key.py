@@ -177,6 +177,7 @@ def served_report(report: StructureReport, client, sampler, count: int = 24, see
             form=style.form,
             restate=style.restate,
             cache=style.cache,
+            key_hold=style.key_hold,
         )
         scored = sampler.generate_scored([sampler.fit(r) for r in candidate_requests(request, DEFAULT_CANDIDATES)])
         found = estimate_key(piece_notes(scored[keep_best(scored, key.name, style.profile)][0]))

@@ -17,6 +17,7 @@ import torch
 
 from composer.codec import events
 from composer.codec.controls import CONTROL_DIM, NO_CONTROL
+from composer.codec.keys import KK_PROFILES, best_key
 from composer.config import settings
 from composer.contract import FORMS, MAX_SECONDS
 from composer.nn.fastlstm import FusedLSTM, State, quantization_available
@@ -30,6 +31,9 @@ MAX_NOTE_SECONDS = 5.0
 # (the busiest piano corpora average under 100 events per second).
 MAX_EVENTS_PER_SECOND = 400
 
+
+KEY_HOLD_NOTES = 16  # notes a piece plays before its key is judged
+KEY_HOLD_EVERY = 4  # and judged again every so many notes after
 
 RESTATED = 0.75
 """By default a restated section replays its first three quarters, then goes its own way: a
@@ -53,6 +57,10 @@ class SampleRequest:
     appearance; None: the model alone decides."""
     restate: float = RESTATED
     """The share of a restated section replayed as it first went; the model composes the rest afresh."""
+    key_hold: float = 0.0
+    """How firmly the piece keeps the key it has set out in: once it has played KEY_HOLD_NOTES
+    notes, the model's note-on probabilities are multiplied by the Krumhansl-Kessler profile of
+    the key they are in, raised to this power (0: the model alone)."""
     cache: float = 0.0
     """The neural cache's weight (composer.sampling.cache): how strongly the piece goes on the way
     it went before when it comes back to a moment like an earlier one; 0: the model alone."""
@@ -91,6 +99,8 @@ def validate(request: SampleRequest) -> None:
         raise ValueError(f"form must be one of {', '.join(FORMS)}, got {request.form!r}")
     if not 0 < request.restate <= 1:
         raise ValueError(f"restate must be in (0, 1], got {request.restate:g}")
+    if not 0 <= request.key_hold <= 5:
+        raise ValueError(f"key_hold must be in [0, 5], got {request.key_hold:g}")
     if not 0 <= request.cache < 1:
         raise ValueError(f"cache must be in [0, 1), got {request.cache:g}")
     if request.controls is not None and np.shape(request.controls) != (CONTROL_DIM,):
@@ -290,6 +300,8 @@ class Stream:
         self._section_starts = [0]  # token index where each section began
         self._restating: list[int] = []  # tokens still to restate, next first
         self.cache = PieceCache(request.cache) if request.cache else None
+        self._notes_by_class = np.zeros(12)  # note-ons per pitch class, primer included
+        self.note_bias: np.ndarray | None = None  # what key_hold adds to the note-on logits
         for token in request.primer if request.primer is not None else ():
             self._follow(int(token))
             if int(token) >= events.VELOCITY:
@@ -299,6 +311,8 @@ class Stream:
         if token < events.NOTE_OFF:
             self.strikes[token] += 1
             self.ban[events.NOTE_OFF + token] = False
+            if self.request.key_hold:
+                self._hold_key(token % 12)
         elif token < events.TIME_SHIFT:
             key = token - events.NOTE_OFF
             self.strikes[key] = max(0, self.strikes[key] - 1)  # a primer may release what it never struck
@@ -306,6 +320,20 @@ class Stream:
         elif token >= events.VELOCITY:
             self.ban[events.NOTE_ON : events.NOTE_OFF] = False
             self.ban[events.TIME_SHIFT : events.VELOCITY] = False
+
+    def _hold_key(self, pitch_class: int) -> None:
+        """Count a note; every few notes, aim the note-on bias at the key the piece is in so far."""
+        self._notes_by_class[pitch_class] += 1
+        played = int(self._notes_by_class.sum())
+        if played < KEY_HOLD_NOTES or played % KEY_HOLD_EVERY:
+            return
+        found = best_key(self._notes_by_class)
+        if found is not None:
+            key = found[0]
+            profile = np.log(np.roll(KK_PROFILES[key.mode], key.tonic))
+            self.note_bias = np.tile(self.request.key_hold * (profile - profile.mean()), 11)[
+                : events.NUM_PITCHES
+            ].astype(np.float32)
 
     def uniform(self) -> float:
         if self._pos >= len(self._uniforms):
@@ -421,6 +449,11 @@ class BatchSampler:
         nucleus = any(s.request.top_p < 1 for s in self.streams)
         ban = torch.from_numpy(np.stack([s.ban for s in self.streams])).to(dev)
         logits = self._logits[:, : events.NUM_EVENTS]
+        held = [row for row, s in enumerate(self.streams) if s.note_bias is not None]
+        if held:
+            bias = torch.from_numpy(np.stack([self.streams[row].note_bias for row in held])).to(dev)
+            logits = logits.clone()
+            logits[held, : events.NUM_PITCHES] += bias
         cached = [s.cache is not None for s in self.streams]
         top = self._state[0][-1] if any(cached) else None  # the top layer's state behind these logits
         if top is not None:

@@ -133,9 +133,11 @@ def sample_request(
     form: str | None = None,
     restate: float = RESTATED,
     cache: float = 0.0,
+    key_hold: float = 0.0,
 ) -> SampleRequest:
     """A checked SampleRequest; CompositionRejected (422) says what is wrong. ``form``: a plan
-    from ``piece_form``, or None for none; ``restate`` and ``cache``: the genre's (``GenreStyle``)."""
+    from ``piece_form``, or None for none; ``restate``, ``cache`` and ``key_hold``: the genre's
+    (``GenreStyle``)."""
     try:
         asked_key = parse_key(key) if key else None
         asked_density = parse_density(density) if density is not None else None
@@ -146,7 +148,7 @@ def sample_request(
         raise CompositionRejected(f"seconds must be in (0, {max_seconds:g}], got {seconds:g}")
     if not 0 <= seed <= MAX_SEED:
         raise CompositionRejected(f"seed must be in 0..{MAX_SEED}, got {seed}")
-    request = SampleRequest(seconds, seed, temperature, top_p, primer, controls, form, restate, cache)
+    request = SampleRequest(seconds, seed, temperature, top_p, primer, controls, form, restate, key_hold, cache)
     try:
         validate(request)
     except ValueError as exc:
@@ -165,6 +167,8 @@ class GenreStyle:
     """The share of a restated section replayed as it first went."""
     cache: float = 0.0
     """The neural cache's weight (composer.sampling.cache); 0: the model alone."""
+    key_hold: float = 0.0
+    """How firmly a piece keeps the key it set out in (SampleRequest.key_hold); 0: the model alone."""
     profile: Mapping[str, float] = field(default_factory=dict)
     """What its real music measures (the manifest's ``[structure]``): the candidates' target."""
     keys: Mapping[str, float] = field(default_factory=dict)
@@ -181,6 +185,7 @@ def genre_style(genre: str, genres_dir: Path) -> GenreStyle:
         form=manifest.form,
         restate=RESTATED if manifest.restate is None else float(manifest.restate),
         cache=float(manifest.cache),
+        key_hold=float(manifest.key_hold),
         profile=dict(manifest.structure),
         keys=dict(manifest.keys),
     )

@@ -87,6 +87,7 @@ class LocalComposerClient:
             piece_form(form, style),
             style.restate,
             style.cache,
+            style.key_hold,
         )
         asked = candidate_requests(request, candidates)
         model = self._model(genre)

@@ -373,6 +373,7 @@ def create_app(
                 piece_form(body.form, style),
                 style.restate,
                 style.cache,
+                style.key_hold,
             )
             pendings = []
             for candidate in candidate_requests(request, body.candidates):
