@@ -439,7 +439,7 @@ def sample(
                 prime,
                 controls,
                 plan,
-                style.restate,
+                restate=style.restate,
                 key_hold=style.key_hold,
                 cache=style.cache,
             )
@@ -695,8 +695,8 @@ def structure(
         weights = [float(w) for w in caches.split(",") if w.strip()] or [0.0, *([style.cache] if style.cache else [])]
     except ValueError:
         fail(f"--caches: {caches!r} is not a list of numbers such as 0,0.3")
-    if not all(0 <= w < 1 for w in weights):
-        fail("--caches: each weight must be in [0, 1)")
+    if not all(0 <= w < 1 for w in weights) or len(set(weights)) < len(weights):
+        fail("--caches: each weight must be in [0, 1), each once")
     torch.set_num_threads(threads)
     sampler = Sampler.from_dir(directory, "cpu")
     try:
@@ -745,6 +745,8 @@ def neural_cache(
         fail(f"--weights: {weights!r} is not a list of numbers such as 0.1,0.3")
     if not mixes or not all(0 < w < 1 for w in mixes):
         fail("--weights: each weight must be above 0 and below 1")
+    if sharpness < 0 or max_events < 2:
+        fail("--sharpness must be at least 0 and --max-events at least 2")
     torch.set_num_threads(threads)
     model, card = load_model(_find_model(genre, version, model_dir))
     model.float()

@@ -288,12 +288,15 @@ def test_held_pieces_replay_alone_or_in_a_batch_and_keep_their_key_more_clearly(
     from composer.codec.keys import estimate_key
 
     sampler = Sampler.from_dir(tiny_model_dir, "cpu", "fused")
-    held = [SampleRequest(12.0, seed=s, key_hold=4.0) for s in range(6)]
+    held = [SampleRequest(30.0, seed=s, key_hold=4.0) for s in range(6)]
     alone = sampler.generate(held[2:3])[0]
-    pieces = sampler.generate(held + [SampleRequest(12.0, seed=s) for s in range(6)])
+    pieces = sampler.generate(held + [SampleRequest(30.0, seed=s) for s in range(6)])
     assert np.array_equal(pieces[2], alone)
     clarity = [estimate_key(piece_notes(t))[1] for t in pieces]
-    assert np.mean(clarity[:6]) > np.mean(clarity[6:]) + 0.1
+    assert np.mean(clarity[:6]) > np.mean(clarity[6:]) + 0.15
+    # the bias moves probability between pitches, not between notes and other events: as busy
+    notes = [sum(int(x) < events.NOTE_OFF for x in t) / (events.duration_steps(t) / 100) for t in pieces]
+    assert np.mean(notes[:6]) == pytest.approx(np.mean(notes[6:]), rel=0.1)
     from composer.sampling.sample import validate
 
     with pytest.raises(ValueError, match="key_hold must be in"):

@@ -17,7 +17,7 @@ import torch
 
 from composer.codec import events
 from composer.codec.controls import CONTROL_DIM, NO_CONTROL
-from composer.codec.keys import KK_PROFILES, best_key
+from composer.codec.keys import KK_PROFILES, closest_key
 from composer.config import settings
 from composer.contract import FORMS, MAX_SECONDS
 from composer.nn.fastlstm import FusedLSTM, State, quantization_available
@@ -58,9 +58,10 @@ class SampleRequest:
     restate: float = RESTATED
     """The share of a restated section replayed as it first went; the model composes the rest afresh."""
     key_hold: float = 0.0
-    """How firmly the piece keeps the key it has set out in: once it has played KEY_HOLD_NOTES
-    notes, the model's note-on probabilities are multiplied by the Krumhansl-Kessler profile of
-    the key they are in, raised to this power (0: the model alone)."""
+    """How firmly the piece keeps its key: once it has played KEY_HOLD_NOTES notes, and again
+    every KEY_HOLD_EVERY notes, the model's note-on probabilities (at temperature 1) are
+    multiplied by the Krumhansl-Kessler profile of the key of all its notes so far, raised to
+    this power, keeping their total (0: the model alone)."""
     cache: float = 0.0
     """The neural cache's weight (composer.sampling.cache): how strongly the piece goes on the way
     it went before when it comes back to a moment like an earlier one; 0: the model alone."""
@@ -327,9 +328,8 @@ class Stream:
         played = int(self._notes_by_class.sum())
         if played < KEY_HOLD_NOTES or played % KEY_HOLD_EVERY:
             return
-        found = best_key(self._notes_by_class)
-        if found is not None:
-            key = found[0]
+        key = closest_key(self._notes_by_class)
+        if key is not None:
             profile = np.log(np.roll(KK_PROFILES[key.mode], key.tonic))
             self.note_bias = np.tile(self.request.key_hold * (profile - profile.mean()), 11)[
                 : events.NUM_PITCHES
@@ -452,14 +452,19 @@ class BatchSampler:
         held = [row for row, s in enumerate(self.streams) if s.note_bias is not None]
         if held:
             bias = torch.from_numpy(np.stack([self.streams[row].note_bias for row in held])).to(dev)
+            notes = logits[held, : events.NUM_PITCHES]
+            shaped = notes + bias
+            # The bias moves probability between pitches, never between playing a note and not:
+            # the note-ons keep their total, so a held piece is as busy as a free one.
+            shaped -= (shaped.logsumexp(-1) - notes.logsumexp(-1))[:, None]
             logits = logits.clone()
-            logits[held, : events.NUM_PITCHES] += bias
+            logits[held, : events.NUM_PITCHES] = shaped
         cached = [s.cache is not None for s in self.streams]
         top = self._state[0][-1] if any(cached) else None  # the top layer's state behind these logits
         if top is not None:
             logits = logits.clone()
             for row, stream in enumerate(self.streams):
-                past = stream.cache.distribution(top[row]) if stream.cache is not None else None
+                past = stream.cache.distribution(top[row], stream.ban) if stream.cache is not None else None
                 if past is not None:
                     logits[row] = mix(logits[row], past, stream.cache.weight)
         probs = filter_probs(logits, self._temperature, self._top_p, nucleus, ban)

@@ -131,6 +131,7 @@ def sample_request(
     key: str | None = None,
     density: float | None = None,
     form: str | None = None,
+    *,
     restate: float = RESTATED,
     cache: float = 0.0,
     key_hold: float = 0.0,
@@ -148,7 +149,9 @@ def sample_request(
         raise CompositionRejected(f"seconds must be in (0, {max_seconds:g}], got {seconds:g}")
     if not 0 <= seed <= MAX_SEED:
         raise CompositionRejected(f"seed must be in 0..{MAX_SEED}, got {seed}")
-    request = SampleRequest(seconds, seed, temperature, top_p, primer, controls, form, restate, key_hold, cache)
+    request = SampleRequest(
+        seconds, seed, temperature, top_p, primer, controls, form, restate=restate, key_hold=key_hold, cache=cache
+    )
     try:
         validate(request)
     except ValueError as exc:

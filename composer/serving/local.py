@@ -85,9 +85,9 @@ class LocalComposerClient:
             key,
             density,
             piece_form(form, style),
-            style.restate,
-            style.cache,
-            style.key_hold,
+            restate=style.restate,
+            cache=style.cache,
+            key_hold=style.key_hold,
         )
         asked = candidate_requests(request, candidates)
         model = self._model(genre)

@@ -371,9 +371,9 @@ def create_app(
                 body.key,
                 body.density,
                 piece_form(body.form, style),
-                style.restate,
-                style.cache,
-                style.key_hold,
+                restate=style.restate,
+                cache=style.cache,
+                key_hold=style.key_hold,
             )
             pendings = []
             for candidate in candidate_requests(request, body.candidates):
