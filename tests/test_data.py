@@ -44,6 +44,13 @@ def test_prepare_encodes_skips_bad_files_and_is_idempotent(corpus: Path, tmp_pat
     second = prepare_genre(genre(), corpus, cache, workers=2, progress=False)
     assert not second.rebuilt and second.encoded == 0
     assert second.splits == first.splits
+    # How pieces are composed is no part of the data: tuning it rebuilds nothing; the split does.
+    from dataclasses import replace
+
+    tuned = replace(genre(), form="AABB", restate=0.3, key_hold=1.0, cache=0.2, aliases=("reels",), keys={"G major": 1})
+    assert tuned.data_sha1 == genre().data_sha1
+    assert not prepare_genre(tuned, corpus, cache, workers=2, progress=False).rebuilt
+    assert genre(0.3).data_sha1 != genre().data_sha1
 
     train = TokenBundle.load(cache, "tunes", "train")
     val = TokenBundle.load(cache, "tunes", "validation")

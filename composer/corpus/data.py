@@ -245,7 +245,7 @@ def prepare_genre(
         stretches = STRETCHES if split == "train" else (1.0,)
         jobs.append((path, stretches, token_dir / f"{_file_key(path, stretches)}.npz"))
     fingerprint = hashlib.sha1(
-        json.dumps([genre.manifest_sha1, CODEC_VERSION, [str(j[2].name) for j in jobs]]).encode()
+        json.dumps([genre.data_sha1, CODEC_VERSION, [str(j[2].name) for j in jobs]]).encode()
     ).hexdigest()
     index_file = out_dir / "index.json"
     if index_file.is_file() and all(_is_done(j[2]) for j in jobs):

@@ -38,6 +38,7 @@ MIDI under the cache, and they then flow through the same pipeline as MIDI corpo
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -102,7 +103,6 @@ class Genre:
     attribution: str = ""
     split: str = "file"
     validation_fraction: float = 0.1
-    manifest_sha1: str = ""
     aliases: tuple[str, ...] = ()
     form: str | None = None
     """The form plan its pieces follow (composer.contract.FORMS); None: free."""
@@ -113,12 +113,21 @@ class Genre:
     key_hold: float = 0.0
     """How firmly a piece keeps the key it set out in (composer.sampling.sample.SampleRequest)."""
     structure: dict[str, float] = field(default_factory=dict, hash=False)
+    """What the genre's real music measures (composer.analysis.structure, on its training pieces):
+    the composer keeps the candidate closest to it. Empty: no preference."""
     keys: dict[str, float] = field(default_factory=dict, hash=False)
     """The keys its real music is in, as shares of its training pieces: a piece asked for no key
     is moved to one of them (its mode kept). Empty: it stays where the model put it."""
-    """What the genre's real music measures (composer.analysis.structure, on its training pieces):
-    the composer keeps the candidate closest to it. Empty: no preference."""
     scores: ScoreOptions = field(default_factory=ScoreOptions)
+
+    @property
+    def data_sha1(self) -> str:
+        """Identifies what the genre's prepared data is made of (its sources, split, validation
+        share and score settings): how its pieces are composed (form, restate, cache, key_hold,
+        [structure], [keys]) and its words (aliases, description) leave it alone, so tuning
+        them needs no new ``prepare`` and leaves the models' recorded split valid."""
+        made_of = [self.name, list(self.sources), self.split, self.validation_fraction, self.scores.key()]
+        return hashlib.sha1(json.dumps(made_of).encode()).hexdigest()
 
     def source_dirs(self, data_root: Path) -> list[Path]:
         """Folder sources under the data root (music21 sources are materialized by ``prepare``)."""
@@ -224,7 +233,6 @@ def load_genre_file(path: Path) -> Genre:
         attribution=m.text("attribution", spec.get("attribution", "")),
         split=spec.get("split", "file"),
         validation_fraction=spec.get("validation_fraction", 0.1),
-        manifest_sha1=hashlib.sha1(raw).hexdigest(),
         aliases=tuple(dict.fromkeys(a.lower() for a in aliases)),
         form=spec.get("form"),
         restate=spec.get("restate"),
