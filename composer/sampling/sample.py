@@ -452,13 +452,17 @@ class BatchSampler:
         held = [row for row, s in enumerate(self.streams) if s.note_bias is not None]
         if held:
             bias = torch.from_numpy(np.stack([self.streams[row].note_bias for row in held])).to(dev)
-            notes = logits[held, : events.NUM_PITCHES]
+            every = len(held) == len(self.streams)  # a piece's candidates are all held or none
+            notes = logits[:, : events.NUM_PITCHES] if every else logits[held, : events.NUM_PITCHES]
             shaped = notes + bias
             # The bias moves probability between pitches, never between playing a note and not:
             # the note-ons keep their total, so a held piece is as busy as a free one.
             shaped -= (shaped.logsumexp(-1) - notes.logsumexp(-1))[:, None]
-            logits = logits.clone()
-            logits[held, : events.NUM_PITCHES] = shaped
+            if every:
+                logits = torch.cat([shaped, logits[:, events.NUM_PITCHES :]], 1)
+            else:
+                logits = logits.clone()
+                logits[held, : events.NUM_PITCHES] = shaped
         cached = [s.cache is not None for s in self.streams]
         top = self._state[0][-1] if any(cached) else None  # the top layer's state behind these logits
         if top is not None:
