@@ -221,8 +221,8 @@ def format_structure(report: StructureReport) -> str:
     if report.served_key_accuracy is not None:
         lines.append(
             f"served in the key asked: {report.served_key_accuracy:.0%} "
-            f"(the kept candidate already in the mode asked: {report.served_model_key_accuracy:.0%}; "
-            "the others recast in it)"
+            f"(the best candidate already in the mode asked: {report.served_model_key_accuracy:.0%}; "
+            "for the others another candidate heard in the key, or the best recast)"
         )
     return "\n".join(lines)
 
