@@ -315,3 +315,14 @@ def test_key_hold_comes_from_the_genres_manifest_and_bad_values_are_refused(tmp_
         (genres / "bad.toml").write_text(head.format("bad") + f"key_hold = {bad}\n")
         with pytest.raises(ValueError, match="key_hold"):
             load_genre("bad", genres)
+
+
+def test_a_broken_manifest_composes_plainly_and_says_why_once(tmp_path: Path, caplog):
+    genres = tmp_path / "genres"
+    genres.mkdir()
+    (genres / "reel.toml").write_text('name = "reel"\nsources = ["x"]\nlicense = "MIT"\nkey_hold = 9\n')
+    with caplog.at_level("WARNING", logger="composer.serving.composition"):
+        assert genre_style("reel", genres) == genre_style("models-only", genres)
+        genre_style("reel", genres)
+    warned = [r.getMessage() for r in caplog.records if "without its manifest" in r.getMessage()]
+    assert len(warned) == 1 and "key_hold" in warned[0]

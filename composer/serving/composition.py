@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import tempfile
 import time
 import uuid
@@ -178,11 +179,20 @@ class GenreStyle:
     """The keys its real music is in (the manifest's ``[keys]``): where a piece asked for none goes."""
 
 
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # genres whose broken manifest was already reported
+
+
 def genre_style(genre: str, genres_dir: Path) -> GenreStyle:
     """The genre's ``GenreStyle``; the defaults for a genre without a manifest."""
     try:
         manifest = load_genre(genre, genres_dir)
-    except (UnknownGenreError, ValueError):  # a genre served from a models directory alone
+    except UnknownGenreError:  # a genre served from a models directory alone
+        return GenreStyle()
+    except ValueError as exc:  # a broken manifest: serve, but say why the genre sounds plain
+        if genre not in _warned:
+            _warned.add(genre)
+            log.warning("composing %s without its manifest's settings: %s", genre, exc)
         return GenreStyle()
     return GenreStyle(
         form=manifest.form,
