@@ -40,7 +40,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 
@@ -231,7 +231,7 @@ def create_private_file(path: Path) -> None:
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout so a reader never blocks the worker."""
     if url.startswith("sqlite"):
-        path = url.split(":///", 1)[-1]
+        path = make_url(url).database  # None or ":memory:" for an in-memory database ("sqlite://")
         if path and path != ":memory:":
             create_private_file(Path(path))
         engine = create_engine(url, connect_args={"timeout": 30})

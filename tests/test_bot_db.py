@@ -285,3 +285,13 @@ def test_the_database_and_media_files_are_private_whatever_the_umask(tmp_path):
         os.umask(previous)
     for path, mode in modes.items():
         assert mode & 0o077 == 0, f"{path}: {oct(mode)}"
+
+
+def test_an_in_memory_database_leaves_no_file_behind(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for url in ("sqlite://", "sqlite:///:memory:"):
+        engine = make_engine(url)
+        with engine.begin() as connection:
+            assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+        engine.dispose()
+    assert list(tmp_path.iterdir()) == []  # "sqlite://" once left a file named "sqlite:" in the working folder
