@@ -439,6 +439,33 @@ class BatchSampler:
         self.streams.append(stream)
         return stream
 
+    def _hold_keys(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits with each holding stream's key bias on its note-ons (``SampleRequest.key_hold``)."""
+        held = [row for row, s in enumerate(self.streams) if s.note_bias is not None]
+        if not held:
+            return logits
+        bias = torch.from_numpy(np.stack([self.streams[row].note_bias for row in held])).to(logits.device)
+        every = len(held) == len(self.streams)  # a piece's candidates are all held or none
+        notes = logits[:, : events.NUM_PITCHES] if every else logits[held, : events.NUM_PITCHES]
+        shaped = notes + bias
+        # The bias moves probability between pitches, never between playing a note and not:
+        # the note-ons keep their total, so a held piece is as busy as a free one.
+        shaped -= (shaped.logsumexp(-1) - notes.logsumexp(-1))[:, None]
+        if every:
+            return torch.cat([shaped, logits[:, events.NUM_PITCHES :]], 1)
+        logits = logits.clone()
+        logits[held, : events.NUM_PITCHES] = shaped
+        return logits
+
+    def _point_back(self, logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        """The logits mixed with each caching stream's neural cache (``SampleRequest.cache``)."""
+        logits = logits.clone()
+        for row, stream in enumerate(self.streams):
+            past = stream.cache.distribution(top[row], stream.ban) if stream.cache is not None else None
+            if past is not None:
+                logits[row] = mix(logits[row], past, stream.cache.weight)
+        return logits
+
     @torch.inference_mode()
     def step(self) -> list[Stream]:
         """Sample one event for every stream; returns (and drops) the streams that finished."""
@@ -448,29 +475,10 @@ class BatchSampler:
         # Only performance events: never PAD or BOS, nor EOS, since the length is asked for.
         nucleus = any(s.request.top_p < 1 for s in self.streams)
         ban = torch.from_numpy(np.stack([s.ban for s in self.streams])).to(dev)
-        logits = self._logits[:, : events.NUM_EVENTS]
-        held = [row for row, s in enumerate(self.streams) if s.note_bias is not None]
-        if held:
-            bias = torch.from_numpy(np.stack([self.streams[row].note_bias for row in held])).to(dev)
-            every = len(held) == len(self.streams)  # a piece's candidates are all held or none
-            notes = logits[:, : events.NUM_PITCHES] if every else logits[held, : events.NUM_PITCHES]
-            shaped = notes + bias
-            # The bias moves probability between pitches, never between playing a note and not:
-            # the note-ons keep their total, so a held piece is as busy as a free one.
-            shaped -= (shaped.logsumexp(-1) - notes.logsumexp(-1))[:, None]
-            if every:
-                logits = torch.cat([shaped, logits[:, events.NUM_PITCHES :]], 1)
-            else:
-                logits = logits.clone()
-                logits[held, : events.NUM_PITCHES] = shaped
-        cached = [s.cache is not None for s in self.streams]
-        top = self._state[0][-1] if any(cached) else None  # the top layer's state behind these logits
-        if top is not None:
-            logits = logits.clone()
-            for row, stream in enumerate(self.streams):
-                past = stream.cache.distribution(top[row], stream.ban) if stream.cache is not None else None
-                if past is not None:
-                    logits[row] = mix(logits[row], past, stream.cache.weight)
+        logits = self._hold_keys(self._logits[:, : events.NUM_EVENTS])
+        top = self._state[0][-1] if any(s.cache is not None for s in self.streams) else None
+        if top is not None:  # the top layer's state behind these logits, for the streams' caches
+            logits = self._point_back(logits, top)
         probs = filter_probs(logits, self._temperature, self._top_p, nucleus, ban)
         uniforms = torch.tensor([s.uniform() for s in self.streams], dtype=torch.float64, device=dev)
         tokens = draw(probs, uniforms)
