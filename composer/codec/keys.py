@@ -54,19 +54,6 @@ def pitch_class_seconds(notes: Sequence) -> np.ndarray:
     return histogram
 
 
-def best_key(histogram: np.ndarray) -> tuple[Key, float] | None:
-    """The key whose profile correlates best with a pitch-class histogram, and that correlation
-    (the key's clarity, -1..1); None when fewer than three pitch classes sound."""
-    if histogram.sum() == 0 or np.count_nonzero(histogram) < 3:
-        return None
-    best = None
-    for key in ALL_KEYS:
-        r = float(np.corrcoef(histogram, np.roll(KK_PROFILES[key.mode], key.tonic))[0, 1])
-        if best is None or r > best[1]:
-            best = (key, r)
-    return best
-
-
 def _standardized(rows: np.ndarray) -> np.ndarray:
     centred = rows - rows.mean(-1, keepdims=True)
     return centred / np.sqrt((centred**2).sum(-1, keepdims=True))
@@ -75,13 +62,17 @@ def _standardized(rows: np.ndarray) -> np.ndarray:
 _KEY_PROFILES = _standardized(np.stack([np.roll(KK_PROFILES[k.mode], k.tonic) for k in ALL_KEYS]))
 
 
-def closest_key(histogram: np.ndarray) -> Key | None:
-    """``best_key``'s key in one product, for the sampler's inner loop: the correlations rounded
-    to 9 decimals, so keys tied in exact arithmetic go to the first whatever the CPU's rounding."""
+def best_key(histogram: np.ndarray) -> tuple[Key, float] | None:
+    """The key whose profile correlates best with a pitch-class histogram, and that correlation
+    (the key's clarity, -1..1); None when fewer than three pitch classes sound. All 24 in one
+    product (the sampler's key hold asks in its inner loop); the correlations are compared
+    rounded to 9 decimals, so keys tied in exact arithmetic go to the first whatever the CPU's
+    rounding."""
     if histogram.sum() == 0 or np.count_nonzero(histogram) < 3:
         return None
-    r = np.round(_KEY_PROFILES @ _standardized(np.asarray(histogram, dtype=np.float64)), 9)
-    return ALL_KEYS[int(np.argmax(r))]
+    r = _KEY_PROFILES @ _standardized(np.asarray(histogram, dtype=np.float64))
+    best = int(np.argmax(np.round(r, 9)))
+    return ALL_KEYS[best], float(r[best])
 
 
 def estimate_key(notes: Sequence) -> tuple[Key, float] | None:

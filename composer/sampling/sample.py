@@ -17,7 +17,7 @@ import torch
 
 from composer.codec import events
 from composer.codec.controls import CONTROL_DIM, NO_CONTROL
-from composer.codec.keys import KK_PROFILES, closest_key
+from composer.codec.keys import KK_PROFILES, best_key
 from composer.config import settings
 from composer.contract import FORMS, MAX_SECONDS
 from composer.nn.fastlstm import FusedLSTM, State, quantization_available
@@ -328,8 +328,9 @@ class Stream:
         played = int(self._notes_by_class.sum())
         if played < KEY_HOLD_NOTES or played % KEY_HOLD_EVERY:
             return
-        key = closest_key(self._notes_by_class)
-        if key is not None:
+        found = best_key(self._notes_by_class)
+        if found is not None:
+            key = found[0]
             profile = np.log(np.roll(KK_PROFILES[key.mode], key.tonic))
             self.note_bias = np.tile(self.request.key_hold * (profile - profile.mean()), 11)[
                 : events.NUM_PITCHES
