@@ -75,6 +75,11 @@ MANIFEST_KEYS = frozenset(
 _MUSIC21_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
+def _is_number(value: Any) -> bool:
+    """A TOML integer or float (TOML's true and false are Python ints too, and are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class UnknownGenreError(ValueError):
     pass
 
@@ -248,14 +253,11 @@ def load_genre_file(path: Path) -> Genre:
         raise m.error("form", f"must be one of {', '.join(FORMS)}")
     profile = genre.structure
     if not isinstance(profile, dict) or any(
-        name not in PROFILE_MEASURES or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1
-        for name, v in profile.items()
+        name not in PROFILE_MEASURES or not _is_number(v) or not 0 < v <= 1 for name, v in profile.items()
     ):
         raise m.error("structure", f"must map some of {', '.join(PROFILE_MEASURES)} to values above 0 and at most 1")
     keys = genre.keys
-    if not isinstance(keys, dict) or any(
-        isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1 for v in keys.values()
-    ):
+    if not isinstance(keys, dict) or any(not _is_number(v) or not 0 < v <= 1 for v in keys.values()):
         raise m.error("keys", 'must map key names ("G major") to shares above 0 and at most 1')
     for name in keys:
         try:
@@ -263,18 +265,18 @@ def load_genre_file(path: Path) -> Genre:
         except ValueError:
             raise m.error("keys", f'\'{name}\' is not a key (like "G major" or "E minor")') from None
     share = genre.restate
-    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
+    if share is not None and (not _is_number(share) or not 0 < share <= 1):
         raise m.error("restate", "must be a share of a section, above 0 and at most 1")
     weight = genre.cache
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1:
+    if not _is_number(weight) or not 0 <= weight < 1:
         raise m.error("cache", "must be a weight of at least 0 and below 1 (0: the model alone)")
     hold = genre.key_hold
-    if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not 0 <= hold <= 5:
+    if not _is_number(hold) or not 0 <= hold <= 5:
         raise m.error("key_hold", "must be a power from 0 (the model alone) to 5")
     if genre.split not in SPLITS:
         raise m.error("split", f"must be one of {', '.join(SPLITS)}")
     fraction = genre.validation_fraction
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+    if not _is_number(fraction) or not 0.0 < fraction < 1.0:
         raise m.error("validation_fraction", "must be between 0 and 1")
     structure = {name: float(v) for name, v in profile.items()}
     keys = {key_name(*read_key(name)): float(v) for name, v in keys.items()}
