@@ -174,7 +174,7 @@ def test_of_equally_likely_candidates_the_one_that_measures_like_the_genre_is_ke
     """Two real tunes, equally likely: whichever one the profile describes is the one kept."""
     from conftest import DATA_ROOT
 
-    from composer.analysis.musicality import best_candidate
+    from composer.analysis.musicality import ranked_candidates
     from composer.analysis.structure import measure_window
     from composer.codec.midi import load_notes
 
@@ -202,8 +202,8 @@ def test_of_equally_likely_candidates_the_one_that_measures_like_the_genre_is_ke
             "loopiness": max(m.loopiness, 0.05),
         }
 
-    assert best_candidate(candidates, profile=like(ma)) == 0
-    assert best_candidate(candidates, profile=like(mb)) == 1
+    assert ranked_candidates(candidates, profile=like(ma))[0] == 0
+    assert ranked_candidates(candidates, profile=like(mb))[0] == 1
 
 
 def test_a_piece_asked_for_no_key_goes_to_one_of_the_genres_usual_keys_in_its_own_mode():
@@ -243,12 +243,12 @@ def test_the_usual_keys_come_from_the_genres_manifest_and_bad_ones_are_refused(t
 def test_a_piece_with_too_few_notes_for_a_key_never_wins_on_the_genres_profile():
     """Far from the genre on every measure, a tune still beats a near-silent candidate (the bot
     was sent a 2 s piece too quiet to render when the profile outweighed the no-key penalty)."""
-    from composer.analysis.musicality import best_candidate
+    from composer.analysis.musicality import ranked_candidates
 
     tune = [Note(60 + step, 80, i * 0.25, i * 0.25 + 0.2) for i, step in enumerate([0, 2, 4, 5, 7, 9, 11, 12] * 4)]
     sparse = [Note(60, 80, 0.0, 0.2), Note(62, 80, 1.0, 1.2)]
     profile = {"key_steadiness": 0.2, "recurrence": 0.05, "loopiness": 0.05}  # the tune is far off all three
-    assert best_candidate([(-1.0, sparse, 8.0), (-1.0, tune, 8.0)], profile=profile) == 1
+    assert ranked_candidates([(-1.0, sparse, 8.0), (-1.0, tune, 8.0)], profile=profile)[0] == 1
 
 
 def test_with_a_key_asked_the_best_candidate_heard_in_it_is_kept():

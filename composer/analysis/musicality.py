@@ -77,12 +77,3 @@ def ranked_candidates(
     """The indices of (log-likelihood per event, notes, seconds) candidates, best first; the first wins ties."""
     scores = [round(musicality(*candidate, mode=mode, profile=profile), SCORE_DECIMALS) for candidate in scored]
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-
-
-def best_candidate(
-    scored: Sequence[tuple[float, Sequence[Note], float]],
-    mode: str | None = None,
-    profile: Mapping[str, float] | None = None,
-) -> int:
-    """The index of the best of (log-likelihood per event, notes, seconds) candidates; the first wins ties."""
-    return ranked_candidates(scored, mode, profile)[0]

@@ -156,7 +156,7 @@ def served_report(report: StructureReport, client, sampler, count: int = 24, see
     from composer.serving.composition import (
         candidate_requests,
         genre_style,
-        keep_best,
+        rank_candidates,
         sample_request,
     )
 
@@ -180,7 +180,7 @@ def served_report(report: StructureReport, client, sampler, count: int = 24, see
             key_hold=style.key_hold,
         )
         scored = sampler.generate_scored([sampler.fit(r) for r in candidate_requests(request, DEFAULT_CANDIDATES)])
-        found = estimate_key(piece_notes(scored[keep_best(scored, key.name, style.profile)][0]))
+        found = estimate_key(piece_notes(scored[rank_candidates(scored, key.name, style.profile)[0]][0]))
         in_mode.append(found is not None and found[0].mode == key.mode)
     report.served_model_key_accuracy = float(np.mean(in_mode))
     return report

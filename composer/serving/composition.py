@@ -277,13 +277,6 @@ def rank_candidates(
     return ranked_candidates(measured, parse_key(key).mode if key else None, profile)
 
 
-def keep_best(
-    scored: Sequence[tuple[np.ndarray, float]], key: str | None = None, profile: Mapping[str, float] | None = None
-) -> int:
-    """The index of the most musical of the candidates (``rank_candidates``)."""
-    return rank_candidates(scored, key, profile)[0]
-
-
 PIANO_RANGE = (21, 108)
 
 
