@@ -30,6 +30,15 @@ def make_midi(path: Path, tracks: list[dict], tempo: float = 120.0) -> Path:
     return path
 
 
+def write_manifest(genres: Path, name: str, settings: str = "") -> Path:
+    """A genre manifest with the required fields (its corpus need not exist) and ``settings``,
+    TOML lines such as 'form = "AABB"\n', in the folder ``genres`` (made if missing)."""
+    genres.mkdir(parents=True, exist_ok=True)
+    path = genres / f"{name}.toml"
+    path.write_text(f'name = "{name}"\nsources = ["x"]\nlicense = "MIT"\n{settings}')
+    return path
+
+
 def tiny_model(directory: Path, genre: str = "folk", hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = PerformanceRNN(ModelConfig(embed_dim=16, hidden_size=hidden, num_layers=layers))

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from composer.codec import events
 from composer.sampling.cache import PieceCache, cached_nll, mix
 from composer.sampling.sample import Sampler, SampleRequest, validate
+from tests.conftest import write_manifest
 
 
 def brute_force_nll(hidden: torch.Tensor, log_probs: torch.Tensor, targets: torch.Tensor, weight: float) -> float:
@@ -90,11 +91,10 @@ def test_the_cache_weight_comes_from_the_genres_manifest_and_bad_ones_are_refuse
 
     genres = tmp_path / "genres"
     genres.mkdir()
-    head = 'name = "{}"\nsources = ["x"]\nlicense = "MIT"\n'
-    (genres / "reel.toml").write_text(head.format("reel") + "cache = 0.3\n")
-    (genres / "air.toml").write_text(head.format("air"))
+    write_manifest(genres, "reel", "cache = 0.3\n")
+    write_manifest(genres, "air")
     assert genre_style("reel", genres).cache == 0.3 and genre_style("air", genres).cache == 0.0
     for bad in ("1", "-0.1", "true", '"some"'):
-        (genres / "bad.toml").write_text(head.format("bad") + f"cache = {bad}\n")
+        write_manifest(genres, "bad", f"cache = {bad}\n")
         with pytest.raises(ValueError, match="cache"):
             load_genre("bad", genres)

@@ -13,6 +13,7 @@ from composer.codec.events import Note
 from composer.contract import FREE_FORM, CompositionRejected
 from composer.sampling.sample import Sampler, SampleRequest, form_plan, piece_notes
 from composer.serving.composition import genre_style, piece_form
+from tests.conftest import write_manifest
 
 
 def test_a_plan_cuts_the_piece_into_equal_sections_and_names_what_each_restates():
@@ -48,15 +49,15 @@ def test_a_planned_piece_replays_alone_or_in_a_batch_and_its_themes_recur(tiny_m
 def test_the_form_comes_from_the_request_or_the_genres_manifest(tmp_path: Path):
     genres = tmp_path / "genres"
     genres.mkdir()
-    (genres / "reel.toml").write_text('name = "reel"\nsources = ["x"]\nlicense = "MIT"\nform = "AABB"\n')
-    (genres / "drone.toml").write_text('name = "drone"\nsources = ["x"]\nlicense = "MIT"\n')
+    write_manifest(genres, "reel", 'form = "AABB"\n')
+    write_manifest(genres, "drone")
     reel, drone = genre_style("reel", genres), genre_style("drone", genres)
     assert piece_form(None, reel) == "AABB" and piece_form("ABAB", reel) == "ABAB"
     assert piece_form(FREE_FORM, reel) is None and piece_form(None, drone) is None
     assert piece_form(None, genre_style("models-only", genres)) is None
     with pytest.raises(CompositionRejected, match="form must be one of ABAB"):
         piece_form("ABCD", reel)
-    (genres / "bad.toml").write_text('name = "bad"\nsources = ["x"]\nlicense = "MIT"\nform = "ABC"\n')
+    write_manifest(genres, "bad", 'form = "ABC"\n')
     from composer.corpus.genres import load_genre
 
     with pytest.raises(ValueError, match="form must be one of"):
@@ -136,14 +137,12 @@ def test_the_share_restated_comes_from_the_genres_manifest(tmp_path: Path):
 
     genres = tmp_path / "genres"
     genres.mkdir()
-    (genres / "ballad.toml").write_text(
-        'name = "ballad"\nsources = ["x"]\nlicense = "MIT"\nform = "AABB"\nrestate = 0.3\n'
-    )
-    (genres / "reel.toml").write_text('name = "reel"\nsources = ["x"]\nlicense = "MIT"\nform = "AABB"\n')
+    write_manifest(genres, "ballad", 'form = "AABB"\nrestate = 0.3\n')
+    write_manifest(genres, "reel", 'form = "AABB"\n')
     assert genre_style("ballad", genres).restate == 0.3 and genre_style("reel", genres).restate == RESTATED
     assert genre_style("models-only", genres).restate == RESTATED
     for bad in ("0", "1.5", "true", '"half"'):
-        (genres / "bad.toml").write_text(f'name = "bad"\nsources = ["x"]\nlicense = "MIT"\nrestate = {bad}\n')
+        write_manifest(genres, "bad", f"restate = {bad}\n")
         with pytest.raises(ValueError, match="restate"):
             load_genre("bad", genres)
     with pytest.raises(ValueError, match="restate must be in"):
@@ -157,13 +156,12 @@ def test_a_genre_names_what_its_real_music_measures_and_bad_values_are_refused(t
 
     genres = tmp_path / "genres"
     genres.mkdir()
-    head = 'name = "{}"\nsources = ["x"]\nlicense = "MIT"\n'
-    (genres / "ballad.toml").write_text(head.format("ballad") + "[structure]\nrecurrence = 0.2\nloopiness = 0.15\n")
-    (genres / "reel.toml").write_text(head.format("reel"))
+    write_manifest(genres, "ballad", "[structure]\nrecurrence = 0.2\nloopiness = 0.15\n")
+    write_manifest(genres, "reel")
     assert genre_style("ballad", genres).profile == {"recurrence": 0.2, "loopiness": 0.15}
     assert genre_style("reel", genres).profile == {} and genre_style("models-only", genres).profile == {}
     for bad in ("recurrence = 0", "recurrence = 1.5", "tempo = 0.5", 'loopiness = "low"', "recurrence = true"):
-        (genres / "bad.toml").write_text(head.format("bad") + f"[structure]\n{bad}\n")
+        write_manifest(genres, "bad", f"[structure]\n{bad}\n")
         with pytest.raises(ValueError, match="structure"):
             load_genre("bad", genres)
     for name in ("folk", "pop", "chorale"):  # classical has none: measured, it did worse with one
@@ -229,12 +227,11 @@ def test_the_usual_keys_come_from_the_genres_manifest_and_bad_ones_are_refused(t
 
     genres = tmp_path / "genres"
     genres.mkdir()
-    head = 'name = "{}"\nsources = ["x"]\nlicense = "MIT"\n'
-    (genres / "reel.toml").write_text(head.format("reel") + '[keys]\n"G major" = 0.6\n"D" = 0.3\n"b minor" = 0.1\n')
+    write_manifest(genres, "reel", '[keys]\n"G major" = 0.6\n"D" = 0.3\n"b minor" = 0.1\n')
     assert genre_style("reel", genres).keys == {"G major": 0.6, "D major": 0.3, "B minor": 0.1}
     assert genre_style("models-only", genres).keys == {}
     for bad in ('"H major" = 0.5', '"G major" = 0', '"G major" = "often"', '"G major" = 2'):
-        (genres / "bad.toml").write_text(head.format("bad") + f"[keys]\n{bad}\n")
+        write_manifest(genres, "bad", f"[keys]\n{bad}\n")
         with pytest.raises(ValueError, match="keys"):
             load_genre("bad", genres)
     assert max(load_genre("folk").keys, key=load_genre("folk").keys.get) == "G major"
@@ -308,11 +305,10 @@ def test_key_hold_comes_from_the_genres_manifest_and_bad_values_are_refused(tmp_
 
     genres = tmp_path / "genres"
     genres.mkdir()
-    head = 'name = "{}"\nsources = ["x"]\nlicense = "MIT"\n'
-    (genres / "reel.toml").write_text(head.format("reel") + "key_hold = 1.5\n")
+    write_manifest(genres, "reel", "key_hold = 1.5\n")
     assert genre_style("reel", genres).key_hold == 1.5 and genre_style("models-only", genres).key_hold == 0.0
     for bad in ("-1", "6", "true", '"firm"'):
-        (genres / "bad.toml").write_text(head.format("bad") + f"key_hold = {bad}\n")
+        write_manifest(genres, "bad", f"key_hold = {bad}\n")
         with pytest.raises(ValueError, match="key_hold"):
             load_genre("bad", genres)
 
@@ -320,7 +316,7 @@ def test_key_hold_comes_from_the_genres_manifest_and_bad_values_are_refused(tmp_
 def test_a_broken_manifest_composes_plainly_and_says_why_once(tmp_path: Path, caplog):
     genres = tmp_path / "genres"
     genres.mkdir()
-    (genres / "reel.toml").write_text('name = "reel"\nsources = ["x"]\nlicense = "MIT"\nkey_hold = 9\n')
+    write_manifest(genres, "reel", "key_hold = 9\n")
     with caplog.at_level("WARNING", logger="composer.serving.composition"):
         assert genre_style("reel", genres) == genre_style("models-only", genres)
         genre_style("reel", genres)
