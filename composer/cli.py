@@ -482,6 +482,14 @@ BASELINE_ORDERS_OPTION = "2,3,4,5,6,7"
 """composer.training.baseline.BASELINE_ORDERS as an option's default (the CLI imports no numpy to start)."""
 
 
+def _weights(text: str, option: str) -> list[float]:
+    """The comma-separated numbers of a weights option such as ``--caches 0,0.3``; a one-line error otherwise."""
+    try:
+        return [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        fail(f"{option}: {text!r} is not a list of numbers separated by commas")
+
+
 def _orders(text: str) -> tuple[int, ...]:
     try:
         orders = tuple(sorted({int(o) for o in text.split(",") if o.strip()}))
@@ -691,10 +699,7 @@ def structure(
     unknown = [p for p in plans if p not in (*FORMS, FREE_FORM)]
     if unknown:
         fail(f"--forms: {', '.join(unknown)} not among {', '.join((FREE_FORM, *FORMS))}")
-    try:
-        weights = [float(w) for w in caches.split(",") if w.strip()] or [0.0, *([style.cache] if style.cache else [])]
-    except ValueError:
-        fail(f"--caches: {caches!r} is not a list of numbers such as 0,0.3")
+    weights = _weights(caches, "--caches") or [0.0, *([style.cache] if style.cache else [])]
     if not all(0 <= w < 1 for w in weights) or len(set(weights)) < len(weights):
         fail("--caches: each weight must be in [0, 1), each once")
     torch.set_num_threads(threads)
@@ -739,10 +744,7 @@ def neural_cache(
 
     if split not in SPLIT_NAMES:
         fail(f"--split must be one of {', '.join(SPLIT_NAMES)}")
-    try:
-        mixes = [float(w) for w in weights.split(",") if w.strip()]
-    except ValueError:
-        fail(f"--weights: {weights!r} is not a list of numbers such as 0.1,0.3")
+    mixes = _weights(weights, "--weights")
     if not mixes or not all(0 < w < 1 for w in mixes):
         fail("--weights: each weight must be above 0 and below 1")
     if sharpness < 0 or max_events < 2:
