@@ -439,9 +439,7 @@ def sample(
                 prime,
                 controls,
                 plan,
-                restate=style.restate,
-                key_hold=style.key_hold,
-                cache=style.cache,
+                **style.sampling_options(),
             )
             for i in range(count)
         ]
@@ -659,6 +657,11 @@ def structure(
         help="Comma-separated neural-cache weights to compare under each plan "
         "(0: the model alone; default: 0 and the genre's own, if it names one).",
     ),
+    echoes: str = typer.Option(
+        "",
+        help="Comma-separated echo lengths in seconds to compare under each plan (each new phrase played "
+        "twice; 0: none; default: 0 and the genre's own, if it names one).",
+    ),
     version: str = typer.Option("", help="Model version (default: the current one)."),
     model_dir: Path | None = typer.Option(None, help="Measure this model directory instead."),
     threads: int = typer.Option(1, help="CPU threads for torch."),
@@ -678,7 +681,7 @@ def structure(
 
     import torch
 
-    from composer.contract import FORMS, FREE_FORM
+    from composer.contract import FORMS, FREE_FORM, MAX_ECHO_SECONDS
     from composer.report.form_and_key import format_structure, structure_report
     from composer.sampling.sample import Sampler
     from composer.serving.composition import genre_style
@@ -702,11 +705,16 @@ def structure(
     weights = _weights(caches, "--caches") or [0.0, *([style.cache] if style.cache else [])]
     if not all(0 <= w < 1 for w in weights) or len(set(weights)) < len(weights):
         fail("--caches: each weight must be in [0, 1), each once")
+    echo_lengths = _weights(echoes, "--echoes") or [0.0, *([style.echo] if style.echo else [])]
+    if not all(0 <= e <= MAX_ECHO_SECONDS for e in echo_lengths) or len(set(echo_lengths)) < len(echo_lengths):
+        fail(f"--echoes: each length must be in [0, {MAX_ECHO_SECONDS:g}] seconds, each once")
     torch.set_num_threads(threads)
     sampler = Sampler.from_dir(directory, "cpu")
     try:
         plans = [None if p == FREE_FORM else p for p in plans]
-        result = structure_report(sampler, settings().cache_dir, genre, samples, plans, seed, style.restate, weights)
+        result = structure_report(
+            sampler, settings().cache_dir, genre, samples, plans, seed, style.restate, weights, echo_lengths
+        )
     except FileNotFoundError as exc:
         fail(f"{exc} (run `composer prepare --genre {genre}` first)")
     if served and not version and model_dir is None:

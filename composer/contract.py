@@ -22,6 +22,7 @@ DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_P = 0.95  # a nucleus trims the rare wild events an untempered sample lets through
 DEFAULT_PRIMER_SECONDS = 10.0
 MAX_SECONDS = 600.0
+MAX_ECHO_SECONDS = 10.0  # a phrase played twice that is longer than this is a section: use a form plan
 MAX_SEED = 2**63 - 1
 NEW_SEED_LIMIT = 2**31  # seeds the composer picks itself stay short enough to quote in a reply
 

@@ -322,3 +322,65 @@ def test_a_broken_manifest_composes_plainly_and_says_why_once(tmp_path: Path, ca
         genre_style("reel", genres)
     warned = [r.getMessage() for r in caplog.records if "without its manifest" in r.getMessage()]
     assert len(warned) == 1 and "key_hold" in warned[0]
+
+
+def _note_ons_with_times(tokens: list[int]) -> list[tuple[int, int]]:
+    """(pitch, step) of each note-on of a token stream."""
+    step, out = 0, []
+    for t in tokens:
+        if events.TIME_SHIFT <= t < events.VELOCITY:
+            step += t - events.TIME_SHIFT + 1
+        elif t < events.NOTE_OFF:
+            out.append((t, step))
+    return out
+
+
+def test_each_new_phrase_is_played_twice_alone_or_in_a_batch(tiny_model_dir: Path):
+    """echo = 1 s: the first second's notes come again at once, in order and in rhythm, then a
+    new phrase begins; the same seed gives the same piece alone or beside others."""
+    sampler = Sampler.from_dir(tiny_model_dir, "cpu", "fused")
+    echoed = SampleRequest(8.0, seed=3, echo=1.0)
+    alone = sampler.generate([echoed])[0]
+    batch = sampler.generate([SampleRequest(4.0, seed=2), echoed, SampleRequest(8.0, seed=3)])
+    assert np.array_equal(batch[1], alone)
+    notes = _note_ons_with_times(alone.tolist())
+    phrase = [(p, at) for p, at in notes if at < 100]
+    echo = notes[len(phrase) : 2 * len(phrase)]
+    assert len(phrase) >= 3 and [p for p, _ in echo] == [p for p, _ in phrase]
+    offset = echo[0][1] - phrase[0][1]
+    assert offset >= 100 and [at - offset for _, at in echo] == [at for _, at in phrase]
+    pieces = sampler.generate([SampleRequest(30.0, seed=1, echo=3.0), SampleRequest(30.0, seed=1)])
+    measured = [summarize(measure_pieces([(piece_notes(t), events.duration_steps(t) / 100)])) for t in pieces]
+    assert measured[0]["recurrence"] > measured[1]["recurrence"] + 0.2, measured
+
+
+def test_a_restated_section_replays_its_source_echoes_included(tiny_model_dir: Path):
+    """AA with echo: the first section goes in phrases played twice; the second restates the first
+    (restate 1: all of it), so it holds the same notes in the same order, echoes included."""
+    sampler = Sampler.from_dir(tiny_model_dir, "cpu", "fused")
+    tokens = sampler.generate([SampleRequest(12.0, seed=5, form="AA", restate=1.0, echo=1.5)])[0].tolist()
+    notes = _note_ons_with_times(tokens)
+    first = [p for p, at in notes if at < 600]
+    second = [p for p, at in notes if at >= 600]
+    assert len(first) >= 6 and second[: len(first) - 2] == first[: len(first) - 2]
+
+
+def test_echo_comes_from_the_genres_manifest_and_bad_values_are_refused(tmp_path: Path):
+    from composer.corpus.genres import load_genre
+    from composer.sampling.sample import validate
+    from composer.serving.composition import sample_request
+
+    genres = tmp_path / "genres"
+    genres.mkdir()
+    write_manifest(genres, "ballad", "echo = 1.5\n")
+    style = genre_style("ballad", genres)
+    assert style.echo == 1.5 and genre_style("models-only", genres).echo == 0.0
+    assert sample_request(30.0, 1.0, 1.0, 7, style=style).echo == 1.5
+    assert sample_request(30.0, 1.0, 1.0, 7).echo == 0.0
+    for bad in ("-1", "11", "true", '"short"'):
+        write_manifest(genres, "bad", f"echo = {bad}\n")
+        with pytest.raises(ValueError, match="echo"):
+            load_genre("bad", genres)
+    for bad in (-0.5, 10.5):
+        with pytest.raises(ValueError, match="echo must be in"):
+            validate(SampleRequest(8.0, seed=1, echo=bad))

@@ -327,11 +327,12 @@ def test_conditioned_training_scores_with_and_without_controls(project):
 
     measured = composer(
         project, "structure", "--genre", "tunes", "--model-dir", str(best), "--samples", "3", "--forms", "free,ABAB",
-        "--caches", "0,0.5",
+        "--caches", "0,0.5", "--echoes", "0,1",
     )  # fmt: skip
     assert measured.returncode == 0, measured.stderr
     result = json.loads(measured.stdout.strip().splitlines()[-1])
-    assert set(result["samples"]) == {"free", "ABAB", "free, cache 0.5", "ABAB, cache 0.5"}
+    plain = {"free", "ABAB", "free, cache 0.5", "ABAB, cache 0.5"}
+    assert set(result["samples"]) == plain | {f"{name}, echo 1 s" for name in plain}
     assert result["real"]["windows"] >= 1
     assert 0 <= result["key_accuracy"] <= result["relative_key_accuracy"] <= 1
     assert [asked for asked, _ in result["density_asked_played"]] == [2.0, 5.0, 12.0]
@@ -340,6 +341,8 @@ def test_conditioned_training_scores_with_and_without_controls(project):
     assert refused.returncode == 2 and "not among free, ABAB" in refused.stderr
     refused = composer(project, "structure", "--genre", "tunes", "--model-dir", str(best), "--caches", "0,1")
     assert refused.returncode == 2 and "--caches" in refused.stderr
+    refused = composer(project, "structure", "--genre", "tunes", "--model-dir", str(best), "--echoes", "0,11")
+    assert refused.returncode == 2 and "--echoes" in refused.stderr
 
     cached = composer(project, "neural-cache", "--genre", "tunes", "--model-dir", str(best), "--weights", "0.2,0.5")
     assert cached.returncode == 0, cached.stderr

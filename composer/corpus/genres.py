@@ -14,6 +14,7 @@ A genre is a small TOML file in ``data/genres/``; adding one needs no code::
     restate = 0.75                        # optional: share of a restated section replayed before varying it
     cache = 0.0                           # optional: the neural cache's weight (composer.sampling.cache)
     key_hold = 0.0                        # optional: how firmly a piece keeps its key (SampleRequest.key_hold)
+    echo = 0.0                            # optional: seconds of each new phrase played twice (SampleRequest.echo)
 
     [structure]                           # optional: what its real music measures (`composer structure --profile`)
     key_steadiness = 0.55                 # the composer keeps the candidate closest to these
@@ -47,7 +48,7 @@ from typing import Any
 
 from composer.analysis.structure import MEASURES as PROFILE_MEASURES
 from composer.config import settings
-from composer.contract import FORMS, key_name, read_key
+from composer.contract import FORMS, MAX_ECHO_SECONDS, key_name, read_key
 
 SPLITS = ("asap", "maestro", "file", "work")
 MUSIC21_PREFIX = "music21:"
@@ -67,6 +68,7 @@ MANIFEST_KEYS = frozenset(
         "restate",
         "cache",
         "key_hold",
+        "echo",
         "structure",
         "keys",
         "scores",
@@ -117,6 +119,8 @@ class Genre:
     """The neural cache's weight in sampling (composer.sampling.cache); 0: the model alone."""
     key_hold: float = 0.0
     """How firmly a piece keeps the key it set out in (composer.sampling.sample.SampleRequest)."""
+    echo: float = 0.0
+    """Seconds of each phrase of new material played twice (composer.sampling.sample.SampleRequest)."""
     structure: dict[str, float] = field(default_factory=dict, hash=False)
     """What the genre's real music measures (composer.analysis.structure, on its training pieces):
     the composer keeps the candidate closest to it. Empty: no preference."""
@@ -128,7 +132,7 @@ class Genre:
     @property
     def data_sha1(self) -> str:
         """Identifies what the genre's prepared data is made of (its sources, split, validation
-        share and score settings): how its pieces are composed (form, restate, cache, key_hold,
+        share and score settings): how its pieces are composed (form, restate, cache, key_hold, echo,
         [structure], [keys]) and its words (aliases, description) leave it alone, so tuning
         them needs no new ``prepare`` and leaves the models' recorded split valid."""
         made_of = [self.name, list(self.sources), self.split, self.validation_fraction, self.scores.key()]
@@ -243,6 +247,7 @@ def load_genre_file(path: Path) -> Genre:
         restate=spec.get("restate"),
         cache=spec.get("cache", 0.0),
         key_hold=spec.get("key_hold", 0.0),
+        echo=spec.get("echo", 0.0),
         structure=spec.get("structure", {}),
         keys=spec.get("keys", {}),
         scores=m.scores(),
@@ -273,6 +278,9 @@ def load_genre_file(path: Path) -> Genre:
     hold = genre.key_hold
     if not _is_number(hold) or not 0 <= hold <= 5:
         raise m.error("key_hold", "must be a power from 0 (the model alone) to 5")
+    echo = genre.echo
+    if not _is_number(echo) or not 0 <= echo <= MAX_ECHO_SECONDS:
+        raise m.error("echo", f"must be seconds from 0 (no echo) to {MAX_ECHO_SECONDS:g}")
     if genre.split not in SPLITS:
         raise m.error("split", f"must be one of {', '.join(SPLITS)}")
     fraction = genre.validation_fraction
@@ -286,6 +294,7 @@ def load_genre_file(path: Path) -> Genre:
             "validation_fraction": float(fraction),
             "cache": float(weight),
             "key_hold": float(hold),
+            "echo": float(echo),
             "structure": structure,
             "keys": keys,
         }

@@ -8,6 +8,7 @@ goal >= 90 %) and the density played against the density asked.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,21 +112,23 @@ def structure_report(
     seed: int = 0,
     restate: float | None = None,
     caches: Sequence[float] = (0.0,),
+    echoes: Sequence[float] = (0.0,),
 ) -> StructureReport:
-    """Real validation pieces against ``count`` 30 s samples per plan (None: free) and neural-cache
-    weight (composer.sampling.cache; 0: off), seeds seed..; ``restate``: the share of a restated
-    section replayed (None: the sampler's default)."""
+    """Real validation pieces against ``count`` 30 s samples per plan (None: free), neural-cache
+    weight (composer.sampling.cache; 0: off) and echo (SampleRequest.echo, seconds; 0: none),
+    seeds seed..; ``restate``: the share of a restated section replayed (None: the sampler's default)."""
     from composer.sampling.sample import RESTATED, SampleRequest
 
     report = StructureReport(genre, summarize(measure_pieces(real_pieces(cache_dir, genre))))
-    for plan in plans:
-        for cache in caches:
-            requests = [
-                SampleRequest(SAMPLE_SECONDS, seed + i, 1.0, 0.95, form=plan, restate=restate or RESTATED, cache=cache)
-                for i in range(count)
-            ]
-            name = (plan or "free") + (f", cache {cache:g}" if cache else "")
-            report.samples[name] = summarize(measure_pieces(sampled_pieces(sampler, requests)))
+    for plan, cache, echo in itertools.product(plans, caches, echoes):
+        requests = [
+            SampleRequest(
+                SAMPLE_SECONDS, seed + i, 1.0, 0.95, form=plan, restate=restate or RESTATED, cache=cache, echo=echo
+            )
+            for i in range(count)
+        ]
+        name = (plan or "free") + (f", cache {cache:g}" if cache else "") + (f", echo {echo:g} s" if echo else "")
+        report.samples[name] = summarize(measure_pieces(sampled_pieces(sampler, requests)))
     if sampler.conditioned:
         asked = [ALL_KEYS[(seed + i) * 7 % len(ALL_KEYS)] for i in range(count)]  # every key in turn
         densities = [DENSITIES[i % len(DENSITIES)] for i in range(count)]
@@ -175,9 +178,7 @@ def served_report(report: StructureReport, client, sampler, count: int = 24, see
             seed + i,
             key=key.name,
             form=style.form,
-            restate=style.restate,
-            cache=style.cache,
-            key_hold=style.key_hold,
+            style=style,
         )
         scored = sampler.generate_scored([sampler.fit(r) for r in candidate_requests(request, DEFAULT_CANDIDATES)])
         found = estimate_key(piece_notes(scored[rank_candidates(scored, key.name, style.profile)[0]][0]))

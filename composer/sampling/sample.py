@@ -19,7 +19,7 @@ from composer.codec import events
 from composer.codec.controls import CONTROL_DIM, NO_CONTROL
 from composer.codec.keys import KK_PROFILES, best_key
 from composer.config import settings
-from composer.contract import FORMS, MAX_SECONDS
+from composer.contract import FORMS, MAX_ECHO_SECONDS, MAX_SECONDS
 from composer.nn.fastlstm import FusedLSTM, State, quantization_available
 from composer.nn.model import PerformanceRNN, load_model
 from composer.sampling.cache import PieceCache, mix
@@ -65,6 +65,10 @@ class SampleRequest:
     cache: float = 0.0
     """The neural cache's weight (composer.sampling.cache): how strongly the piece goes on the way
     it went before when it comes back to a moment like an earlier one; 0: the model alone."""
+    echo: float = 0.0
+    """Seconds: new material comes in phrases this long, each played twice before the next (a
+    motif and its echo, as a pop strain states its two-bar idea twice); a section the form plan
+    restates replays its source instead. 0: the model alone."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ def validate(request: SampleRequest) -> None:
         raise ValueError(f"key_hold must be in [0, 5], got {request.key_hold:g}")
     if not 0 <= request.cache < 1:
         raise ValueError(f"cache must be in [0, 1), got {request.cache:g}")
+    if not 0 <= request.echo <= MAX_ECHO_SECONDS:
+        raise ValueError(f"echo must be in [0, {MAX_ECHO_SECONDS:g}] seconds, got {request.echo:g}")
     if request.controls is not None and np.shape(request.controls) != (CONTROL_DIM,):
         shape = np.shape(request.controls)
         raise ValueError(f"controls must be {CONTROL_DIM} floats (composer.codec.controls), got {shape}")
@@ -300,6 +306,8 @@ class Stream:
         self._section = 0
         self._section_starts = [0]  # token index where each section began
         self._restating: list[int] = []  # tokens still to restate, next first
+        self._phrase = (0, 0)  # (token index, step) where the phrase that echo will repeat began
+        self._echoing = False  # the tokens being restated are an echo
         self.cache = PieceCache(request.cache) if request.cache else None
         self._notes_by_class = np.zeros(12)  # note-ons per pitch class, primer included
         self.note_bias: np.ndarray | None = None  # what key_hold adds to the note-on logits
@@ -362,35 +370,63 @@ class Stream:
             self.elapsed_steps += token - events.TIME_SHIFT + 1
             if self.plan:
                 self._follow_plan()
+            if self.request.echo:
+                self._follow_echo()
         else:
             self._follow(token)
         self.done = self.elapsed_steps >= self.target_steps or len(self.tokens) >= self.max_events
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the next events are planned (a restated section or an echo), not the model's."""
+        return bool(self._restating)
 
     def _follow_plan(self) -> None:
         """At a section's end: start the next one, loading the section it restates (less its tail)."""
         while self._section < len(self.plan) - 1 and self.elapsed_steps >= self.plan[self._section].end_step:
             self._section += 1
             self._section_starts.append(len(self.tokens))
+            self._phrase, self._echoing = (len(self.tokens), self.plan[self._section - 1].end_step), False
             source = self.plan[self._section].restates
             self._restating = []
             if source is not None:
-                lo = self._section_starts[source]
-                hi = self._section_starts[source + 1]
                 section_steps = self.plan[source].end_step - (self.plan[source - 1].end_step if source else 0)
-                keep_steps = section_steps * self.request.restate
-                elapsed = 0
-                for token in self.tokens[lo:hi]:
-                    if events.TIME_SHIFT <= token < events.VELOCITY:
-                        elapsed += token - events.TIME_SHIFT + 1
-                        if elapsed > keep_steps:
-                            break
-                    self._restating.append(token)
+                lo, hi = self._section_starts[source], self._section_starts[source + 1]
+                self._restating = _opening(self.tokens[lo:hi], section_steps * self.request.restate)
+
+    def _follow_echo(self) -> None:
+        """Once a phrase of new material is ``echo`` seconds long, load it to be played again; the
+        next phrase begins where its echo ends."""
+        if self._restating:
+            return
+        if self._echoing:  # an echo just ended
+            self._phrase, self._echoing = (len(self.tokens), self.elapsed_steps), False
+        if self.plan and self.plan[self._section].restates is not None:
+            return  # a restated section varies its source in its own way
+        start, start_step = self._phrase
+        echo_steps = self.request.echo * events.STEPS_PER_SECOND
+        if self.elapsed_steps - start_step >= echo_steps:
+            self._restating = _opening(self.tokens[start:], echo_steps)
+            self._echoing = bool(self._restating)
 
     def result(self) -> np.ndarray:
         """The sampled tokens; a continuation starts by re-stating its primer's loudness, since
         the encoding states a velocity only when it changes and the primer is not returned."""
         tokens = self.tokens if self._primer_velocity is None else [self._primer_velocity, *self.tokens]
         return np.asarray(tokens, dtype=events.TOKEN_DTYPE)
+
+
+def _opening(tokens: Sequence[int], steps: float) -> list[int]:
+    """The events of ``tokens`` up to the time shift that passes ``steps``."""
+    out: list[int] = []
+    elapsed = 0
+    for token in tokens:
+        if events.TIME_SHIFT <= token < events.VELOCITY:
+            elapsed += token - events.TIME_SHIFT + 1
+            if elapsed > steps:
+                break
+        out.append(token)
+    return out
 
 
 class BatchSampler:
@@ -483,7 +519,7 @@ class BatchSampler:
         probs = filter_probs(logits, self._temperature, self._top_p, nucleus, ban)
         uniforms = torch.tensor([s.uniform() for s in self.streams], dtype=torch.float64, device=dev)
         tokens = draw(probs, uniforms)
-        if any(s.plan for s in self.streams):  # a stream restating a section takes its planned token
+        if any(s.replaying for s in self.streams):  # a stream restating a section or echoing takes its planned token
             planned = [s.restated() for s in self.streams]
             if any(p is not None for p in planned):
                 drawn = tokens.tolist()

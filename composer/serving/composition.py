@@ -132,14 +132,11 @@ def sample_request(
     key: str | None = None,
     density: float | None = None,
     form: str | None = None,
-    *,
-    restate: float = RESTATED,
-    cache: float = 0.0,
-    key_hold: float = 0.0,
+    style: GenreStyle | None = None,
 ) -> SampleRequest:
     """A checked SampleRequest; CompositionRejected (422) says what is wrong. ``form``: a plan
-    from ``piece_form``, or None for none; ``restate``, ``cache`` and ``key_hold``: the genre's
-    (``GenreStyle``)."""
+    from ``piece_form``, or None for none; ``style``: how the genre shapes its pieces (restate,
+    key hold, cache, echo; None: the model alone)."""
     try:
         asked_key = parse_key(key) if key else None
         asked_density = parse_density(density) if density is not None else None
@@ -150,9 +147,8 @@ def sample_request(
         raise CompositionRejected(f"seconds must be in (0, {max_seconds:g}], got {seconds:g}")
     if not 0 <= seed <= MAX_SEED:
         raise CompositionRejected(f"seed must be in 0..{MAX_SEED}, got {seed}")
-    request = SampleRequest(
-        seconds, seed, temperature, top_p, primer, controls, form, restate=restate, key_hold=key_hold, cache=cache
-    )
+    shaping = (style or GenreStyle()).sampling_options()
+    request = SampleRequest(seconds, seed, temperature, top_p, primer, controls, form, **shaping)
     try:
         validate(request)
     except ValueError as exc:
@@ -173,10 +169,16 @@ class GenreStyle:
     """The neural cache's weight (composer.sampling.cache); 0: the model alone."""
     key_hold: float = 0.0
     """How firmly a piece keeps the key it set out in (SampleRequest.key_hold); 0: the model alone."""
+    echo: float = 0.0
+    """Seconds of each phrase of new material played twice (SampleRequest.echo); 0: none."""
     profile: Mapping[str, float] = field(default_factory=dict)
     """What its real music measures (the manifest's ``[structure]``): the candidates' target."""
     keys: Mapping[str, float] = field(default_factory=dict)
     """The keys its real music is in (the manifest's ``[keys]``): where a piece asked for none goes."""
+
+    def sampling_options(self) -> dict[str, float]:
+        """What the sampler takes from the style: SampleRequest's restate, key_hold, cache and echo."""
+        return {"restate": self.restate, "key_hold": self.key_hold, "cache": self.cache, "echo": self.echo}
 
 
 log = logging.getLogger(__name__)
@@ -199,6 +201,7 @@ def genre_style(genre: str, genres_dir: Path) -> GenreStyle:
         restate=RESTATED if manifest.restate is None else float(manifest.restate),
         cache=float(manifest.cache),
         key_hold=float(manifest.key_hold),
+        echo=float(manifest.echo),
         profile=dict(manifest.structure),
         keys=dict(manifest.keys),
     )

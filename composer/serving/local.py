@@ -85,9 +85,7 @@ class LocalComposerClient:
             key,
             density,
             piece_form(form, style),
-            restate=style.restate,
-            cache=style.cache,
-            key_hold=style.key_hold,
+            style,
         )
         asked = candidate_requests(request, candidates)
         model = self._model(genre)

@@ -371,9 +371,7 @@ def create_app(
                 body.key,
                 body.density,
                 piece_form(body.form, style),
-                restate=style.restate,
-                cache=style.cache,
-                key_hold=style.key_hold,
+                style,
             )
             pendings = []
             for candidate in candidate_requests(request, body.candidates):
