@@ -660,7 +660,7 @@ def structure(
     echoes: str = typer.Option(
         "",
         help="Comma-separated echo lengths in seconds to compare under each plan (each new phrase played "
-        "twice; 0: none; default: 0 and the genre's own, if it names one).",
+        "twice, with the genre's echo_gap between; 0: none; default: 0 and the genre's own, if it names one).",
     ),
     version: str = typer.Option("", help="Model version (default: the current one)."),
     model_dir: Path | None = typer.Option(None, help="Measure this model directory instead."),
@@ -713,7 +713,16 @@ def structure(
     try:
         plans = [None if p == FREE_FORM else p for p in plans]
         result = structure_report(
-            sampler, settings().cache_dir, genre, samples, plans, seed, style.restate, weights, echo_lengths
+            sampler,
+            settings().cache_dir,
+            genre,
+            samples,
+            plans,
+            seed,
+            style.restate,
+            weights,
+            echoes=echo_lengths,
+            echo_gap=style.echo_gap,
         )
     except FileNotFoundError as exc:
         fail(f"{exc} (run `composer prepare --genre {genre}` first)")

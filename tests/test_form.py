@@ -372,15 +372,40 @@ def test_echo_comes_from_the_genres_manifest_and_bad_values_are_refused(tmp_path
 
     genres = tmp_path / "genres"
     genres.mkdir()
-    write_manifest(genres, "ballad", "echo = 1.5\n")
+    write_manifest(genres, "ballad", "echo = 1.5\necho_gap = 6\n")
     style = genre_style("ballad", genres)
-    assert style.echo == 1.5 and genre_style("models-only", genres).echo == 0.0
-    assert sample_request(30.0, 1.0, 1.0, 7, style=style).echo == 1.5
+    assert (style.echo, style.echo_gap) == (1.5, 6.0) and genre_style("models-only", genres).echo == 0.0
+    request = sample_request(30.0, 1.0, 1.0, 7, style=style)
+    assert (request.echo, request.echo_gap) == (1.5, 6.0)
     assert sample_request(30.0, 1.0, 1.0, 7).echo == 0.0
-    for bad in ("-1", "11", "true", '"short"'):
-        write_manifest(genres, "bad", f"echo = {bad}\n")
-        with pytest.raises(ValueError, match="echo"):
+    for option, bad in [("echo", "-1"), ("echo", "11"), ("echo", "true"), ("echo", '"short"'), ("echo_gap", "-2")]:
+        write_manifest(genres, "bad", f"{option} = {bad}\n")
+        with pytest.raises(ValueError, match=option):
             load_genre("bad", genres)
     for bad in (-0.5, 10.5):
         with pytest.raises(ValueError, match="echo must be in"):
             validate(SampleRequest(8.0, seed=1, echo=bad))
+    with pytest.raises(ValueError, match="echo_gap must be in"):
+        validate(SampleRequest(8.0, seed=1, echo=1.0, echo_gap=-1.0))
+
+
+def test_after_an_echo_the_model_goes_its_own_way_for_the_gap(tiny_model_dir: Path):
+    """echo 0.5 s: phrase after phrase without a gap (an echo can begin within 2 s of the last,
+    sooner where the model's time shifts allow); with a 4 s gap, each echo begins at least 5 s
+    (phrase, echo, gap) after the one before."""
+    from composer.sampling.sample import BatchSampler
+
+    sampler = Sampler.from_dir(tiny_model_dir, "cpu", "fused")
+    batch = BatchSampler(sampler)
+    streams = [batch.add(SampleRequest(20.0, seed=4, echo=0.5, echo_gap=gap)) for gap in (0.0, 4.0)]
+    echo_starts: list[list[int]] = [[], []]
+    echoing = [False, False]
+    while batch.active:
+        batch.step()
+        for i, stream in enumerate(streams):
+            if stream._echoing and not echoing[i]:
+                echo_starts[i].append(stream.elapsed_steps)
+            echoing[i] = stream._echoing
+    close, spaced = (np.diff(starts) for starts in echo_starts)
+    assert len(echo_starts[0]) >= 6 and close.min() < 200, echo_starts
+    assert 2 <= len(echo_starts[1]) <= 4 and spaced.min() >= 500, echo_starts

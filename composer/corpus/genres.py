@@ -15,6 +15,7 @@ A genre is a small TOML file in ``data/genres/``; adding one needs no code::
     cache = 0.0                           # optional: the neural cache's weight (composer.sampling.cache)
     key_hold = 0.0                        # optional: how firmly a piece keeps its key (SampleRequest.key_hold)
     echo = 0.0                            # optional: seconds of each new phrase played twice (SampleRequest.echo)
+    echo_gap = 0.0                        # optional: seconds of free play after each echo (SampleRequest.echo_gap)
 
     [structure]                           # optional: what its real music measures (`composer structure --profile`)
     key_steadiness = 0.55                 # the composer keeps the candidate closest to these
@@ -48,7 +49,7 @@ from typing import Any
 
 from composer.analysis.structure import MEASURES as PROFILE_MEASURES
 from composer.config import settings
-from composer.contract import FORMS, MAX_ECHO_SECONDS, key_name, read_key
+from composer.contract import FORMS, MAX_ECHO_SECONDS, MAX_SECONDS, key_name, read_key
 
 SPLITS = ("asap", "maestro", "file", "work")
 MUSIC21_PREFIX = "music21:"
@@ -69,6 +70,7 @@ MANIFEST_KEYS = frozenset(
         "cache",
         "key_hold",
         "echo",
+        "echo_gap",
         "structure",
         "keys",
         "scores",
@@ -121,6 +123,8 @@ class Genre:
     """How firmly a piece keeps the key it set out in (composer.sampling.sample.SampleRequest)."""
     echo: float = 0.0
     """Seconds of each phrase of new material played twice (composer.sampling.sample.SampleRequest)."""
+    echo_gap: float = 0.0
+    """Seconds the model plays freely after each echo (composer.sampling.sample.SampleRequest)."""
     structure: dict[str, float] = field(default_factory=dict, hash=False)
     """What the genre's real music measures (composer.analysis.structure, on its training pieces):
     the composer keeps the candidate closest to it. Empty: no preference."""
@@ -132,7 +136,7 @@ class Genre:
     @property
     def data_sha1(self) -> str:
         """Identifies what the genre's prepared data is made of (its sources, split, validation
-        share and score settings): how its pieces are composed (form, restate, cache, key_hold, echo,
+        share and score settings): how its pieces are composed (form, restate, cache, key_hold, echo and its gap,
         [structure], [keys]) and its words (aliases, description) leave it alone, so tuning
         them needs no new ``prepare`` and leaves the models' recorded split valid."""
         made_of = [self.name, list(self.sources), self.split, self.validation_fraction, self.scores.key()]
@@ -248,6 +252,7 @@ def load_genre_file(path: Path) -> Genre:
         cache=spec.get("cache", 0.0),
         key_hold=spec.get("key_hold", 0.0),
         echo=spec.get("echo", 0.0),
+        echo_gap=spec.get("echo_gap", 0.0),
         structure=spec.get("structure", {}),
         keys=spec.get("keys", {}),
         scores=m.scores(),
@@ -281,6 +286,9 @@ def load_genre_file(path: Path) -> Genre:
     echo = genre.echo
     if not _is_number(echo) or not 0 <= echo <= MAX_ECHO_SECONDS:
         raise m.error("echo", f"must be seconds from 0 (no echo) to {MAX_ECHO_SECONDS:g}")
+    gap = genre.echo_gap
+    if not _is_number(gap) or not 0 <= gap <= MAX_SECONDS:
+        raise m.error("echo_gap", f"must be seconds from 0 (phrase after phrase) to {MAX_SECONDS:g}")
     if genre.split not in SPLITS:
         raise m.error("split", f"must be one of {', '.join(SPLITS)}")
     fraction = genre.validation_fraction
@@ -295,6 +303,7 @@ def load_genre_file(path: Path) -> Genre:
             "cache": float(weight),
             "key_hold": float(hold),
             "echo": float(echo),
+            "echo_gap": float(gap),
             "structure": structure,
             "keys": keys,
         }

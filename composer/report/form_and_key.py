@@ -113,21 +113,32 @@ def structure_report(
     restate: float | None = None,
     caches: Sequence[float] = (0.0,),
     echoes: Sequence[float] = (0.0,),
+    echo_gap: float = 0.0,
 ) -> StructureReport:
     """Real validation pieces against ``count`` 30 s samples per plan (None: free), neural-cache
     weight (composer.sampling.cache; 0: off) and echo (SampleRequest.echo, seconds; 0: none),
-    seeds seed..; ``restate``: the share of a restated section replayed (None: the sampler's default)."""
+    seeds seed..; ``restate``: the share of a restated section replayed (None: the sampler's
+    default); ``echo_gap``: the seconds of free play after each echo."""
     from composer.sampling.sample import RESTATED, SampleRequest
 
     report = StructureReport(genre, summarize(measure_pieces(real_pieces(cache_dir, genre))))
     for plan, cache, echo in itertools.product(plans, caches, echoes):
         requests = [
             SampleRequest(
-                SAMPLE_SECONDS, seed + i, 1.0, 0.95, form=plan, restate=restate or RESTATED, cache=cache, echo=echo
+                SAMPLE_SECONDS,
+                seed + i,
+                1.0,
+                0.95,
+                form=plan,
+                restate=restate or RESTATED,
+                cache=cache,
+                echo=echo,
+                echo_gap=echo_gap,
             )
             for i in range(count)
         ]
-        name = (plan or "free") + (f", cache {cache:g}" if cache else "") + (f", echo {echo:g} s" if echo else "")
+        echoed = f", echo {echo:g} s" + (f" every {echo * 2 + echo_gap:g} s" if echo_gap else "")
+        name = (plan or "free") + (f", cache {cache:g}" if cache else "") + (echoed if echo else "")
         report.samples[name] = summarize(measure_pieces(sampled_pieces(sampler, requests)))
     if sampler.conditioned:
         asked = [ALL_KEYS[(seed + i) * 7 % len(ALL_KEYS)] for i in range(count)]  # every key in turn

@@ -67,8 +67,11 @@ class SampleRequest:
     it went before when it comes back to a moment like an earlier one; 0: the model alone."""
     echo: float = 0.0
     """Seconds: new material comes in phrases this long, each played twice before the next (a
-    motif and its echo, as a pop strain states its two-bar idea twice); a section the form plan
+    motif and its echo, as a pop strain states its short idea twice); a section the form plan
     restates replays its source instead. 0: the model alone."""
+    echo_gap: float = 0.0
+    """Seconds the model goes its own way after an echo before the next phrase begins (0: phrase
+    after phrase; a classical piece echoes a short figure now and then)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ def validate(request: SampleRequest) -> None:
         raise ValueError(f"cache must be in [0, 1), got {request.cache:g}")
     if not 0 <= request.echo <= MAX_ECHO_SECONDS:
         raise ValueError(f"echo must be in [0, {MAX_ECHO_SECONDS:g}] seconds, got {request.echo:g}")
+    if not 0 <= request.echo_gap <= MAX_SECONDS:
+        raise ValueError(f"echo_gap must be in [0, {MAX_SECONDS:g}] seconds, got {request.echo_gap:g}")
     if request.controls is not None and np.shape(request.controls) != (CONTROL_DIM,):
         shape = np.shape(request.controls)
         raise ValueError(f"controls must be {CONTROL_DIM} floats (composer.codec.controls), got {shape}")
@@ -308,6 +313,7 @@ class Stream:
         self._restating: list[int] = []  # tokens still to restate, next first
         self._phrase = (0, 0)  # (token index, step) where the phrase that echo will repeat began
         self._echoing = False  # the tokens being restated are an echo
+        self._gap_until = 0  # the step before which no new phrase begins (SampleRequest.echo_gap)
         self.cache = PieceCache(request.cache) if request.cache else None
         self._notes_by_class = np.zeros(12)  # note-ons per pitch class, primer included
         self.note_bias: np.ndarray | None = None  # what key_hold adds to the note-on logits
@@ -387,6 +393,7 @@ class Stream:
             self._section += 1
             self._section_starts.append(len(self.tokens))
             self._phrase, self._echoing = (len(self.tokens), self.plan[self._section - 1].end_step), False
+            self._gap_until = 0
             source = self.plan[self._section].restates
             self._restating = []
             if source is not None:
@@ -396,13 +403,19 @@ class Stream:
 
     def _follow_echo(self) -> None:
         """Once a phrase of new material is ``echo`` seconds long, load it to be played again; the
-        next phrase begins where its echo ends."""
+        next phrase begins ``echo_gap`` seconds after its echo ends (or at the next section)."""
         if self._restating:
             return
         if self._echoing:  # an echo just ended
             self._phrase, self._echoing = (len(self.tokens), self.elapsed_steps), False
+            self._gap_until = self.elapsed_steps + round(self.request.echo_gap * events.STEPS_PER_SECOND)
         if self.plan and self.plan[self._section].restates is not None:
             return  # a restated section varies its source in its own way
+        if self.elapsed_steps < self._gap_until:
+            return
+        if self._phrase[1] < self._gap_until:  # the gap just ended: a phrase begins here
+            self._phrase = (len(self.tokens), self.elapsed_steps)
+            return
         start, start_step = self._phrase
         echo_steps = self.request.echo * events.STEPS_PER_SECOND
         if self.elapsed_steps - start_step >= echo_steps:

@@ -171,6 +171,8 @@ class GenreStyle:
     """How firmly a piece keeps the key it set out in (SampleRequest.key_hold); 0: the model alone."""
     echo: float = 0.0
     """Seconds of each phrase of new material played twice (SampleRequest.echo); 0: none."""
+    echo_gap: float = 0.0
+    """Seconds of free play after each echo (SampleRequest.echo_gap)."""
     profile: Mapping[str, float] = field(default_factory=dict)
     """What its real music measures (the manifest's ``[structure]``): the candidates' target."""
     keys: Mapping[str, float] = field(default_factory=dict)
@@ -178,7 +180,13 @@ class GenreStyle:
 
     def sampling_options(self) -> dict[str, float]:
         """What the sampler takes from the style: SampleRequest's restate, key_hold, cache and echo."""
-        return {"restate": self.restate, "key_hold": self.key_hold, "cache": self.cache, "echo": self.echo}
+        return {
+            "restate": self.restate,
+            "key_hold": self.key_hold,
+            "cache": self.cache,
+            "echo": self.echo,
+            "echo_gap": self.echo_gap,
+        }
 
 
 log = logging.getLogger(__name__)
@@ -202,6 +210,7 @@ def genre_style(genre: str, genres_dir: Path) -> GenreStyle:
         cache=float(manifest.cache),
         key_hold=float(manifest.key_hold),
         echo=float(manifest.echo),
+        echo_gap=float(manifest.echo_gap),
         profile=dict(manifest.structure),
         keys=dict(manifest.keys),
     )
