@@ -71,7 +71,7 @@ class SampleRequest:
     restates replays its source instead. 0: the model alone."""
     echo_gap: float = 0.0
     """Seconds the model goes its own way after an echo before the next phrase begins (0: phrase
-    after phrase; a classical piece echoes a short figure now and then)."""
+    after phrase; longer: a short figure echoed now and then)."""
 
 
 @dataclass(frozen=True)
