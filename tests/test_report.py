@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from composer.analysis.measures import FEATURES, feature_edges, histogram, overlap_area, piece_features
 from composer.codec import events
+from composer.config import PROJECT_ROOT
 from composer.corpus.data import prepare_genre
 from composer.corpus.genres import Genre
 from composer.models.registry import genres_with_models
@@ -259,6 +261,18 @@ def test_report_command_writes_a_self_contained_page(project, tmp_path: Path):
     assert time.perf_counter() - started < first + 5
     folk_html = (tmp_path / "folk.html").read_text()
     assert len(check_self_contained(folk_html)) == 1 + 1 + 1 + 1 + 1 and 'id="curve-pop"' not in folk_html
+
+    # A genre that changes how it composes (here: an echo) gets its keys-and-themes figures anew.
+    genres = tmp_path / "genres"
+    shutil.copytree(PROJECT_ROOT / "data" / "genres", genres)
+    manifest = genres / "folk.toml"
+    manifest.write_text(manifest.read_text().replace("\nsplit = ", "\necho = 1.0\nsplit = ", 1))
+    echoed = composer(
+        {**project, "COMPOSER_GENRES_DIR": str(genres)}, "report", "--genre", "folk", "--out", str(tmp_path / "e.html"),
+        *CLI_OPTIONS,
+    )  # fmt: skip
+    assert echoed.returncode == 0, echoed.stderr
+    assert "echo 1 s" in (tmp_path / "e.html").read_text() and "echo 1 s" not in folk_html
 
     fid = composer(project, "fidelity", "--json", *CLI_OPTIONS[:8])
     assert fid.returncode == 0, fid.stderr

@@ -430,6 +430,7 @@ def compute_report(
     report["structure"] = {}
     if opts.structure_samples:
         from composer.report.form_and_key import structure_section
+        from composer.serving.composition import genre_style
 
         def keys_and_themes() -> dict:
             directories = {g: models[g].directory for g in chosen}
@@ -437,7 +438,10 @@ def compute_report(
                 directories, models_dir, cache_dir, opts.structure_samples, opts.seed, opts.device, opts.engine
             )
 
-        report["structure"] = cached(cache, "structure", [REPORT_FORMAT, key], keys_and_themes, refresh)
+        # How each genre composes (its manifest's form, restate, key hold, echo, profile) changes
+        # these figures without changing a model: part of their key.
+        styles = {g: asdict(genre_style(g, settings().genres_dir)) for g in chosen}
+        report["structure"] = cached(cache, "structure", [REPORT_FORMAT, key, styles], keys_and_themes, refresh)
     report["fidelity_missing"] = [g for g in with_models if g not in everyone]
     report["candidate"] = None
     if candidate:

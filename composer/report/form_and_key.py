@@ -264,7 +264,10 @@ def structure_section(
         style = genre_style(genre, settings().genres_dir)
         plans = [None, *([style.form] if style.form else [])]
         caches = [0.0, *([style.cache] if style.cache else [])]
-        report = structure_report(sampler, cache_dir, genre, samples, plans, seed, style.restate, caches)
+        echoes = [0.0, *([style.echo] if style.echo else [])]
+        report = structure_report(
+            sampler, cache_dir, genre, samples, plans, seed, style.restate, caches, echoes, style.echo_gap
+        )
         out[genre] = dataclasses.asdict(served_report(report, client, sampler, samples, seed))
     return out
 
