@@ -16,6 +16,11 @@ from composer.serving.composition import genre_style, piece_form
 from tests.conftest import write_manifest
 
 
+def _steps_at(tokens: list[int]) -> np.ndarray:
+    """The time, in steps, at each token of a stream (its own time shift included)."""
+    return np.cumsum([t - events.TIME_SHIFT + 1 if events.TIME_SHIFT <= t < events.VELOCITY else 0 for t in tokens])
+
+
 def test_a_plan_cuts_the_piece_into_equal_sections_and_names_what_each_restates():
     plan = form_plan("ABAB", 30.0)
     assert [s.end_step for s in plan] == [750, 1500, 2250, 3000]
@@ -26,7 +31,7 @@ def test_a_plan_cuts_the_piece_into_equal_sections_and_names_what_each_restates(
 def test_a_restated_section_begins_as_its_first_appearance_did(tiny_model_dir: Path):
     sampler = Sampler.from_dir(tiny_model_dir, "cpu", "fused")
     tokens = sampler.generate([SampleRequest(8.0, seed=3, form="ABAB")])[0].tolist()
-    times = np.cumsum([t - events.TIME_SHIFT + 1 if events.TIME_SHIFT <= t < events.VELOCITY else 0 for t in tokens])
+    times = _steps_at(tokens)
     first = [t for t, at in zip(tokens, times) if at < 150]
     third = [t for t, at in zip(tokens, times) if 400 <= at < 550]
     notes = lambda part: [t for t in part if t < events.NOTE_OFF]  # noqa: E731
@@ -120,9 +125,7 @@ def test_a_genre_that_repeats_less_replays_only_the_opening_of_a_restated_sectio
 
     def replayed(restate: float) -> int:
         tokens = sampler.generate([SampleRequest(8.0, seed=3, form="ABAB", restate=restate)])[0].tolist()
-        times = np.cumsum(
-            [t - events.TIME_SHIFT + 1 if events.TIME_SHIFT <= t < events.VELOCITY else 0 for t in tokens]
-        )
+        times = _steps_at(tokens)
         first = [t for t, at in zip(tokens, times) if at < 200 and t < events.NOTE_OFF]
         third = [t for t, at in zip(tokens, times) if 400 <= at < 600 and t < events.NOTE_OFF]
         return next((i for i, (a, b) in enumerate(zip(first, third)) if a != b), min(len(first), len(third)))
@@ -326,13 +329,7 @@ def test_a_broken_manifest_composes_plainly_and_says_why_once(tmp_path: Path, ca
 
 def _note_ons_with_times(tokens: list[int]) -> list[tuple[int, int]]:
     """(pitch, step) of each note-on of a token stream."""
-    step, out = 0, []
-    for t in tokens:
-        if events.TIME_SHIFT <= t < events.VELOCITY:
-            step += t - events.TIME_SHIFT + 1
-        elif t < events.NOTE_OFF:
-            out.append((t, step))
-    return out
+    return [(t, int(at)) for t, at in zip(tokens, _steps_at(tokens)) if t < events.NOTE_OFF]
 
 
 def test_each_new_phrase_is_played_twice_alone_or_in_a_batch(tiny_model_dir: Path):

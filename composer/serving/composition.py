@@ -179,7 +179,7 @@ class GenreStyle:
     """The keys its real music is in (the manifest's ``[keys]``): where a piece asked for none goes."""
 
     def sampling_options(self) -> dict[str, float]:
-        """What the sampler takes from the style: SampleRequest's restate, key_hold, cache and echo."""
+        """What the sampler takes from the style: SampleRequest's restate, key_hold, cache, echo and echo_gap."""
         return {
             "restate": self.restate,
             "key_hold": self.key_hold,
