@@ -351,3 +351,28 @@ def test_conditioned_training_scores_with_and_without_controls(project):
     assert "cache weight 0.5" in cached.stdout
     refused = composer(project, "neural-cache", "--genre", "tunes", "--model-dir", str(best), "--weights", "1.5")
     assert refused.returncode == 2 and "--weights" in refused.stderr
+
+
+def test_weight_average_is_validated_kept_and_resumed(project):
+    import torch
+    from safetensors.torch import load_file
+
+    run = ("train", "--genre", "tunes", "--run-name", "ema", "--eval-every", "2", "--checkpoint-every", "2")
+    run = (*run, "--ema", "0.5")
+    first = composer(project, *run, "--steps", "2", *TINY)
+    assert first.returncode == 0, first.stderr
+    run_dir = Path(project["COMPOSER_RUNS_DIR"]) / "tunes" / "ema"
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert int(saved["average"]["n_averaged"]) == 2
+    best = load_file(str(run_dir / "best" / "model.safetensors"))
+    averaged = {k.removeprefix("module."): v for k, v in saved["average"].items() if k.startswith("module.")}
+    assert best.keys() == saved["model"].keys() == averaged.keys()
+    assert all(torch.equal(best[k].float(), averaged[k].float()) for k in best)  # the average is what is kept
+    assert not all(torch.equal(best[k].float(), saved["model"][k].float()) for k in best)
+
+    again = composer(project, *run, "--steps", "4", *TINY)  # resumes: the average goes on from the checkpoint's
+    assert again.returncode == 0, again.stderr
+    assert int(torch.load(run_dir / "checkpoint.pt", weights_only=False)["average"]["n_averaged"]) == 4
+    evals = [m for m in metrics(project, "ema") if "val_nll" in m]
+    assert [m["step"] for m in evals] == [2, 4]
+    assert all(0 < m["val_nll_latest"] < 7 and m["val_nll_latest"] != m["val_nll"] for m in evals)

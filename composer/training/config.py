@@ -81,6 +81,15 @@ class TrainConfig:
         min=0.0,
         max=1.0,
     )
+    ema: float = hyperparameter(
+        0.0,
+        "Keep an exponential moving average of the weights with this decay per step (0.99-0.999) and validate and "
+        "keep the average instead of the latest weights (0: off).",
+        min=0.0,
+        max=0.9999,
+    )
+    """Polyak/EMA weight averaging: on a small corpus the average of the last few hundred steps
+    generalises better than the last step's weights (it smooths the noise of small batches)."""
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"options": MODEL_HELP})
     """The network's shape (ignored but for dropout when fine-tuning: the model's own is kept)."""
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from composer.codec import controls, events
@@ -228,6 +229,8 @@ def train(
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
+    kept = average.module if average is not None else model  # the weights validated and saved as the best
 
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {"step": 0, "best_nll": float("inf"), "best_step": -1, "evals_since_best": 0, "events_seen": 0}
@@ -237,6 +240,8 @@ def train(
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        if average is not None and "average" in saved:  # else (averaging just turned on) it starts here
+            average.load_state_dict(saved["average"])
         state = saved["state"]
         sampler.rng = np.random.default_rng(state["step"] * 7919 + cfg.seed * 1000 + ddp.rank)
         control_rng = np.random.default_rng(state["step"] * 7919 + cfg.seed * 1000 + ddp.rank + 1)
@@ -271,21 +276,24 @@ def train(
 
     def evaluate_and_keep_best() -> None:
         begun = time.monotonic()
-        total, count = sequences_nll(model, val_sequences, device)
+        total, count = sequences_nll(kept, val_sequences, device)
         budget.measured(time.monotonic() - begun, count)
         nll = total / max(count, 1)
         improved = nll < state["best_nll"]
         if improved:
             state.update(best_nll=nll, best_step=state["step"], evals_since_best=0)
-            save_model(model, run_dir / BEST_DIR, _card(genre, cfg, state, train_data, val_data, lineage), half=False)
+            save_model(kept, run_dir / BEST_DIR, _card(genre, cfg, state, train_data, val_data, lineage), half=False)
         else:
             state["evals_since_best"] += 1
         record = {"step": state["step"], "val_nll": nll, "val_events": count, "best": improved}
+        if average is not None:  # what the average gains over the latest weights
+            total, count = sequences_nll(model, val_sequences, device)
+            record["val_nll_latest"] = total / max(count, 1)
         if conditioned:  # val_nll is without controls, comparable with unconditioned models; this with them
-            total, count = sequences_nll(model, val_sequences, device, controlled=True)
+            total, count = sequences_nll(kept, val_sequences, device, controlled=True)
             record["val_nll_controlled"] = total / max(count, 1)
         if train_sequences:
-            train_total, train_count = sequences_nll(model, train_sequences, device)
+            train_total, train_count = sequences_nll(kept, train_sequences, device)
             record.update(train_nll=train_total / max(train_count, 1), train_events=train_count)
         _log(metrics, record)
         bar.set_postfix(val=f"{nll:.3f}", best=f"{state['best_nll']:.3f}")
@@ -313,6 +321,8 @@ def train(
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update_parameters(model)
             state["step"] += 1
             n_events = int((targets != events.PAD).sum()) * ddp.world
             state["events_seen"] += n_events
@@ -343,7 +353,7 @@ def train(
             patience_spent = cfg.patience > 0 and state["evals_since_best"] >= cfg.patience
             stop = ddp.any(stop_requested["flag"] or out_of_time or patience_spent)
             if ddp.main and (state["step"] % cfg.checkpoint_every == 0 or last or stop):
-                _save_checkpoint(checkpoint, model, optimizer, scheduler, state)
+                _save_checkpoint(checkpoint, model, optimizer, scheduler, state, average)
             if stop:
                 if ddp.main and state["best_step"] < 0:
                     evaluate_and_keep_best()
@@ -450,17 +460,17 @@ def _card(
     }
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
+def _save_checkpoint(path: Path, model, optimizer, scheduler, state: dict, average=None) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "state": state,
-        },
-        tmp,
-    )
+    saved = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "state": state,
+    }
+    if average is not None:
+        saved["average"] = average.state_dict()
+    torch.save(saved, tmp)
     tmp.replace(path)
 
 
@@ -488,6 +498,7 @@ def plot_curve(run_dir: Path) -> Path | None:
     train_pts = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
     val_pts = [(r["step"], r["val_nll"]) for r in records if "val_nll" in r]
     train_eval_pts = [(r["step"], r["train_nll"]) for r in records if "train_nll" in r]
+    latest_pts = [(r["step"], r["val_nll_latest"]) for r in records if "val_nll_latest" in r]
     if not train_pts and not val_pts:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
@@ -495,8 +506,11 @@ def plot_curve(run_dir: Path) -> Path | None:
         ax.plot(*zip(*train_pts), label="training loss (crops)", color="#8aa", linewidth=1)
     if train_eval_pts:
         ax.plot(*zip(*train_eval_pts), label="training NLL (whole pieces)", color="#36c", linestyle="--", marker=".")
+    if latest_pts:  # with --ema, val_pts are the average's and these the latest weights'
+        ax.plot(*zip(*latest_pts), label="validation NLL, latest weights", color="#e99", linestyle=":", marker=".")
     if val_pts:
-        ax.plot(*zip(*val_pts), label="validation NLL (whole pieces)", color="#c33", marker="o", markersize=3)
+        label = "validation NLL (whole pieces)" + (", weight average" if latest_pts else "")
+        ax.plot(*zip(*val_pts), label=label, color="#c33", marker="o", markersize=3)
     ax.set_xlabel("step")
     ax.set_ylabel("nats / event")
     ax.set_title(f"Learning curve: {run_dir.parent.name}/{run_dir.name}")
