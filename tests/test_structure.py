@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from composer.analysis.structure import (
+    clustered_standard_error,
     loopiness,
     measure_pieces,
     measure_window,
@@ -63,3 +66,24 @@ def test_pieces_are_cut_into_30_second_windows_and_summarized():
     assert summary["windows"] == 3 and summary["stuck"] == 0.0 and 0 < summary["key_clarity"] <= 1
     gap = relative_gap(summary, {**summary, "recurrence": summary["recurrence"] * 2})
     assert gap["key_clarity"] == 0.0 and gap["recurrence"] == 0.5
+
+
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=40), st.integers(1, 5))
+def test_a_pieces_windows_count_as_one_piece_in_the_standard_error(values, copies):
+    per_piece = np.array(values)
+    plain = clustered_standard_error(per_piece, np.arange(len(values)))
+    assert np.isclose(plain, per_piece.std(ddof=1) / np.sqrt(len(values)), atol=1e-12)
+    # Each piece cut into ``copies`` windows that measure alike: the mean and its error stay.
+    windows_ = np.repeat(per_piece, copies)
+    assert np.isclose(clustered_standard_error(windows_, np.repeat(np.arange(len(values)), copies)), plain, atol=1e-12)
+    assert np.isnan(clustered_standard_error(per_piece, np.zeros(len(values), dtype=int)))
+
+
+def test_summaries_carry_standard_errors_with_windows_clustered_by_piece():
+    rng = np.random.default_rng(3)
+    pieces = [(melody(list(rng.choice(C_MAJOR, 200)), step=0.25), 50.0) for _ in range(4)]
+    measured = measure_pieces(pieces)
+    assert [w.piece for w in measured] == [0, 0, 1, 1, 2, 2, 3, 3]  # a 30 s and a 20 s window each
+    summary = summarize(measured)
+    assert all(summary[f"{m}_se"] >= 0 for m in ("key_clarity", "key_steadiness", "recurrence", "loopiness"))
+    assert np.isnan(summarize(measured[:2])["recurrence_se"])  # one piece: no error to give

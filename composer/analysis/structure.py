@@ -16,7 +16,7 @@ target (issue #14):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import pairwise
 
 import numpy as np
@@ -47,6 +47,9 @@ class WindowMeasures:
     key_steadiness: float
     recurrence: float
     loopiness: float
+    piece: int = 0
+    """Which of the measured pieces the window is from: a piece's windows are alike, so they
+    are not independent draws (see ``summarize``'s standard errors)."""
 
     @property
     def stuck(self) -> bool:
@@ -129,23 +132,50 @@ def measure_window(notes: Sequence[Note]) -> WindowMeasures | None:
 def measure_pieces(pieces: Sequence[tuple[Sequence[Note], float]]) -> list[WindowMeasures]:
     """Every usable 30 s window of ``(notes, duration)`` pieces."""
     out = []
-    for notes, duration in pieces:
+    for index, (notes, duration) in enumerate(pieces):
         for window in windows(notes, duration):
             measured = measure_window(window)
             if measured is not None:
-                out.append(measured)
+                out.append(replace(measured, piece=index))
     return out
 
 
 def summarize(measured: Sequence[WindowMeasures]) -> dict[str, float]:
-    """Means of each measure over windows, the share of stuck windows, and the window count."""
+    """Means of each measure over windows, each with its standard error (``<measure>_se``), the
+    share of stuck windows, and the window count.
+
+    The standard error treats a piece's windows as one cluster (they share a key and themes):
+    a long real piece cut into many windows counts as one piece, not as many, so the error of
+    a mean over 140 long pieces is not understated. Two errors apart is about where a gap
+    between two sets of pieces stops being noise."""
     if not measured:
-        return {**{m: float("nan") for m in MEASURES}, "stuck": float("nan"), "windows": 0}
+        return {
+            **{m: float("nan") for m in MEASURES},
+            **{f"{m}_se": float("nan") for m in MEASURES},
+            "stuck": float("nan"),
+            "windows": 0,
+        }
     rows = [asdict(w) for w in measured]
-    out = {m: float(np.mean([r[m] for r in rows])) for m in MEASURES}
+    pieces = np.unique([w.piece for w in measured], return_inverse=True)[1]
+    out: dict[str, float] = {}
+    for m in MEASURES:
+        values = np.array([r[m] for r in rows], dtype=np.float64)
+        out[m] = float(values.mean())
+        out[f"{m}_se"] = clustered_standard_error(values, pieces)
     out["stuck"] = float(np.mean([w.stuck for w in measured]))
     out["windows"] = len(measured)
     return out
+
+
+def clustered_standard_error(values: np.ndarray, clusters: np.ndarray) -> float:
+    """The standard error of ``values.mean()`` when values of one cluster may be alike (a
+    cluster-robust sandwich estimate, with the small-sample factor G / (G - 1)); with one value
+    per cluster it is the usual s / sqrt(n), s with n - 1 (nan for fewer than two clusters)."""
+    groups = int(clusters.max()) + 1 if clusters.size else 0
+    if groups < 2:
+        return float("nan")
+    residual_sums = np.bincount(clusters, weights=values - values.mean(), minlength=groups)
+    return float(np.sqrt(groups / (groups - 1) * np.sum(residual_sums**2)) / values.size)
 
 
 def relative_gap(sample: dict[str, float], real: dict[str, float]) -> dict[str, float]:

@@ -208,11 +208,15 @@ def format_structure(report: StructureReport) -> str:
     """The table ``composer structure`` prints."""
     width = max(len(name) for name in ("real", "served", *report.samples))
     head = f"{'':<{width}}  " + "  ".join(f"{m:>14}" for m in MEASURES) + f"  {'stuck':>6}  windows"
-    lines = [f"{report.genre}: 30 s windows, real validation pieces against samples", head]
+    lines = [
+        f"{report.genre}: 30 s windows, real validation pieces against samples "
+        "(mean ± standard error, a piece's windows counted as one)",
+        head,
+    ]
     sampled = {**report.samples, **({"served": report.served} if report.served else {})}
     rows = [("real", report.real), *sampled.items()]
     for name, values in rows:
-        cells = "  ".join(f"{values[m]:>14.3f}" for m in MEASURES)
+        cells = "  ".join(f"{_with_error(values, m):>14}" for m in MEASURES)
         lines.append(f"{name:<{width}}  {cells}  {values['stuck']:>6.2f}  {values['windows']:>7}")
     for name, values in sampled.items():
         gap = relative_gap(values, report.real)
@@ -237,6 +241,12 @@ def format_structure(report: StructureReport) -> str:
             "for the others another candidate heard in the key, or the best recast)"
         )
     return "\n".join(lines)
+
+
+def _with_error(values: dict, measure: str) -> str:
+    """``0.146±0.015``; the mean alone for figures summarized before errors were kept."""
+    se = values.get(f"{measure}_se")
+    return f"{values[measure]:.3f}" + (f"±{se:.3f}" if se is not None and np.isfinite(se) else "")
 
 
 def structure_section(
