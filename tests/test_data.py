@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from composer.codec import events
-from composer.corpus.data import CropSampler, TokenBundle, assign_splits, prepare_genre
+from composer.corpus.data import CropSampler, TokenBundle, assign_splits, prepare_genre, split_works
 from composer.corpus.genres import Genre, load_genre_file
 from tests.conftest import DATA_ROOT, make_midi, needs_corpora
 
@@ -57,6 +57,9 @@ def test_prepare_encodes_skips_bad_files_and_is_idempotent(corpus: Path, tmp_pat
     # Five time stretches of every training file; one plain copy of every validation file.
     assert len(train) == 5 * first.splits["train"].files
     assert len(val) == first.splits["validation"].files
+    works = split_works(cache, "tunes", "validation")  # one per validation piece, in the bundle's order
+    assert len(works) == len(val) and len(split_works(cache, "tunes", "train")) * 5 == len(train)
+    assert all(Path(w).name in {p.name for p in (corpus / "tunes").glob("*.mid")} for w in works)
     seq = val.sequence(0)
     assert seq[0] == events.BOS and seq[-1] == events.EOS
     assert np.all(seq[1:-1] < events.NUM_EVENTS)

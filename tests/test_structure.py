@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from composer.analysis.structure import (
     summarize,
     top_voice,
     windows,
+    within_noise,
 )
 from composer.codec.events import Note
 
@@ -87,3 +89,21 @@ def test_summaries_carry_standard_errors_with_windows_clustered_by_piece():
     summary = summarize(measured)
     assert all(summary[f"{m}_se"] >= 0 for m in ("key_clarity", "key_steadiness", "recurrence", "loopiness"))
     assert np.isnan(summarize(measured[:2])["recurrence_se"])  # one piece: no error to give
+
+
+def test_performances_of_one_work_count_as_one_and_a_gap_inside_the_noise_is_told_apart():
+    rng = np.random.default_rng(4)
+    pieces = [(melody(list(rng.choice(C_MAJOR, 200)), step=0.25), 50.0) for _ in range(4)]
+    by_work = measure_pieces(pieces, works=["etude", "sonata", "etude", "etude"])
+    assert [w.piece for w in by_work] == [0, 0, 1, 1, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="1 works named for 4 pieces"):
+        measure_pieces(pieces, works=["etude"])
+
+    real = {"key_clarity": 0.8, "key_steadiness": 0.5, "recurrence": 0.18, "loopiness": 0.17}
+    real |= {f"{m}_se": 0.02 for m in list(real)}
+    near = {**real, "recurrence": 0.15, "loopiness": 0.05}  # 17 % and 71 % off; errors 0.028 apart
+    verdict = within_noise(near, real)
+    assert verdict["recurrence"] and not verdict["loopiness"] and verdict["key_clarity"]
+    assert not within_noise({**near, "recurrence_se": float("nan")}, {**real, "recurrence_se": float("nan")})[
+        "recurrence"
+    ]

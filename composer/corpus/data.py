@@ -222,6 +222,17 @@ def split_files(cache_dir: Path, genre: str) -> dict[str, int]:
     return {s: sum(1 for f in files if f.get("split") == s) for s in SPLIT_NAMES}
 
 
+def split_works(cache_dir: Path, genre: str, split: str) -> list[str]:
+    """The work (``assign_splits``' piece key) of each source file of the split, in the bundle's
+    order (a training bundle holds each file once per time stretch, a validation bundle once):
+    the performances of one work (ASAP holds up to 24 of a Chopin etude) are alike, so a measure
+    over a split is as uncertain as its number of works, not of pieces, says."""
+    index = genre_cache_dir(cache_dir, genre) / "index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{index} is missing: run `composer prepare --genre {genre}` first")
+    return [f["piece"] for f in json.loads(index.read_text()).get("files", []) if f.get("split") == split]
+
+
 def prepare_genre(
     genre: Genre,
     data_root: Path,

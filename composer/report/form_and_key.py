@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from composer.analysis.structure import MEASURES, measure_pieces, relative_gap, summarize
+from composer.analysis.structure import MEASURES, measure_pieces, relative_gap, summarize, within_noise
 from composer.codec import events
 from composer.codec.controls import control_vector
 from composer.codec.keys import ALL_KEYS, estimate_key
@@ -41,6 +41,15 @@ class StructureReport:
     """Share of pieces the composer served in the key asked (every key in turn), whatever the model."""
     served_model_key_accuracy: float | None = None
     """... of those, the share whose best candidate was in the key's mode before any recasting."""
+
+
+def real_measures(cache_dir: Path, genre: str) -> dict[str, float]:
+    """The summarized measures of the genre's validation pieces, their errors clustered by work."""
+    from composer.corpus.data import split_works
+
+    pieces = real_pieces(cache_dir, genre)
+    works = split_works(cache_dir, genre, "validation")
+    return summarize(measure_pieces(pieces, works if len(works) == len(pieces) else None))
 
 
 def real_pieces(cache_dir: Path, genre: str) -> list[tuple[list[events.Note], float]]:
@@ -121,7 +130,7 @@ def structure_report(
     default); ``echo_gap``: the seconds of free play after each echo."""
     from composer.sampling.sample import RESTATED, SampleRequest
 
-    report = StructureReport(genre, summarize(measure_pieces(real_pieces(cache_dir, genre))))
+    report = StructureReport(genre, real_measures(cache_dir, genre))
     for plan, cache, echo in itertools.product(plans, caches, echoes):
         requests = [
             SampleRequest(
@@ -210,7 +219,7 @@ def format_structure(report: StructureReport) -> str:
     head = f"{'':<{width}}  " + "  ".join(f"{m:>14}" for m in MEASURES) + f"  {'stuck':>6}  windows"
     lines = [
         f"{report.genre}: 30 s windows, real validation pieces against samples "
-        "(mean ± standard error, a piece's windows counted as one)",
+        "(mean ± standard error: a piece's windows, and a work's performances, counted as one)",
         head,
     ]
     sampled = {**report.samples, **({"served": report.served} if report.served else {})}
@@ -221,8 +230,11 @@ def format_structure(report: StructureReport) -> str:
     for name, values in sampled.items():
         gap = relative_gap(values, report.real)
         within = sum(g <= 0.10 for g in gap.values())
+        noise = sum(within_noise(values, report.real).values())
         gaps = ", ".join(f"{m} {g:.0%}" for m, g in gap.items())
-        lines.append(f"gap to real, {name}: {gaps} ({within} of {len(gap)} within 10 %)")
+        lines.append(
+            f"gap to real, {name}: {gaps} ({within} of {len(gap)} within 10 %, {noise} within two standard errors)"
+        )
     if report.key_accuracy is not None:
         lines.append(
             f"key asked = key heard: {report.key_accuracy:.0%} of {len(report.density_asked_played)} pieces "
@@ -284,12 +296,21 @@ def structure_section(
 
 def structure_rows(section: dict) -> list[dict]:
     """One genre's figures as the report's table rows: real pieces, then each kind of sample with its gaps."""
-    rows = [{"name": "real validation pieces", "values": section["real"], "gaps": None, "within": None}]
+    rows = [
+        {
+            "name": "real validation pieces",
+            "values": section["real"],
+            "gaps": None,
+            "within": None,
+            "within_noise": None,
+        }
+    ]
     named = {f"samples, plan {k}" if k != "free" else "samples, free": v for k, v in section["samples"].items()}
     if section.get("served"):
         named["served (best of the candidates, the genre's form)"] = section["served"]
     for name, values in named.items():
         gaps = relative_gap(values, section["real"]) if values["windows"] else None
         within = sum(g <= 0.10 for g in gaps.values()) if gaps else None
-        rows.append({"name": name, "values": values, "gaps": gaps, "within": within})
+        noise = sum(within_noise(values, section["real"]).values()) if gaps else None
+        rows.append({"name": name, "values": values, "gaps": gaps, "within": within, "within_noise": noise})
     return rows
