@@ -698,31 +698,24 @@ def structure(
         return
     directory = _find_model(genre, version, model_dir)
     style = genre_style(genre, settings().genres_dir)
-    plans = [p.strip() for p in forms.split(",") if p.strip()] or [FREE_FORM, *([style.form] if style.form else [])]
-    unknown = [p for p in plans if p not in (*FORMS, FREE_FORM)]
+    plans = [p.strip() for p in forms.split(",") if p.strip()] or None
+    unknown = [p for p in plans or () if p not in (*FORMS, FREE_FORM)]
     if unknown:
         fail(f"--forms: {', '.join(unknown)} not among {', '.join((FREE_FORM, *FORMS))}")
-    weights = _weights(caches, "--caches") or [0.0, *([style.cache] if style.cache else [])]
-    if not all(0 <= w < 1 for w in weights) or len(set(weights)) < len(weights):
+    weights = _weights(caches, "--caches") or None
+    if weights and (not all(0 <= w < 1 for w in weights) or len(set(weights)) < len(weights)):
         fail("--caches: each weight must be in [0, 1), each once")
-    echo_lengths = _weights(echoes, "--echoes") or [0.0, *([style.echo] if style.echo else [])]
-    if not all(0 <= e <= MAX_ECHO_SECONDS for e in echo_lengths) or len(set(echo_lengths)) < len(echo_lengths):
+    echo_lengths = _weights(echoes, "--echoes") or None
+    if echo_lengths and (
+        not all(0 <= e <= MAX_ECHO_SECONDS for e in echo_lengths) or len(set(echo_lengths)) < len(echo_lengths)
+    ):
         fail(f"--echoes: each length must be in [0, {MAX_ECHO_SECONDS:g}] seconds, each once")
     torch.set_num_threads(threads)
     sampler = Sampler.from_dir(directory, "cpu")
     try:
-        plans = [None if p == FREE_FORM else p for p in plans]
+        chosen = [None if p == FREE_FORM else p for p in plans] if plans else None
         result = structure_report(
-            sampler,
-            settings().cache_dir,
-            genre,
-            samples,
-            plans,
-            seed,
-            style.restate,
-            weights,
-            echoes=echo_lengths,
-            echo_gap=style.echo_gap,
+            sampler, settings().cache_dir, genre, style, samples, seed, chosen, weights, echo_lengths
         )
     except FileNotFoundError as exc:
         fail(f"{exc} (run `composer prepare --genre {genre}` first)")

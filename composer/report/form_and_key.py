@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from composer.analysis.structure import MEASURES, measure_pieces, relative_gap, 
 from composer.codec import events
 from composer.codec.controls import control_vector
 from composer.codec.keys import ALL_KEYS, estimate_key
+
+if TYPE_CHECKING:
+    from composer.serving.composition import GenreStyle
 
 SAMPLE_SECONDS = 30.0
 DENSITIES = (2.0, 5.0, 12.0)  # calm, moderate, busy
@@ -41,6 +45,16 @@ class StructureReport:
     """Share of pieces the composer served in the key asked (every key in turn), whatever the model."""
     served_model_key_accuracy: float | None = None
     """... of those, the share whose best candidate was in the key's mode before any recasting."""
+
+
+def compared_options(style: GenreStyle) -> tuple[list[str | None], list[float], list[float]]:
+    """The plans, cache weights and echoes ``composer structure`` and the report compare: none
+    (free, the model alone, no echo) and the genre's own, where its manifest names one."""
+    return (
+        [None, *([style.form] if style.form else [])],
+        [0.0, *([style.cache] if style.cache else [])],
+        [0.0, *([style.echo] if style.echo else [])],
+    )
 
 
 def real_measures(cache_dir: Path, genre: str) -> dict[str, float]:
@@ -116,20 +130,23 @@ def structure_report(
     sampler,
     cache_dir: Path,
     genre: str,
+    style: GenreStyle,
     count: int = 24,
-    plans: Sequence[str | None] = (None,),
     seed: int = 0,
-    restate: float | None = None,
-    caches: Sequence[float] = (0.0,),
-    echoes: Sequence[float] = (0.0,),
-    echo_gap: float = 0.0,
+    plans: Sequence[str | None] | None = None,
+    caches: Sequence[float] | None = None,
+    echoes: Sequence[float] | None = None,
 ) -> StructureReport:
     """Real validation pieces against ``count`` 30 s samples per plan (None: free), neural-cache
     weight (composer.sampling.cache; 0: off) and echo (SampleRequest.echo, seconds; 0: none),
-    seeds seed..; ``restate``: the share of a restated section replayed (None: the sampler's
-    default); ``echo_gap``: the seconds of free play after each echo."""
-    from composer.sampling.sample import RESTATED, SampleRequest
+    seeds seed..; each list left out is "none and the genre's own" (``compared_options``). The
+    style's ``restate`` and ``echo_gap`` shape every sample."""
+    from composer.sampling.sample import SampleRequest
 
+    default_plans, default_caches, default_echoes = compared_options(style)
+    plans = default_plans if plans is None else plans
+    caches = default_caches if caches is None else caches
+    echoes = default_echoes if echoes is None else echoes
     report = StructureReport(genre, real_measures(cache_dir, genre))
     for plan, cache, echo in itertools.product(plans, caches, echoes):
         requests = [
@@ -139,14 +156,14 @@ def structure_report(
                 1.0,
                 0.95,
                 form=plan,
-                restate=restate or RESTATED,
+                restate=style.restate,
                 cache=cache,
                 echo=echo,
-                echo_gap=echo_gap,
+                echo_gap=style.echo_gap,
             )
             for i in range(count)
         ]
-        echoed = f", echo {echo:g} s" + (f" every {echo * 2 + echo_gap:g} s" if echo_gap else "")
+        echoed = f", echo {echo:g} s" + (f" every {echo * 2 + style.echo_gap:g} s" if style.echo_gap else "")
         name = (plan or "free") + (f", cache {cache:g}" if cache else "") + (echoed if echo else "")
         report.samples[name] = summarize(measure_pieces(sampled_pieces(sampler, requests)))
     if sampler.conditioned:
@@ -284,12 +301,7 @@ def structure_section(
     for genre, directory in directories.items():
         sampler = Sampler.from_dir(directory, device, engine)
         style = genre_style(genre, settings().genres_dir)
-        plans = [None, *([style.form] if style.form else [])]
-        caches = [0.0, *([style.cache] if style.cache else [])]
-        echoes = [0.0, *([style.echo] if style.echo else [])]
-        report = structure_report(
-            sampler, cache_dir, genre, samples, plans, seed, style.restate, caches, echoes, style.echo_gap
-        )
+        report = structure_report(sampler, cache_dir, genre, style, samples, seed)
         out[genre] = dataclasses.asdict(served_report(report, client, sampler, samples, seed))
     return out
 
