@@ -234,7 +234,8 @@ def test_report_command_writes_a_self_contained_page(project, tmp_path: Path):
     # Keys and themes: real pieces, free samples, the folk form plan and served pieces; audio beside each roll.
     assert 'id="structure"' in html and html.count('<table class="structure">') == 2
     assert "samples, plan ABAB" in html and "served (best of the candidates" in html
-    assert "within 2 s.e." in html and html.count("<span class=\"muted\">±") >= 4 * 2  # real pieces and samples: mean±error
+    errors = html.count('<span class="muted">±')  # mean±error for every measure of real pieces and samples
+    assert "within 2 s.e." in html and errors >= 4 * 2
     assert "Served in the key asked" in html
     assert html.count("<audio controls") == 2
     assert "Does dropout help?" in html and "from scratch, no transposition, dropout 0.3" in html
