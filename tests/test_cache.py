@@ -58,18 +58,18 @@ def test_the_cache_points_back_past_its_lag_to_what_followed_the_most_similar_mo
     for state, token in zip(states, (60, 62, 64, 65)):
         cache.add(state, token)
     past = cache.distribution(states[1])
-    assert past is not None and float(past.sum()) == pytest.approx(1.0)
+    assert past is not None and float(past.sum()) == pytest.approx(1.0, abs=1e-5)
     assert int(past.argmax()) == 62  # state 1 led to 62
     assert float(past[64]) == 0.0 and float(past[65]) == 0.0  # the last two are within the lag
     assert PieceCache(0.5, min_lag=1).distribution(states[0]) is None  # nothing old enough yet
     ban = np.zeros(events.NUM_EVENTS, dtype=bool)
     ban[62] = True  # what the most similar moment led to is not allowed now: the rest share its weight
     allowed = cache.distribution(states[1], ban)
-    assert float(allowed[62]) == 0.0 and float(allowed.sum()) == pytest.approx(1.0)
+    assert float(allowed[62]) == 0.0 and float(allowed.sum()) == pytest.approx(1.0, abs=1e-5)
     ban[60] = True
     assert cache.distribution(states[1], ban) is None  # everything it may point to is banned
     mixed = torch.softmax(mix(torch.zeros(events.NUM_EVENTS), past, 0.5), -1)
-    assert float(mixed[62]) > 0.45 and float(mixed.sum()) == pytest.approx(1.0)
+    assert float(mixed[62]) > 0.45 and float(mixed.sum()) == pytest.approx(1.0, abs=1e-5)  # float32 over 391 events
 
 
 def test_a_cached_piece_replays_alone_or_in_a_batch_and_weight_zero_is_the_model_alone(tiny_model_dir: Path):

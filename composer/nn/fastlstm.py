@@ -8,10 +8,12 @@ each deeper layer multiplies ``[input, hidden]`` by one stacked matrix.
 The matrices can be held three ways (``weights=``):
 - ``fp32``: plain ``addmm``. BLAS picks its kernel by the number of rows (one row takes
   gemv; on AMD CPUs 17 rows or more take another GEMM kernel than 2-16 do), so on a CPU
-  the batch is stepped in blocks of exactly ``FP32_ROW_BLOCK`` rows, the last one padded:
+  the batch is stepped in blocks of exactly ``ROW_BLOCK`` rows, the last one padded:
   every product has the same shape whatever the batch, and a row's numbers are its own.
 - ``fp16``: fbgemm's fp16-weight GEMM with float32 activations. Exact for our fp16-stored
-  weights, half the bytes per step, and every row is computed alone (batch-invariant).
+  weights, half the bytes per step. Stepped in ``ROW_BLOCK`` rows too: on CPUs with AVX2
+  but no AVX-512, fbgemm's fp16 kernel rounds a row differently for 1, 2 or 7 rows than
+  for 3-6 or 8-16 (a row's place within a block of fixed size does not matter).
 - ``int8``: fbgemm int8 weights (per output channel) and int8 activations, a quarter of
   the bytes: the fastest here, alone and in batches. fbgemm picks the activations' scale
   from the whole input's range; every input is an LSTM output in [-1, 1], so two anchor
@@ -36,7 +38,7 @@ from composer.nn.model import PerformanceRNN, no_control
 
 State = tuple[torch.Tensor, torch.Tensor]  # h and c, each (layers, batch, hidden), as nn.LSTM keeps them
 WEIGHTS = ("fp32", "fp16", "int8", "int8w", "half")
-FP32_ROW_BLOCK = 16
+ROW_BLOCK = 16
 
 
 class _Linear:
@@ -111,8 +113,9 @@ class FusedLSTM:
         self.hidden = lstm.hidden_size
         self.layers = lstm.num_layers
         self.weights = weights
-        # BLAS's kernel, and so a row's last bits, depend on the row count: fixed-size blocks on a CPU.
-        self.row_block = FP32_ROW_BLOCK if weights == "fp32" and device.type == "cpu" else 0
+        # BLAS's and fbgemm fp16's kernels, and so a row's last bits, depend on the row count:
+        # fixed-size blocks on a CPU.
+        self.row_block = ROW_BLOCK if weights in ("fp32", "fp16") and device.type == "cpu" else 0
         # nn.LSTM stacks its gates i, f, g, o; held as i, f, o, g, one sigmoid covers three of them.
         h = self.hidden
         order = torch.cat([torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)])
