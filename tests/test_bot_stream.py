@@ -73,12 +73,17 @@ def bot_run(server: MockMastodon, workdir: Path, models: Path, **env: str) -> It
         stderr=subprocess.PIPE,
         text=True,
     )
+    failed: AssertionError | None = None
     try:
         yield process, f"http://127.0.0.1:{port}"
+    except AssertionError as exc:  # a wait that timed out: say what the bot was doing
+        failed = exc
     finally:
         process.terminate()
         _, err = process.communicate(timeout=60)
-        assert "Traceback" not in err, err[-3000:]
+    if failed is not None:
+        raise AssertionError(f"{failed}; the bot's log ends:\n{err[-3000:]}") from failed
+    assert "Traceback" not in err, err[-3000:]
 
 
 def stream_state(base: str) -> str | None:
@@ -220,7 +225,9 @@ def test_a_stream_that_stays_down_hands_over_to_polling_at_its_interval(models, 
             proxy.go_down()
             wait_for("the stream to drop", lambda: stream_state(base) == "down", process=process)
             status = server.client("alice").status_post("@band folk, 3 seconds")
-            wait_for("the reply by polling", lambda: server.replies_to(str(status["id"])), process=process)
+            # A reply composes and renders a piece: on a loaded 2-core CI machine 90 s was once too few.
+            replied = lambda: server.replies_to(str(status["id"]))  # noqa: E731
+            wait_for("the reply by polling", replied, timeout=180, process=process)
             assert stream_state(base) != "up"
         assert len(server.replies_to(str(status["id"]))) == 1
 
