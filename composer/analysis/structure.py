@@ -136,10 +136,13 @@ def measure_pieces(
     pieces of one work (performances of one composition) count as one in the standard errors."""
     if works is not None and len(works) != len(pieces):
         raise ValueError(f"{len(works)} works named for {len(pieces)} pieces")
-    cluster = {name: i for i, name in enumerate(dict.fromkeys(works))} if works is not None else None
+    if works is None:
+        groups: Sequence[int] = range(len(pieces))
+    else:
+        numbered = {name: i for i, name in enumerate(dict.fromkeys(works))}
+        groups = [numbered[name] for name in works]
     out = []
-    for index, (notes, duration) in enumerate(pieces):
-        group = cluster[works[index]] if cluster is not None and works is not None else index
+    for group, (notes, duration) in zip(groups, pieces):
         for window in windows(notes, duration):
             measured = measure_window(window)
             if measured is not None:
@@ -188,6 +191,13 @@ def clustered_standard_error(values: np.ndarray, clusters: np.ndarray) -> float:
 def relative_gap(sample: dict[str, float], real: dict[str, float]) -> dict[str, float]:
     """Per measure, |sample - real| / real: the issue's goal is under 0.10 for each."""
     return {m: abs(sample[m] - real[m]) / real[m] if real[m] else float("nan") for m in MEASURES}
+
+
+def closeness(sample: dict[str, float], real: dict[str, float]) -> tuple[dict[str, float], int, int]:
+    """``relative_gap`` per measure, and how many measures are within 10 % and within two
+    standard errors (``within_noise``): the verdicts ``composer structure`` and the report print."""
+    gap = relative_gap(sample, real)
+    return gap, sum(g <= 0.10 for g in gap.values()), sum(within_noise(sample, real).values())
 
 
 def within_noise(sample: dict[str, float], real: dict[str, float], errors: float = 2.0) -> dict[str, bool]:

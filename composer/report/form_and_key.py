@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from composer.analysis.structure import MEASURES, measure_pieces, relative_gap, summarize, within_noise
+from composer.analysis.structure import MEASURES, closeness, measure_pieces, summarize
 from composer.codec import events
 from composer.codec.controls import control_vector
 from composer.codec.keys import ALL_KEYS, estimate_key
@@ -61,9 +61,7 @@ def real_measures(cache_dir: Path, genre: str) -> dict[str, float]:
     """The summarized measures of the genre's validation pieces, their errors clustered by work."""
     from composer.corpus.data import split_works
 
-    pieces = real_pieces(cache_dir, genre)
-    works = split_works(cache_dir, genre, "validation")
-    return summarize(measure_pieces(pieces, works if len(works) == len(pieces) else None))
+    return summarize(measure_pieces(real_pieces(cache_dir, genre), split_works(cache_dir, genre, "validation")))
 
 
 def real_pieces(cache_dir: Path, genre: str) -> list[tuple[list[events.Note], float]]:
@@ -245,9 +243,7 @@ def format_structure(report: StructureReport) -> str:
         cells = "  ".join(f"{_with_error(values, m):>14}" for m in MEASURES)
         lines.append(f"{name:<{width}}  {cells}  {values['stuck']:>6.2f}  {values['windows']:>7}")
     for name, values in sampled.items():
-        gap = relative_gap(values, report.real)
-        within = sum(g <= 0.10 for g in gap.values())
-        noise = sum(within_noise(values, report.real).values())
+        gap, within, noise = closeness(values, report.real)
         gaps = ", ".join(f"{m} {g:.0%}" for m, g in gap.items())
         lines.append(
             f"gap to real, {name}: {gaps} ({within} of {len(gap)} within 10 %, {noise} within two standard errors)"
@@ -308,21 +304,16 @@ def structure_section(
 
 def structure_rows(section: dict) -> list[dict]:
     """One genre's figures as the report's table rows: real pieces, then each kind of sample with its gaps."""
-    rows = [
-        {
-            "name": "real validation pieces",
-            "values": section["real"],
-            "gaps": None,
-            "within": None,
-            "within_noise": None,
-        }
-    ]
+
+    def row(name: str, values: dict, verdicts: tuple) -> dict:
+        gaps, within, noise = verdicts
+        return {"name": name, "values": values, "gaps": gaps, "within": within, "within_noise": noise}
+
+    none = (None, None, None)
+    rows = [row("real validation pieces", section["real"], none)]
     named = {f"samples, plan {k}" if k != "free" else "samples, free": v for k, v in section["samples"].items()}
     if section.get("served"):
         named["served (best of the candidates, the genre's form)"] = section["served"]
     for name, values in named.items():
-        gaps = relative_gap(values, section["real"]) if values["windows"] else None
-        within = sum(g <= 0.10 for g in gaps.values()) if gaps else None
-        noise = sum(within_noise(values, section["real"]).values()) if gaps else None
-        rows.append({"name": name, "values": values, "gaps": gaps, "within": within, "within_noise": noise})
+        rows.append(row(name, values, closeness(values, section["real"]) if values["windows"] else none))
     return rows
