@@ -75,6 +75,14 @@ def test_decode_duplicate_pitches_end_first_in_first_out():
     assert sorted((n.start, n.end) for n in notes) == [(0.0, 0.8), (0.5, 1.0)]
 
 
+def test_overlapping_notes_of_one_pitch_are_the_stream_s_one_ambiguity():
+    notes = [Note(1, 80, 0.0, 0.03), Note(1, 80, 0.01, 0.02), Note(0, 80, 0.01, 0.02)]
+    stream = encode(notes)
+    again = decode(stream)
+    assert sorted((n.pitch, n.start, n.end) for n in again) == [(0, 0.01, 0.02), (1, 0.0, 0.02), (1, 0.01, 0.03)]
+    assert names(encode(again)) != names(stream)  # the two note-offs at 0.02 s swap
+
+
 def test_transpose_moves_notes_only():
     tokens = encode([Note(60, 80, 0, 1)])
     moved = events.transpose(np.concatenate([[events.BOS], tokens]), 2)
@@ -97,8 +105,28 @@ quantized_notes = st.lists(
 )
 
 
+def without_same_pitch_overlaps(notes: list[Note]) -> list[Note]:
+    """Drop each note that starts while a note of its pitch still sounds.
+
+    Overlapping notes of one pitch are the stream's one ambiguity: a note-off cannot say which
+    of them it ends, so decoding pairs them first in, first out, and the re-paired notes may
+    order a step's note-offs differently when encoded again (pitch 1 at 0.00-0.03 s and
+    0.01-0.02 s beside pitch 0 ending at 0.02 s). ``test_round_trip_keeps_pitch_onset_and_velocity_bin``
+    covers such notes; this keeps the rest, whose streams are canonical.
+    """
+    kept: list[Note] = []
+    last_end: dict[int, int] = {}
+    for note in sorted(notes, key=lambda n: (n.start, n.pitch)):
+        start, end = events.quantize(note.start), max(events.quantize(note.end), events.quantize(note.start) + 1)
+        if start < last_end.get(note.pitch, -1):
+            continue
+        kept.append(note)
+        last_end[note.pitch] = end
+    return kept
+
+
 @settings(max_examples=300, deadline=None)
-@given(quantized_notes)
+@given(quantized_notes.map(without_same_pitch_overlaps))
 def test_decode_then_encode_gives_back_the_stream(notes):
     stream = encode(notes)
     again = encode(decode(stream))
