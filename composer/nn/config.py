@@ -16,3 +16,5 @@ class ModelConfig:
     dropout: float = 0.0
     control_dim: int = 0
     """Floats of control (composer.codec.controls) fed beside each event; 0: an unconditioned model."""
+    pointer: bool = False
+    """A pointer head that copies from the piece's own past (composer.nn.pointer)."""

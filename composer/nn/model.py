@@ -1,4 +1,5 @@
-"""The Performance RNN: token embedding -> stacked LSTM -> logits over the vocabulary.
+"""The Performance RNN: token embedding -> stacked LSTM -> logits over the vocabulary, and
+optionally a pointer head that copies from the piece's own past (composer.nn.pointer).
 
 Weights are stored as safetensors with a JSON model card beside them; the card carries
 the hyper-parameters needed to rebuild the network, so a model directory is self-contained.
@@ -18,6 +19,7 @@ from torch import nn
 
 from composer.codec.controls import CONTROL_DIM, NO_CONTROL
 from composer.nn.config import ModelConfig
+from composer.nn.pointer import Memory, PointerHead
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
@@ -39,18 +41,38 @@ class PerformanceRNN(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.pointer = PointerHead(config.hidden_size) if config.pointer else None
 
     def forward(
-        self, tokens: torch.Tensor, state: State | None = None, controls: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, State]:
+        self,
+        tokens: torch.Tensor,
+        state: State | None = None,
+        controls: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        memory: Memory | None = None,
+    ):
         """tokens (batch, time) -> logits (batch, time, vocab) and the LSTM state after them.
 
         A conditioned model takes ``controls`` (batch, time, control_dim), or (batch, control_dim)
         or (control_dim,) for one control throughout; none means "no control"
         (composer.codec.controls.NO_CONTROL).
+
+        Given ``targets`` (batch, time), the next token of each input, it returns instead each
+        target's log-probability under the whole model, its pointer head included, the LSTM
+        state, and the pointer's memory for the next chunk of the same pieces (``memory``: what
+        the chunk before left; None for a model without a pointer). Training and validation
+        score through here, so a model with a pointer is trained and judged as it samples.
+        The logits are the LSTM's own: the sampler mixes the pointer in (composer.sampling.sample).
         """
         hidden, state = self.top_states(tokens, state, controls)
-        return self.head(self.drop(hidden)), state
+        logits = self.head(self.drop(hidden))
+        if targets is None:
+            return logits, state
+        log_probs = torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None]).squeeze(-1)
+        if self.pointer is None:
+            return log_probs, state, None
+        log_probs, memory = self.pointer.mixed_log_probs(hidden, log_probs, targets, memory)
+        return log_probs, state, memory
 
     def top_states(
         self, tokens: torch.Tensor, state: State | None = None, controls: torch.Tensor | None = None

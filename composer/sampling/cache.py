@@ -23,6 +23,7 @@ import torch
 
 from composer.codec import events
 from composer.nn.model import PerformanceRNN
+from composer.nn.pointer import WINDOW as POINTER_WINDOW
 
 SHARPNESS = 120.0
 """The cosine similarity's inverse temperature: 60 to 500 tried on training pieces of every
@@ -37,10 +38,18 @@ class PieceCache:
     """One stream's past: its top-layer states (unit length, float64 so that the products do not
     depend on the CPU's summation order) and the event each one led to."""
 
-    def __init__(self, weight: float, sharpness: float = SHARPNESS, min_lag: int = MIN_LAG, capacity: int = 512):
+    def __init__(
+        self,
+        weight: float,
+        sharpness: float = SHARPNESS,
+        min_lag: int = MIN_LAG,
+        capacity: int = 512,
+        window: int | None = None,
+    ):
         self.weight = weight
         self.sharpness = sharpness
         self.min_lag = min_lag
+        self.window = window  # the most recent moments pointed back to (None: all)
         self._keys: torch.Tensor | None = None  # (capacity, hidden), float32
         self._next = np.zeros(capacity, dtype=np.int64)
         self._len = 0
@@ -68,9 +77,10 @@ class PieceCache:
         if reach <= 0:
             return None
         query = torch.nn.functional.normalize(hidden.detach().double().cpu(), dim=-1)
-        weights = torch.softmax((self._keys[:reach] @ query) * self.sharpness, 0)
+        first = max(0, reach - self.window) if self.window else 0
+        weights = torch.softmax((self._keys[first:reach] @ query) * self.sharpness, 0)
         out = torch.zeros(events.NUM_EVENTS, dtype=torch.float64)
-        out.index_add_(0, torch.from_numpy(self._next[:reach]), weights)
+        out.index_add_(0, torch.from_numpy(self._next[first:reach]), weights)
         if ban is not None:  # a copied release of a key not sounding now is no wish to end a note
             out[torch.from_numpy(ban[: events.NUM_EVENTS])] = 0.0
             total = float(out.sum())
@@ -78,6 +88,38 @@ class PieceCache:
                 return None
             out /= total
         return out
+
+
+class PointerWeights:
+    """A model's pointer head (composer.nn.pointer) in float64 on the CPU, shared by its streams:
+    what a step projects its state by, one row at a time, so a row's numbers are its own."""
+
+    def __init__(self, head: torch.nn.Module):
+        with torch.no_grad():
+            self.query = head.query.weight.detach().double().cpu().T.contiguous()
+            self.key = head.key.weight.detach().double().cpu().T.contiguous()
+            self.gate = head.gate.weight.detach().double().cpu()[0]
+            self.gate_bias = float(head.gate.bias)
+            self.sharpness = float(head.log_sharpness.exp())
+
+
+class PointerMemory(PieceCache):
+    """One stream's memory for its model's pointer head: the neural cache with the head's learned
+    keys, sharpness and gate (the gate, and so ``weight``, set at every step from the state)."""
+
+    def __init__(self, pointer: PointerWeights):
+        super().__init__(weight=0.0, sharpness=pointer.sharpness, window=POINTER_WINDOW)
+        self.pointer = pointer
+
+    def add(self, hidden: torch.Tensor, token: int) -> None:
+        super().add(hidden.detach().double().cpu() @ self.pointer.key, token)
+
+    def distribution(self, hidden: torch.Tensor, ban: np.ndarray | None = None) -> torch.Tensor | None:
+        """The pointer's distribution over the performance events (the grammar's ``ban`` is the
+        sampler's business: this is the model's own); sets ``weight`` to the gate's value here."""
+        state = hidden.detach().double().cpu()
+        self.weight = float(torch.sigmoid(state @ self.pointer.gate + self.pointer.gate_bias))
+        return super().distribution(state @ self.pointer.query, None)
 
 
 def mix(logits: torch.Tensor, cached: torch.Tensor, weight: float) -> torch.Tensor:

@@ -22,7 +22,7 @@ from composer.config import settings
 from composer.contract import FORMS, MAX_ECHO_SECONDS, MAX_SECONDS
 from composer.nn.fastlstm import FusedLSTM, State, quantization_available
 from composer.nn.model import PerformanceRNN, load_model
-from composer.sampling.cache import PieceCache, mix
+from composer.sampling.cache import PieceCache, PointerMemory, PointerWeights, mix
 
 # Magenta's generator ends any note after 5 s: a model that forgets a note-off would
 # otherwise leave it droning to the end of the piece.
@@ -217,6 +217,7 @@ class Sampler:
         self.engine = engine
         weights = {"fused": "fp32", "fp16": "fp16", "int8": "int8", "int8w": "int8w", "half": "half"}.get(engine)
         self.fused = FusedLSTM(self.model, weights) if weights else None
+        self.pointer = PointerWeights(self.model.pointer) if self.model.pointer is not None else None
 
     @classmethod
     def from_dir(cls, directory: Path, device: str | torch.device = "cpu", engine: str = "auto") -> Sampler:
@@ -259,13 +260,17 @@ class Sampler:
         return logits[:, -1], state
 
     @torch.inference_mode()
-    def prime(self, request: SampleRequest) -> tuple[State, torch.Tensor]:
-        """Read BOS and the request's primer; returns the state and the first logits."""
+    def prime(self, request: SampleRequest, memory: PointerMemory | None = None) -> tuple[State, torch.Tensor]:
+        """Read BOS and the request's primer; returns the state and the first logits. A pointer
+        model's ``memory`` takes in the primer, which the piece may then copy from."""
         primer = request.primer if request.primer is not None else np.zeros(0, np.int64)
         seq = np.concatenate([[events.BOS], primer]).astype(np.int64)[None]
         control = self.control_input(request)
-        logits, state = self.model(torch.from_numpy(seq).to(self.device), controls=control)
-        return state, logits[:, -1].float()
+        hidden, state = self.model.top_states(torch.from_numpy(seq).to(self.device), controls=control)
+        if memory is not None:
+            for row, token in zip(hidden[0, :-1], primer):
+                memory.add(row, int(token))
+        return state, self.model.head(hidden[:, -1]).float()
 
     def generate(self, requests: Sequence[SampleRequest]) -> list[np.ndarray]:
         """Event tokens for each request (primer excluded), sampled together in one batch."""
@@ -306,7 +311,7 @@ class Stream:
         self.ban[: events.VELOCITY] = True  # no velocity yet, nothing sounding
         self.strikes = np.zeros(events.NUM_PITCHES, dtype=np.int32)  # unreleased note-ons per key
         self._primer_velocity: int | None = None
-        self.log_likelihood = 0.0  # of the events taken, under the model alone (no cache) at temperature 1
+        self.log_likelihood = 0.0  # of the events taken, under the model (its pointer head, no cache) at temperature 1
         self.plan = form_plan(request.form, request.seconds) if request.form else []
         self._section = 0
         self._section_starts = [0]  # token index where each section began
@@ -315,6 +320,7 @@ class Stream:
         self._echoing = False  # the tokens being restated are an echo
         self._gap_until = 0  # the step before which no new phrase begins (SampleRequest.echo_gap)
         self.cache = PieceCache(request.cache) if request.cache else None
+        self.pointer: PointerMemory | None = None  # a pointer model's memory of this piece (BatchSampler.add)
         self._notes_by_class = np.zeros(12)  # note-ons per pitch class, primer included
         self.note_bias: np.ndarray | None = None  # what key_hold adds to the note-on logits
         for token in request.primer if request.primer is not None else ():
@@ -470,7 +476,9 @@ class BatchSampler:
     def add(self, request: SampleRequest) -> Stream:
         validate(request)
         stream = Stream(request)
-        state, logits = self.sampler.prime(request)
+        if self.sampler.pointer is not None:
+            stream.pointer = PointerMemory(self.sampler.pointer)
+        state, logits = self.sampler.prime(request, stream.pointer)
         rows = self.sampler.control_rows(self.sampler.control_input(request))
         dev = self.sampler.device
         temperature = torch.tensor([request.temperature], device=dev)
@@ -507,13 +515,15 @@ class BatchSampler:
         logits[held, : events.NUM_PITCHES] = shaped
         return logits
 
-    def _point_back(self, logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
-        """The logits mixed with each caching stream's neural cache (``SampleRequest.cache``)."""
+    def _point_back(self, logits: torch.Tensor, top: torch.Tensor, pointer: bool = False) -> torch.Tensor:
+        """The logits mixed with each stream's neural cache (``SampleRequest.cache``), or with
+        ``pointer``, with its model's pointer head."""
         logits = logits.clone()
         for row, stream in enumerate(self.streams):
-            past = stream.cache.distribution(top[row], stream.ban) if stream.cache is not None else None
+            memory = stream.pointer if pointer else stream.cache
+            past = memory.distribution(top[row], stream.ban) if memory is not None else None
             if past is not None:
-                logits[row] = mix(logits[row], past, stream.cache.weight)
+                logits[row] = mix(logits[row], past, memory.weight)
         return logits
 
     @torch.inference_mode()
@@ -525,9 +535,15 @@ class BatchSampler:
         # Only performance events: never PAD or BOS, nor EOS, since the length is asked for.
         nucleus = any(s.request.top_p < 1 for s in self.streams)
         ban = torch.from_numpy(np.stack([s.ban for s in self.streams])).to(dev)
-        logits = self._hold_keys(self._logits[:, : events.NUM_EVENTS])
-        top = self._state[0][-1] if any(s.cache is not None for s in self.streams) else None
-        if top is not None:  # the top layer's state behind these logits, for the streams' caches
+        caching = any(s.cache is not None for s in self.streams)
+        pointing = self.sampler.pointer is not None
+        # the top layer's state behind these logits, for the pointer head and the streams' caches
+        top = self._state[0][-1] if caching or pointing else None
+        own = self._logits[:, : events.NUM_EVENTS]  # the model's own distribution, its pointer included
+        if pointing:
+            own = self._point_back(own, top, pointer=True)
+        logits = self._hold_keys(own)
+        if caching:
             logits = self._point_back(logits, top)
         probs = filter_probs(logits, self._temperature, self._top_p, nucleus, ban)
         uniforms = torch.tensor([s.uniform() for s in self.streams], dtype=torch.float64, device=dev)
@@ -537,15 +553,16 @@ class BatchSampler:
             if any(p is not None for p in planned):
                 drawn = tokens.tolist()
                 tokens = torch.tensor([p if p is not None else d for p, d in zip(planned, drawn)], device=dev)
-        taken = torch.log_softmax(self._logits[:, : events.NUM_EVENTS], -1).gather(1, tokens[:, None]).squeeze(1)
+        taken = torch.log_softmax(own, -1).gather(1, tokens[:, None]).squeeze(1)
         for stream, token, log_p in zip(self.streams, tokens.tolist(), taken.tolist()):
             if not stream.done:  # a cancelled stream takes nothing more
                 stream.log_likelihood += log_p
                 stream.accept(token)
         if top is not None:
             for row, (stream, token) in enumerate(zip(self.streams, tokens.tolist())):
-                if stream.cache is not None:
-                    stream.cache.add(top[row], token)
+                for memory in (stream.cache, stream.pointer):
+                    if memory is not None:
+                        memory.add(top[row], token)
         finished = [s for s in self.streams if s.done]
         if finished:
             keep = [i for i, s in enumerate(self.streams) if not s.done]

@@ -74,6 +74,12 @@ class TrainConfig:
         "Condition on key and density (composer.codec.controls); an unconditioned --init-from model starts with "
         "zero control weights, exactly where it was.",
     )
+    pointer: bool = hyperparameter(
+        False,
+        "Add a pointer head that copies from the piece's own past (composer.nn.pointer); it starts as the "
+        "neural cache.",
+    )
+    pointer_only: bool = hyperparameter(False, "Train only the pointer head; the network below stays as it is.")
     control_dropout: float = hyperparameter(
         0.5,
         "Share of crops trained without the key control, and (drawn apart) without the density control, "

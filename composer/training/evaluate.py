@@ -1,7 +1,7 @@
 """Negative log-likelihood of whole pieces, in nats per event.
 
-The LSTM reads each piece from its start to its end, carrying its state across chunks, so
-every event is scored with its full history. Only the 388 performance events count as
+The LSTM reads each piece from its start to its end, carrying its state (and a pointer head's
+memory) across chunks, so every event is scored with its full history. Only the 388 performance events count as
 targets (not the start, end or padding tokens), which makes the figure comparable with
 Magenta's. Training validation and ``composer eval`` both use this one function.
 """
@@ -87,16 +87,15 @@ def pieces_nll(
             known = torch.as_tensor(controls.NO_CONTROL, device=device).repeat(len(group), width, 1)
             for row, i in enumerate(group):
                 known[row, : len(sequences[i]) - 1] = torch.as_tensor(piece_controls[i], device=device)[1:].float()
-        state = None
+        state = memory = None
         for lo in range(0, width - 1, chunk):
             inputs = tokens[:, lo : lo + chunk]
             targets = tokens[:, lo + 1 : lo + chunk + 1]
             inputs = inputs[:, : targets.shape[1]]
             step_controls = known[:, lo : lo + inputs.shape[1]] if known is not None else None
-            logits, state = model(inputs, state, controls=step_controls)
+            log_probs, state, memory = model(inputs, state, controls=step_controls, targets=targets, memory=memory)
             scored = targets < events.NUM_EVENTS
-            loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-            total += (loss * scored).sum(dtype=torch.float64)
+            total -= (log_probs * scored).sum(dtype=torch.float64)
             count += scored.sum()
         bar.update(sum(len(sequences[i]) for i in group))
     bar.close()

@@ -704,19 +704,17 @@ class Trainer:
         return self.torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, **kwargs)
 
     def train_step(self, model, opt, crops, control_dropout: float):
-        """One optimizer step; returns (loss, events) as device tensors (no wait for the GPU)."""
-        import torch.nn.functional as F
-
+        """One optimizer step; returns (loss, events) as device tensors (no wait for the GPU).
+        Scored through the model, as ``composer train`` scores, so a pointer head trains too."""
         from composer.codec import events
 
         torch = self.torch
         tokens, ctrl = crops.batch(self.opts.batch_size, control_dropout)
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits, _ = model(inputs, controls=ctrl)
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=events.PAD
-        )
+            log_probs, _, _ = model(inputs, controls=ctrl, targets=targets)
+        trained = targets != events.PAD
+        loss = -(log_probs.float() * trained).sum() / trained.sum().clamp_min(1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
@@ -1432,7 +1430,10 @@ def engine_events_per_second(fused, batch: int, device, graphed: bool, steps: in
 
 def half_vs_float(trainer: Trainer, model, genre: str, pieces: int = 8, length: int = 2048) -> dict:
     """NLL of the first ``length`` events of ``pieces`` validation pieces: the network in float32
-    over whole sequences, and the sampling engines one step at a time (float32 and half)."""
+    over whole sequences, and the sampling engines one step at a time (float32 and half). The
+    engines step the LSTM: a pointer head is left out of all three."""
+    import copy
+
     import torch
     import torch.nn.functional as F
 
@@ -1442,6 +1443,9 @@ def half_vs_float(trainer: Trainer, model, genre: str, pieces: int = 8, length: 
     dev = trainer.device
     val = trainer.bundle(genre, "validation")
     seqs = [val.sequence(i)[:length].astype(np.int64) for i in range(min(pieces, len(val)))]
+    if model.pointer is not None:
+        model = copy.deepcopy(model)
+        model.pointer = None
     with _exact_fp32(torch):
         total, count, _ = pieces_nll(model, seqs, dev, batch_size=64)
     out = {"pieces": len(seqs), "events": count, "float": total / max(count, 1)}

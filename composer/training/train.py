@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -36,6 +35,7 @@ from composer.config import pick_device
 from composer.corpus.data import CropSampler, TokenBundle, split_files
 from composer.corpus.genres import Genre
 from composer.nn.model import PerformanceRNN, load_model, save_model, with_controls
+from composer.nn.pointer import with_pointer
 from composer.training.config import ModelConfig, TrainConfig
 from composer.training.evaluate import sequences_nll
 
@@ -223,11 +223,19 @@ def train(
         model = PerformanceRNN(cfg.model)
     if cfg.controls and not model.config.control_dim:
         model = with_controls(model, controls.CONTROL_DIM)
+    if cfg.pointer and not model.config.pointer:
+        model = with_pointer(model)
+    if cfg.pointer_only:
+        if not model.config.pointer:
+            raise ValueError("--pointer-only trains a pointer head: add --pointer")
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith("pointer."))
     cfg.model = model.config
     conditioned = bool(model.config.control_dim)
     control_rng = np.random.default_rng(cfg.seed * 1000 + ddp.rank + 1)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
     kept = average.module if average is not None else model  # the weights validated and saved as the best
@@ -312,10 +320,9 @@ def train(
             batch = torch.from_numpy(tokens).to(device, non_blocking=True)
             inputs, targets = batch[:, :-1], batch[:, 1:]
             with autocast:
-                logits, _ = net(inputs, controls=crop_controls)
-            loss = F.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=events.PAD
-            )
+                log_probs, _, _ = net(inputs, controls=crop_controls, targets=targets)
+            trained = targets != events.PAD
+            loss = -(log_probs.float() * trained).sum() / trained.sum().clamp_min(1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
