@@ -80,7 +80,7 @@ def test_sampling_scores_each_event_as_the_model_does_alone_or_in_a_batch(engine
         # The sampler weighs the performance events only; without special tokens the model does too.
         model.head.bias[events.NUM_EVENTS :] = -1e4
     sampler = Sampler(model, device="cpu", engine=engine)
-    requests = [SampleRequest(seconds=10, seed=seed, top_p=1.0) for seed in (1, 2, 3)]
+    requests = [SampleRequest(seconds=10, seed=seed, top_p=1.0) for seed in range(1, 7)]  # two blocks of rows
     together = sampled(sampler, requests)
     alone = [sampled(sampler, [r])[0] for r in requests]
     assert [tokens for tokens, _ in alone] == [tokens for tokens, _ in together]

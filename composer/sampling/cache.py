@@ -59,7 +59,9 @@ class PieceCache:
 
     def add(self, hidden: torch.Tensor, token: int) -> None:
         """Remember that state ``hidden`` (hidden,) led to ``token``."""
-        key = torch.nn.functional.normalize(hidden.detach().double().cpu(), dim=-1)
+        self._store(torch.nn.functional.normalize(hidden.detach().double().cpu(), dim=-1), token)
+
+    def _store(self, key: torch.Tensor, token: int) -> None:
         if self._keys is None:
             self._keys = torch.empty(len(self._next), key.shape[-1], dtype=torch.float64)
         if self._len == len(self._next):  # grow by doubling: a piece's length is not known ahead
@@ -73,10 +75,12 @@ class PieceCache:
         """The cache's distribution over the performance events from state ``hidden`` (float64,
         on the CPU), without the events ``ban`` rules out; None while nothing it may point to is
         old enough, or everything it points to is banned."""
+        return self._pointed(torch.nn.functional.normalize(hidden.detach().double().cpu(), dim=-1), ban)
+
+    def _pointed(self, query: torch.Tensor, ban: np.ndarray | None) -> torch.Tensor | None:
         reach = self._len - self.min_lag
         if reach <= 0:
             return None
-        query = torch.nn.functional.normalize(hidden.detach().double().cpu(), dim=-1)
         first = max(0, reach - self.window) if self.window else 0
         weights = torch.softmax((self._keys[first:reach] @ query) * self.sharpness, 0)
         out = torch.zeros(events.NUM_EVENTS, dtype=torch.float64)
@@ -91,35 +95,60 @@ class PieceCache:
 
 
 class PointerWeights:
-    """A model's pointer head (composer.nn.pointer) in float64 on the CPU, shared by its streams:
-    what a step projects its state by, one row at a time, so a row's numbers are its own."""
+    """A model's pointer head (composer.nn.pointer) on the CPU, shared by its streams. The
+    projections are float32, as trained (float64 took 2.8x as long, a third of a folk step);
+    what the memory then computes from them is float64, as the cache's is."""
+
+    ROWS = 4
+    """States are projected in blocks of this many rows (the last one padded): every product has
+    the same shape whatever the batch, so a row's numbers are its own."""
 
     def __init__(self, head: torch.nn.Module):
         with torch.no_grad():
-            self.query = head.query.weight.detach().double().cpu().T.contiguous()
-            self.key = head.key.weight.detach().double().cpu().T.contiguous()
-            self.gate = head.gate.weight.detach().double().cpu()[0]
-            self.gate_bias = float(head.gate.bias)
-            self.sharpness = float(head.log_sharpness.exp())
+            weights = [head.query.weight, head.key.weight, head.gate.weight]
+            self.projection = torch.cat([w.detach().float().cpu() for w in weights]).T.contiguous()
+            self.gate_bias = float(head.gate.bias.detach())
+            self.sharpness = float(head.log_sharpness.detach().exp())
+        self.hidden = head.query.weight.shape[1]
+
+    def project(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each row of ``states`` (batch, hidden): its query and key (unit length) and its gate."""
+        x = states.detach().float().cpu()
+        rows, pad = x.shape[0], -x.shape[0] % self.ROWS
+        if pad:
+            x = torch.cat([x, x[:1].expand(pad, -1)])
+        blocks = [x[i : i + self.ROWS] @ self.projection for i in range(0, len(x), self.ROWS)]
+        out = torch.cat(blocks)[:rows].double()
+        h = self.hidden
+        queries = torch.nn.functional.normalize(out[:, :h], dim=-1)
+        keys = torch.nn.functional.normalize(out[:, h : 2 * h], dim=-1)
+        return queries, keys, torch.sigmoid(out[:, 2 * h] + self.gate_bias)
 
 
 class PointerMemory(PieceCache):
     """One stream's memory for its model's pointer head: the neural cache with the head's learned
-    keys, sharpness and gate (the gate, and so ``weight``, set at every step from the state)."""
+    keys, sharpness and gate. Each step ``point`` gives the pointer's distribution (the model's own:
+    the grammar's bans are the sampler's business) and sets ``weight`` to the gate's value, and
+    ``remember`` files that step's key with the event drawn."""
 
     def __init__(self, pointer: PointerWeights):
         super().__init__(weight=0.0, sharpness=pointer.sharpness, window=POINTER_WINDOW)
-        self.pointer = pointer
+        self._key: torch.Tensor | None = None
 
-    def add(self, hidden: torch.Tensor, token: int) -> None:
-        super().add(hidden.detach().double().cpu() @ self.pointer.key, token)
+    def point(self, query: torch.Tensor, key: torch.Tensor, gate: torch.Tensor) -> torch.Tensor | None:
+        self.weight, self._key = float(gate), key
+        return self._pointed(query, None)
 
-    def distribution(self, hidden: torch.Tensor, ban: np.ndarray | None = None) -> torch.Tensor | None:
-        """The pointer's distribution over the performance events (the grammar's ``ban`` is the
-        sampler's business: this is the model's own); sets ``weight`` to the gate's value here."""
-        state = hidden.detach().double().cpu()
-        self.weight = float(torch.sigmoid(state @ self.pointer.gate + self.pointer.gate_bias))
-        return super().distribution(state @ self.pointer.query, None)
+    def remember(self, token: int) -> None:
+        if self._key is None:
+            raise RuntimeError("remember() follows point()")
+        self._store(self._key, token)
+        self._key = None
+
+    def fill(self, keys: torch.Tensor, tokens) -> None:
+        """Remember a primer: ``keys`` (from ``PointerWeights.project``) and the events that followed."""
+        for key, token in zip(keys, tokens):
+            self._store(key, int(token))
 
 
 def mix(logits: torch.Tensor, cached: torch.Tensor, weight: float) -> torch.Tensor:

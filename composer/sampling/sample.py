@@ -267,9 +267,8 @@ class Sampler:
         seq = np.concatenate([[events.BOS], primer]).astype(np.int64)[None]
         control = self.control_input(request)
         hidden, state = self.model.top_states(torch.from_numpy(seq).to(self.device), controls=control)
-        if memory is not None:
-            for row, token in zip(hidden[0, :-1], primer):
-                memory.add(row, int(token))
+        if memory is not None and len(primer):
+            memory.fill(self.pointer.project(hidden[0, :-1])[1], primer)
         return state, self.model.head(hidden[:, -1]).float()
 
     def generate(self, requests: Sequence[SampleRequest]) -> list[np.ndarray]:
@@ -515,15 +514,23 @@ class BatchSampler:
         logits[held, : events.NUM_PITCHES] = shaped
         return logits
 
-    def _point_back(self, logits: torch.Tensor, top: torch.Tensor, pointer: bool = False) -> torch.Tensor:
-        """The logits mixed with each stream's neural cache (``SampleRequest.cache``), or with
-        ``pointer``, with its model's pointer head."""
+    def _point_back(self, logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        """The logits mixed with each caching stream's neural cache (``SampleRequest.cache``)."""
         logits = logits.clone()
         for row, stream in enumerate(self.streams):
-            memory = stream.pointer if pointer else stream.cache
-            past = memory.distribution(top[row], stream.ban) if memory is not None else None
+            past = stream.cache.distribution(top[row], stream.ban) if stream.cache is not None else None
             if past is not None:
-                logits[row] = mix(logits[row], past, memory.weight)
+                logits[row] = mix(logits[row], past, stream.cache.weight)
+        return logits
+
+    def _with_pointer(self, logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        """The model's logits mixed with its pointer head over each stream's own past."""
+        queries, keys, gates = self.sampler.pointer.project(top)
+        logits = logits.clone()
+        for row, stream in enumerate(self.streams):
+            past = stream.pointer.point(queries[row], keys[row], gates[row])
+            if past is not None:
+                logits[row] = mix(logits[row], past, stream.pointer.weight)
         return logits
 
     @torch.inference_mode()
@@ -541,7 +548,7 @@ class BatchSampler:
         top = self._state[0][-1] if caching or pointing else None
         own = self._logits[:, : events.NUM_EVENTS]  # the model's own distribution, its pointer included
         if pointing:
-            own = self._point_back(own, top, pointer=True)
+            own = self._with_pointer(own, top)
         logits = self._hold_keys(own)
         if caching:
             logits = self._point_back(logits, top)
@@ -560,9 +567,10 @@ class BatchSampler:
                 stream.accept(token)
         if top is not None:
             for row, (stream, token) in enumerate(zip(self.streams, tokens.tolist())):
-                for memory in (stream.cache, stream.pointer):
-                    if memory is not None:
-                        memory.add(top[row], token)
+                if stream.cache is not None:
+                    stream.cache.add(top[row], token)
+                if stream.pointer is not None:
+                    stream.pointer.remember(token)
         finished = [s for s in self.streams if s.done]
         if finished:
             keep = [i for i, s in enumerate(self.streams) if not s.done]
