@@ -93,6 +93,14 @@ def model_readme(card: dict) -> str:
         f"velocity events: {config.get('num_layers', '?')} x {config.get('hidden_size', '?')} LSTM, "
         f"{card.get('parameters', 0):,} parameters"
         + (", conditioned on key and density." if config.get("control_dim") else "."),
+        *(
+            [
+                "A pointer head copies from the piece's own past: each event's probability mixes the LSTM's",
+                "with a learned attention over the earlier events of the piece (`composer/nn/pointer.py`).",
+            ]
+            if config.get("pointer")
+            else []
+        ),
         "",
         "## Intended use",
         "",
@@ -127,7 +135,8 @@ def model_readme(card: dict) -> str:
         "  asking for it gets the corpus's style anyway.",
         "- Solo piano only: one instrument, no drums, no dynamics beyond 32 velocity levels, no sustain pedal",
         "  beyond what is folded into note lengths.",
-        "- Long-range form is weak: themes seldom return by themselves (the composer imposes a form plan).",
+        "- Long-range form is weak: themes seldom return by themselves (the composer imposes a form plan)"
+        + ("; the pointer head copies phrases back, but no form of its own." if config.get("pointer") else "."),
     ]
     if any("NC" in d.get("license", "") for d in data):
         lines.append("- A corpus is licensed for non-commercial use only (NC): so is what the model learned from it.")
