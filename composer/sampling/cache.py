@@ -139,10 +139,12 @@ class PointerMemory(PieceCache):
         self.weight, self._key = float(gate), key
         return self._pointed(query, None)
 
-    def remember(self, token: int) -> None:
+    def remember(self, token: int | None) -> None:
+        """File the key of the last ``point`` with ``token`` (None: nothing to file, the key is dropped)."""
         if self._key is None:
             raise RuntimeError("remember() follows point()")
-        self._store(self._key, token)
+        if token is not None:
+            self._store(self._key, token)
         self._key = None
 
     def fill(self, keys: torch.Tensor, tokens) -> None:

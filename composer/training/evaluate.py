@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from composer.codec import controls, events
@@ -104,28 +103,51 @@ def pieces_nll(
 
 
 @torch.no_grad()
-def stepwise_nll(engine, sequences: Sequence[np.ndarray]) -> tuple[float, int]:
+def stepwise_nll(engine, sequences: Sequence[np.ndarray], pointer=None) -> tuple[float, int]:
     """Summed NLL and scored events when a sampling engine reads the sequences one step at a time.
 
     ``engine`` is a ``composer.nn.fastlstm.FusedLSTM`` (or anything with ``zero_state`` and
     ``step``); comparing this with ``sequences_nll`` shows what a fast path costs in accuracy.
+    ``pointer`` (a sampler's ``composer.sampling.cache.PointerWeights``) mixes a pointer head in
+    the way the sampler does, each piece with its own memory.
     """
+    from composer.sampling.cache import PointerMemory
+
     width = max(len(s) for s in sequences)
     grid = np.full((len(sequences), width), events.PAD, dtype=np.int64)
     for row, seq in enumerate(sequences):
         grid[row, : len(seq)] = seq
     tokens = torch.from_numpy(grid)
     state = engine.zero_state(len(sequences))
+    memories = [PointerMemory(pointer) for _ in sequences] if pointer is not None else []
     total, count = 0.0, 0
     for t in range(width - 1):
         logits, state = engine.step(tokens[:, t], state)
         target = tokens[:, t + 1]
         scored = target < events.NUM_EVENTS
+        log_probs = torch.log_softmax(logits.float(), -1)
+        if memories:
+            log_probs = _pointed(log_probs.double(), state[0][-1], memories, pointer, target.tolist())
         if scored.any():
-            loss = F.cross_entropy(logits.float(), target, reduction="none")
+            loss = -log_probs.gather(1, target[:, None]).squeeze(1)
             total += float(loss[scored].sum())
             count += int(scored.sum())
     return total, count
+
+
+def _pointed(log_probs: torch.Tensor, top: torch.Tensor, memories, pointer, targets: list[int]) -> torch.Tensor:
+    """Each row's log-probabilities mixed with its memory's pointer; each memory then files its target
+    (an event only: the end and padding are never pointed at)."""
+    queries, keys, gates = pointer.project(top)
+    mixed = log_probs.clone()
+    for row, memory in enumerate(memories):
+        past = memory.point(queries[row], keys[row], gates[row])
+        if past is not None:
+            probs = (1.0 - memory.weight) * log_probs[row].exp()
+            probs[: events.NUM_EVENTS] += memory.weight * past
+            mixed[row] = probs.log()
+        memory.remember(targets[row] if targets[row] < events.NUM_EVENTS else None)
+    return mixed
 
 
 def validation_nll(
