@@ -154,11 +154,28 @@ class PointerMemory(PieceCache):
 
 
 def mix(logits: torch.Tensor, cached: torch.Tensor, weight: float) -> torch.Tensor:
-    """Logits of ``(1 - weight) * softmax(logits) + weight * cached``, for one row of the
-    performance events; the sampler's temperature, nucleus and grammar then apply to them."""
+    """Logits of ``(1 - weight) * softmax(logits) + weight * cached``, for one row; ``cached`` covers
+    the performance events, which lead the row (the special tokens after them get none of it). The
+    sampler's temperature, nucleus and grammar then apply to them."""
     probs = torch.softmax(logits.double(), -1)
-    mixed = (1.0 - weight) * probs + weight * cached.to(probs.device)
+    mixed = (1.0 - weight) * probs
+    mixed[: len(cached)] += weight * cached.to(probs.device)
     return torch.log(mixed).to(logits.dtype)
+
+
+def with_pointer(
+    logits: torch.Tensor, top: torch.Tensor, memories: Sequence[PointerMemory], pointer: PointerWeights
+) -> torch.Tensor:
+    """Each row of ``logits`` mixed with its memory's pointer, from the top states ``top`` behind
+    them; a row whose memory holds nothing yet keeps its own. Each memory then waits for
+    ``remember`` (the event taken)."""
+    queries, keys, gates = pointer.project(top)
+    logits = logits.clone()
+    for row, memory in enumerate(memories):
+        past = memory.point(queries[row], keys[row], gates[row])
+        if past is not None:
+            logits[row] = mix(logits[row], past, memory.weight)
+    return logits
 
 
 def cached_nll(

@@ -22,7 +22,7 @@ from composer.config import settings
 from composer.contract import FORMS, MAX_ECHO_SECONDS, MAX_SECONDS
 from composer.nn.fastlstm import FusedLSTM, State, quantization_available
 from composer.nn.model import PerformanceRNN, load_model
-from composer.sampling.cache import PieceCache, PointerMemory, PointerWeights, mix
+from composer.sampling.cache import PieceCache, PointerMemory, PointerWeights, mix, with_pointer
 
 # Magenta's generator ends any note after 5 s: a model that forgets a note-off would
 # otherwise leave it droning to the end of the piece.
@@ -523,16 +523,6 @@ class BatchSampler:
                 logits[row] = mix(logits[row], past, stream.cache.weight)
         return logits
 
-    def _with_pointer(self, logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
-        """The model's logits mixed with its pointer head over each stream's own past."""
-        queries, keys, gates = self.sampler.pointer.project(top)
-        logits = logits.clone()
-        for row, stream in enumerate(self.streams):
-            past = stream.pointer.point(queries[row], keys[row], gates[row])
-            if past is not None:
-                logits[row] = mix(logits[row], past, stream.pointer.weight)
-        return logits
-
     @torch.inference_mode()
     def step(self) -> list[Stream]:
         """Sample one event for every stream; returns (and drops) the streams that finished."""
@@ -548,7 +538,7 @@ class BatchSampler:
         top = self._state[0][-1] if caching or pointing else None
         own = self._logits[:, : events.NUM_EVENTS]  # the model's own distribution, its pointer included
         if pointing:
-            own = self._with_pointer(own, top)
+            own = with_pointer(own, top, [s.pointer for s in self.streams], self.sampler.pointer)
         logits = self._hold_keys(own)
         if caching:
             logits = self._point_back(logits, top)

@@ -1,9 +1,10 @@
 """Negative log-likelihood of whole pieces, in nats per event.
 
-The LSTM reads each piece from its start to its end, carrying its state (and a pointer head's
-memory) across chunks, so every event is scored with its full history. Only the 388 performance events count as
-targets (not the start, end or padding tokens), which makes the figure comparable with
-Magenta's. Training validation and ``composer eval`` both use this one function.
+The LSTM reads each piece from its start to its end, carrying its state (and a pointer
+head's memory) across chunks, so every event is scored with its full history. Only the 388
+performance events count as targets (not the start, end or padding tokens), which makes the
+figure comparable with Magenta's. Training validation and ``composer eval`` both use this one
+function.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ def sequences_nll(
         known = [controls.piece_controls(s) for s in sequences]
     total, count, _ = pieces_nll(model, sequences, device, known, batch_size, chunk, progress=progress)
     return total, count
+
+
+def crop_loss(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The mean NLL of training crops' targets from ``PerformanceRNN.forward(..., targets=)``,
+    padding left out: what ``composer train`` and the GPU run minimise."""
+    trained = targets != events.PAD
+    return -(log_probs.float() * trained).sum() / trained.sum().clamp_min(1)
 
 
 @torch.no_grad()
@@ -111,7 +119,7 @@ def stepwise_nll(engine, sequences: Sequence[np.ndarray], pointer=None) -> tuple
     ``pointer`` (a sampler's ``composer.sampling.cache.PointerWeights``) mixes a pointer head in
     the way the sampler does, each piece with its own memory.
     """
-    from composer.sampling.cache import PointerMemory
+    from composer.sampling.cache import PointerMemory, with_pointer
 
     width = max(len(s) for s in sequences)
     grid = np.full((len(sequences), width), events.PAD, dtype=np.int64)
@@ -127,27 +135,14 @@ def stepwise_nll(engine, sequences: Sequence[np.ndarray], pointer=None) -> tuple
         scored = target < events.NUM_EVENTS
         log_probs = torch.log_softmax(logits.float(), -1)
         if memories:
-            log_probs = _pointed(log_probs.double(), state[0][-1], memories, pointer, target.tolist())
+            log_probs = with_pointer(log_probs.double(), state[0][-1], memories, pointer)
+            for memory, token in zip(memories, target.tolist()):  # the end and padding are never pointed at
+                memory.remember(token if token < events.NUM_EVENTS else None)
         if scored.any():
             loss = -log_probs.gather(1, target[:, None]).squeeze(1)
             total += float(loss[scored].sum())
             count += int(scored.sum())
     return total, count
-
-
-def _pointed(log_probs: torch.Tensor, top: torch.Tensor, memories, pointer, targets: list[int]) -> torch.Tensor:
-    """Each row's log-probabilities mixed with its memory's pointer; each memory then files its target
-    (an event only: the end and padding are never pointed at)."""
-    queries, keys, gates = pointer.project(top)
-    mixed = log_probs.clone()
-    for row, memory in enumerate(memories):
-        past = memory.point(queries[row], keys[row], gates[row])
-        if past is not None:
-            probs = (1.0 - memory.weight) * log_probs[row].exp()
-            probs[: events.NUM_EVENTS] += memory.weight * past
-            mixed[row] = probs.log()
-        memory.remember(targets[row] if targets[row] < events.NUM_EVENTS else None)
-    return mixed
 
 
 def validation_nll(

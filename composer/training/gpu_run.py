@@ -707,14 +707,14 @@ class Trainer:
         """One optimizer step; returns (loss, events) as device tensors (no wait for the GPU).
         Scored through the model, as ``composer train`` scores, so a pointer head trains too."""
         from composer.codec import events
+        from composer.training.evaluate import crop_loss
 
         torch = self.torch
         tokens, ctrl = crops.batch(self.opts.batch_size, control_dropout)
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             log_probs, _, _ = model(inputs, controls=ctrl, targets=targets)
-        trained = targets != events.PAD
-        loss = -(log_probs.float() * trained).sum() / trained.sum().clamp_min(1)
+        loss = crop_loss(log_probs, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)

@@ -37,7 +37,7 @@ from composer.corpus.genres import Genre
 from composer.nn.model import PerformanceRNN, load_model, save_model, with_controls
 from composer.nn.pointer import with_pointer
 from composer.training.config import ModelConfig, TrainConfig
-from composer.training.evaluate import sequences_nll
+from composer.training.evaluate import crop_loss, sequences_nll
 
 log = logging.getLogger(__name__)
 
@@ -321,8 +321,7 @@ def train(
             inputs, targets = batch[:, :-1], batch[:, 1:]
             with autocast:
                 log_probs, _, _ = net(inputs, controls=crop_controls, targets=targets)
-            trained = targets != events.PAD
-            loss = -(log_probs.float() * trained).sum() / trained.sum().clamp_min(1)
+            loss = crop_loss(log_probs, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
