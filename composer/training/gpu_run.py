@@ -672,6 +672,7 @@ class Trainer:
         rates: dict = {}
         for name in ("bf16", "fp32"):
             probe = copy.deepcopy(model)
+            probe.lstm.flatten_parameters()  # a deep copy leaves cuDNN's weights in pieces, re-packed every step
             opt = self.optimizer(probe, o.pretrain_lr * 0.01)
             self.bf16 = name == "bf16"
             try:
