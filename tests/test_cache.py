@@ -98,3 +98,34 @@ def test_the_cache_weight_comes_from_the_genres_manifest_and_bad_ones_are_refuse
         write_manifest(genres, "bad", f"cache = {bad}\n")
         with pytest.raises(ValueError, match="cache"):
             load_genre("bad", genres)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 60), min_size=1, max_size=5), st.integers(0, 2**31))
+def test_pointed_is_each_row_s_softmax_summed_onto_its_followers_whatever_the_rows_beside_it(
+    lengths: list[int], seed: int
+):
+    """The sampler's batched pointer (all rows in one flat sum) against its definition, row by row;
+    and a row alone gives the very same numbers as in company (seed replay in a batch)."""
+    from composer.sampling.cache import pointed
+
+    g = torch.Generator().manual_seed(seed)
+    sims = [torch.rand(n, generator=g) * 2 - 1 for n in lengths]
+    followers = [torch.randint(0, events.NUM_EVENTS, (n,), generator=g).numpy() for n in lengths]
+    together = pointed(sims, followers, 120.0)
+    assert together.shape == (len(lengths), events.NUM_EVENTS) and together.dtype == torch.float64
+    for row, (s, f) in enumerate(zip(sims, followers)):
+        expected = torch.zeros(events.NUM_EVENTS, dtype=torch.float64)
+        expected.index_add_(0, torch.from_numpy(f), torch.softmax(s.double() * 120.0, 0))
+        torch.testing.assert_close(together[row], expected, rtol=1e-12, atol=1e-15)
+        assert torch.equal(pointed([s], [f], 120.0)[0], together[row])
+
+
+def test_mix_takes_one_weight_per_row():
+    logits = torch.randn(3, events.NUM_EVENTS + 3, dtype=torch.float64)
+    cached = torch.softmax(torch.randn(3, events.NUM_EVENTS, dtype=torch.float64), -1)
+    weights = torch.tensor([0.0, 0.25, 0.9], dtype=torch.float64)
+    rows = mix(logits, cached, weights)
+    for row in range(3):
+        torch.testing.assert_close(rows[row], mix(logits[row], cached[row], float(weights[row])))
+    torch.testing.assert_close(torch.softmax(rows[0], -1), torch.softmax(logits[0], -1))  # weight 0: the model's own

@@ -35,8 +35,8 @@ left out the last 30 or 100 sampled events gave longer-range copies but no bette
 
 
 class PieceCache:
-    """One stream's past: its top-layer states (unit length, float64 so that the products do not
-    depend on the CPU's summation order) and the event each one led to."""
+    """One stream's past: its top-layer states (unit length; float64 by default, so that the
+    products hardly depend on the CPU's summation order) and the event each one led to."""
 
     def __init__(
         self,
@@ -45,12 +45,14 @@ class PieceCache:
         min_lag: int = MIN_LAG,
         capacity: int = 512,
         window: int | None = None,
+        dtype: torch.dtype = torch.float64,
     ):
         self.weight = weight
         self.sharpness = sharpness
         self.min_lag = min_lag
         self.window = window  # the most recent moments pointed back to (None: all)
-        self._keys: torch.Tensor | None = None  # (capacity, hidden), float32
+        self.dtype = dtype
+        self._keys: torch.Tensor | None = None  # (capacity, hidden)
         self._next = np.zeros(capacity, dtype=np.int64)
         self._len = 0
 
@@ -63,7 +65,7 @@ class PieceCache:
 
     def _store(self, key: torch.Tensor, token: int) -> None:
         if self._keys is None:
-            self._keys = torch.empty(len(self._next), key.shape[-1], dtype=torch.float64)
+            self._keys = torch.empty(len(self._next), key.shape[-1], dtype=self.dtype)
         if self._len == len(self._next):  # grow by doubling: a piece's length is not known ahead
             self._keys = torch.cat([self._keys, torch.empty_like(self._keys)])
             self._next = np.concatenate([self._next, np.zeros_like(self._next)])
@@ -77,11 +79,15 @@ class PieceCache:
         old enough, or everything it points to is banned."""
         return self._pointed(torch.nn.functional.normalize(hidden.detach().double().cpu(), dim=-1), ban)
 
-    def _pointed(self, query: torch.Tensor, ban: np.ndarray | None) -> torch.Tensor | None:
+    def _reach(self) -> tuple[int, int]:
+        """The moments a step may point back to: [first, reach)."""
         reach = self._len - self.min_lag
+        return (max(0, reach - self.window) if self.window else 0), reach
+
+    def _pointed(self, query: torch.Tensor, ban: np.ndarray | None) -> torch.Tensor | None:
+        first, reach = self._reach()
         if reach <= 0:
             return None
-        first = max(0, reach - self.window) if self.window else 0
         weights = torch.softmax((self._keys[first:reach] @ query) * self.sharpness, 0)
         out = torch.zeros(events.NUM_EVENTS, dtype=torch.float64)
         out.index_add_(0, torch.from_numpy(self._next[first:reach]), weights)
@@ -95,9 +101,9 @@ class PieceCache:
 
 
 class PointerWeights:
-    """A model's pointer head (composer.nn.pointer) on the CPU, shared by its streams. The
-    projections are float32, as trained (float64 took 2.8x as long, a third of a folk step);
-    what the memory then computes from them is float64, as the cache's is."""
+    """A model's pointer head (composer.nn.pointer) on the CPU, shared by its streams, in float32
+    as trained: the projections, the memories' keys and the products with them (float64 keys took
+    3.8x as long to read, most of a pop step). What follows the products is float64."""
 
     ROWS = 4
     """States are projected in blocks of this many rows (the last one padded): every product has
@@ -112,37 +118,43 @@ class PointerWeights:
         self.hidden = head.query.weight.shape[1]
 
     def project(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each row of ``states`` (batch, hidden): its query and key (unit length) and its gate."""
+        """Each row of ``states`` (batch, hidden): its query and key (unit length, float32) and its
+        gate (float64)."""
         x = states.detach().float().cpu()
         rows, pad = x.shape[0], -x.shape[0] % self.ROWS
         if pad:
             x = torch.cat([x, x[:1].expand(pad, -1)])
         blocks = [x[i : i + self.ROWS] @ self.projection for i in range(0, len(x), self.ROWS)]
-        out = torch.cat(blocks)[:rows].double()
+        out = torch.cat(blocks)[:rows]
         h = self.hidden
         queries = torch.nn.functional.normalize(out[:, :h], dim=-1)
         keys = torch.nn.functional.normalize(out[:, h : 2 * h], dim=-1)
-        return queries, keys, torch.sigmoid(out[:, 2 * h] + self.gate_bias)
+        return queries, keys, torch.sigmoid(out[:, 2 * h].double() + self.gate_bias)
 
 
 class PointerMemory(PieceCache):
     """One stream's memory for its model's pointer head: the neural cache with the head's learned
-    keys, sharpness and gate. Each step ``point`` gives the pointer's distribution (the model's own:
-    the grammar's bans are the sampler's business) and sets ``weight`` to the gate's value, and
-    ``remember`` files that step's key with the event drawn."""
+    keys (float32), sharpness and gate. Each step ``with_pointer`` compares the step's query with
+    the memory (``similarities``) and holds the step's key, which ``remember`` then files with the
+    event drawn."""
 
     def __init__(self, pointer: PointerWeights):
-        super().__init__(weight=0.0, sharpness=pointer.sharpness, window=POINTER_WINDOW)
+        super().__init__(weight=0.0, sharpness=pointer.sharpness, window=POINTER_WINDOW, dtype=torch.float32)
         self._key: torch.Tensor | None = None
 
-    def point(self, query: torch.Tensor, key: torch.Tensor, gate: torch.Tensor) -> torch.Tensor | None:
-        self.weight, self._key = float(gate), key
-        return self._pointed(query, None)
+    def similarities(self, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, np.ndarray] | None:
+        """Cosines of ``query`` with the moments it may point back to, and the event after each
+        (None while the memory is empty); ``key`` waits for ``remember``."""
+        self._key = key
+        first, reach = self._reach()
+        if reach <= 0:
+            return None
+        return self._keys[first:reach] @ query, self._next[first:reach]
 
     def remember(self, token: int | None) -> None:
-        """File the key of the last ``point`` with ``token`` (None: nothing to file, the key is dropped)."""
+        """File the key of the last step with ``token`` (None: nothing to file, the key is dropped)."""
         if self._key is None:
-            raise RuntimeError("remember() follows point()")
+            raise RuntimeError("remember() follows similarities()")
         if token is not None:
             self._store(self._key, token)
         self._key = None
@@ -153,13 +165,33 @@ class PointerMemory(PieceCache):
             self._store(key, int(token))
 
 
-def mix(logits: torch.Tensor, cached: torch.Tensor, weight: float) -> torch.Tensor:
-    """Logits of ``(1 - weight) * softmax(logits) + weight * cached``, for one row; ``cached`` covers
-    the performance events, which lead the row (the special tokens after them get none of it). The
-    sampler's temperature, nucleus and grammar then apply to them."""
+def pointed(similarities: Sequence[torch.Tensor], followers: Sequence[np.ndarray], sharpness: float) -> torch.Tensor:
+    """Each row's pointer distribution over the performance events (rows, NUM_EVENTS), float64:
+    softmax(sharpness * cosine) over its moments, summed onto the event after each. All rows at
+    once (in numpy: a step's few small operations cost less there than in torch), each still summed
+    in its own order (one ``bincount`` runs through the moments in order), so a row's numbers do
+    not depend on the rows beside it."""
+    n = len(similarities)
+    lengths = np.fromiter((len(s) for s in similarities), dtype=np.int64, count=n)
+    scores = np.concatenate([s.numpy() for s in similarities]).astype(np.float64) * sharpness
+    starts = np.cumsum(lengths) - lengths
+    row = np.repeat(np.arange(n), lengths)
+    weights = np.exp(scores - np.maximum.reduceat(scores, starts)[row])
+    slots = row * events.NUM_EVENTS + np.concatenate(followers)
+    out = np.bincount(slots, weights, minlength=n * events.NUM_EVENTS).reshape(n, events.NUM_EVENTS)
+    return torch.from_numpy(out / out.sum(1, keepdims=True))
+
+
+def mix(logits: torch.Tensor, cached: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
+    """Logits of ``(1 - weight) * softmax(logits) + weight * cached``, row by row (``logits`` one
+    row or (rows, vocab); ``weight`` a number or one per row); ``cached`` covers the performance
+    events, which lead each row (the special tokens after them get none of it). The sampler's
+    temperature, nucleus and grammar then apply to them."""
     probs = torch.softmax(logits.double(), -1)
+    if isinstance(weight, torch.Tensor) and weight.dim():
+        weight = weight.double()[:, None]
     mixed = (1.0 - weight) * probs
-    mixed[: len(cached)] += weight * cached.to(probs.device)
+    mixed[..., : cached.shape[-1]] += weight * cached.to(probs.device)
     return torch.log(mixed).to(logits.dtype)
 
 
@@ -170,11 +202,18 @@ def with_pointer(
     them; a row whose memory holds nothing yet keeps its own. Each memory then waits for
     ``remember`` (the event taken)."""
     queries, keys, gates = pointer.project(top)
-    logits = logits.clone()
+    rows, similarities, followers = [], [], []
     for row, memory in enumerate(memories):
-        past = memory.point(queries[row], keys[row], gates[row])
-        if past is not None:
-            logits[row] = mix(logits[row], past, memory.weight)
+        found = memory.similarities(queries[row], keys[row])
+        if found is not None:
+            rows.append(row)
+            similarities.append(found[0])
+            followers.append(found[1])
+    if not rows:
+        return logits
+    logits = logits.clone()
+    index = torch.tensor(rows)
+    logits[index] = mix(logits[index], pointed(similarities, followers, pointer.sharpness), gates[index])
     return logits
 
 
