@@ -271,6 +271,9 @@ def test_the_gpu_run_on_the_cpu_writes_models_that_promotion_accepts(tiny, tmp_p
         "targets",
     ):
         assert key in sampling, key
+    # measured first, on the model the run starts from, so that every second after it trains
+    assert sampling["model"] == str(tiny["models"] / "folk" / "v1") and figures["sampling_s"] >= 0
+    assert list(figures).index("sampling") < list(figures).index("stages")
     assert sampling["seed_replay"]["same_seed_twice_identical"]
     assert sampling["seed_replay"]["alone_and_in_batch_of_4_identical"]  # on a CPU every engine guarantees it
 

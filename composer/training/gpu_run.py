@@ -497,7 +497,8 @@ class RunOptions:
     sample_batches: tuple[int, ...] = (64, 256, 1024, 4096)
     engine_batches: tuple[int, ...] = (1024, 4096, 16384, 65536)
     sample_seconds: float = 30.0
-    final_reserve_s: float = 45.0
+    final_reserve_s: float = 20.0
+    """For each genre's last evaluation and its tar (the first run: 1-4 s each)."""
     margin_s: float = 12.0
     extra: dict = field(default_factory=dict)
 
@@ -932,7 +933,15 @@ def run(opts: RunOptions) -> dict:
         trainer.sync()
         figures.data["controls_s"] = round(time.monotonic() - t, 2)
 
-    reserve = (opts.sampling_s if opts.sampling_s > 0 else 0) + opts.final_reserve_s + opts.margin_s
+    # Sampling speed does not depend on how trained a model is, so it is measured first, on the
+    # model the run starts from, and every second after it goes to training. (Measured last, as the
+    # first run did, its 75 s reserve took 17 s and the GPU sat idle for the rest.)
+    sampled_first = opts.sampling_s > 0 and bool(init_dir)
+    if sampled_first:
+        _measure_sampling_into(figures, trainer, genres, PROJECT_ROOT / init_dir)
+    reserve = (
+        (opts.sampling_s if opts.sampling_s > 0 and not sampled_first else 0) + opts.final_reserve_s + opts.margin_s
+    )
     train_left = max(0.0, deadline.left() - reserve)
     pretrain_s = train_left * opts.pretrain_share if opts.finetune_from != "current" else 0.0
     shares = finetune_weights(figures.data["data"]["train_tokens"])
@@ -1012,11 +1021,8 @@ def run(opts: RunOptions) -> dict:
             figures.error(f"finetune {genre}", exc)
         figures.save()
 
-    if opts.sampling_s > 0:
-        try:
-            figures.data["sampling"] = measure_sampling(trainer, genres, figures)
-        except Exception as exc:  # the figures so far are kept
-            figures.error("sampling", exc)
+    if opts.sampling_s > 0 and not sampled_first:  # a fresh model: measured on what was trained
+        _measure_sampling_into(figures, trainer, genres)
     figures.data["finished"] = True
     figures.data["outputs"] = {p.name: p.stat().st_size for p in sorted(opts.out.iterdir()) if p.is_file()}
     figures.save()
@@ -1252,10 +1258,23 @@ class GraphedEngine:
             return g.logits.clone(), (g.h2.clone(), g.c2.clone())
 
 
-def measure_sampling(trainer: Trainer, genres: list[str], figures: Figures) -> dict:
-    """GPU sampling with the project's Sampler on the first trained genre's model: events/s by
-    batch size (eager and CUDA-graphed), a piece's latency, the engine alone at large batches,
-    the half engine's NLL against float, and seed replay."""
+def _measure_sampling_into(
+    figures: Figures, trainer: Trainer, genres: list[str], directory: Path | None = None
+) -> None:
+    t = time.monotonic()
+    try:
+        figures.data["sampling"] = measure_sampling(trainer, genres, figures, directory)
+    except Exception as exc:  # the figures so far are kept, and the run goes on
+        figures.error("sampling", exc)
+    figures.data["sampling_s"] = round(time.monotonic() - t, 1)
+    figures.save()
+
+
+def measure_sampling(trainer: Trainer, genres: list[str], figures: Figures, directory: Path | None = None) -> dict:
+    """GPU sampling with the project's Sampler on the model in ``directory`` (the model the run
+    starts from), or else on the first trained genre's model: events/s by batch size (eager and
+    CUDA-graphed), a piece's latency, the engine alone at large batches, the half engine's NLL
+    against float, and seed replay; within ``sampling_s`` seconds."""
     import torch
 
     from benchmarks.sampling import events_per_second
@@ -1265,14 +1284,18 @@ def measure_sampling(trainer: Trainer, genres: list[str], figures: Figures) -> d
 
     o = trainer.opts
     dev = trainer.device
-    end = trainer.deadline.end - o.margin_s / 2
-    models = figures.data.get("models", {})
-    genre = next((g for g in genres if g in models), None)
-    if genre is None:
-        return {"skipped": "no trained model"}
-    directory = Path(models[genre])
+    end = min(trainer.deadline.end - o.margin_s / 2, time.monotonic() + o.sampling_s)
+    if directory is None:
+        models = figures.data.get("models", {})
+        trained = next((g for g in genres if g in models), None)
+        if trained is None:
+            return {"skipped": "no trained model"}
+        directory = Path(models[trained])
     model, card = load_model(directory, dev)
-    out: dict = {"genre": genre, "device": figures.data["device"]["name"]}
+    genre = card.get("genre", "")
+    if genre not in genres:  # the half engine's comparison scores validation pieces of a genre carried here
+        genre = genres[0]
+    out: dict = {"genre": genre, "model": _relative(directory), "device": figures.data["device"]["name"]}
     sampler = Sampler(model, card, dev)
     out["engine"] = sampler.engine
     figures.data["sampling"] = out
