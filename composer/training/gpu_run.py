@@ -11,12 +11,13 @@ sub-commands of this module:
   what would travel. ``--stretches 1.0`` carries one time stretch of each training file
   instead of five (half the size); training files are subsampled, deterministically and by
   file, only when the archive would not fit (``--max-mib``, or what the travel limit leaves).
-- ``run`` (there): unpacks the arrays, pre-trains one model on all genres (from the
-  shipped classical model by default), fine-tunes each genre from whichever of that model
-  and the genre's own shipped model scores better on its validation pieces, each stage to a
-  time budget under one hard deadline, with crops cut on the GPU, bf16 autocast (or TF32,
-  whichever a short probe finds faster) and cuDNN's LSTM; scores each model on its whole
-  validation split in its half-precision weights; measures GPU sampling; and writes
+- ``run`` (there): unpacks the arrays, measures GPU sampling on the model it starts from
+  (first: speed does not depend on training, so every second after it trains), pre-trains one
+  model on all genres (from the shipped classical model by default), fine-tunes each genre
+  from whichever of that model and the genre's own shipped model scores better on its
+  validation pieces, each stage to a time budget under one hard deadline, with crops cut on
+  the GPU, bf16 autocast (or TF32, whichever a short probe finds faster) and cuDNN's LSTM;
+  scores each model on its whole validation split in its half-precision weights; and writes
   everything to ``--out``: one tar per genre (the model directory, its curves), the
   pre-train's curves, the log and ``figures.json``. Each genre's tar and the figures are
   written as soon as they exist, so a run stopped by its deadline still returns them.
