@@ -275,6 +275,9 @@ def test_the_gpu_run_on_the_cpu_writes_models_that_promotion_accepts(tiny, tmp_p
     assert sampling["model"] == str(tiny["models"] / "folk" / "v1") and figures["sampling_s"] >= 0
     assert list(figures).index("sampling") < list(figures).index("stages")
     assert sampling["seed_replay"]["same_seed_twice_identical"]
+    profiled = sampling["piece_profile"]
+    assert profiled and {"op", "calls", "self_cpu_us", "self_device_us"} <= set(profiled[0])
+    assert any(r["op"].startswith("aten::") for r in profiled)
     assert sampling["seed_replay"]["alone_and_in_batch_of_4_identical"]  # on a CPU every engine guarantees it
 
     # a returned model directory is one that promotion accepts, in place of the shipped one

@@ -1321,6 +1321,9 @@ def measure_sampling(trainer: Trainer, genres: list[str], figures: Figures, dire
     loaded.generate([SampleRequest(o.sample_seconds, seed=7)])
     trainer.sync()
     out["piece_with_load_s"] = time.perf_counter() - t
+    if time_left(0.5):  # where a piece's time goes, for the next round of work on the sampler
+        out["piece_profile"] = profile_piece(sampler, SampleRequest(o.sample_seconds, seed=7))
+        figures.save()
     a = sampler.generate([SampleRequest(o.sample_seconds, seed=11)])[0]
     b = sampler.generate([SampleRequest(o.sample_seconds, seed=11)])[0]
     in_batch = sampler.generate([SampleRequest(o.sample_seconds, seed=s) for s in (5, 11, 17, 23)])[1]
@@ -1396,6 +1399,34 @@ def measure_sampling(trainer: Trainer, genres: list[str], figures: Figures, dire
         out["engine_only_weights"] = weights
     out["targets"] = sampling_targets(out)
     return out
+
+
+def profile_piece(sampler, request, rows: int = 15) -> list[dict]:
+    """The operators that took a piece's time (torch.profiler), the costliest first: per operator,
+    its calls and its own time on the CPU (dispatch included) and on the GPU, in microseconds."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if sampler.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        sampler.generate([request])
+        if sampler.device.type == "cuda":
+            torch.cuda.synchronize()
+    table = []
+    for entry in prof.key_averages():
+        device_us = getattr(entry, "self_device_time_total", getattr(entry, "self_cuda_time_total", 0.0))
+        table.append(
+            {
+                "op": entry.key,
+                "calls": int(entry.count),
+                "self_cpu_us": round(float(entry.self_cpu_time_total), 1),
+                "self_device_us": round(float(device_us), 1),
+            }
+        )
+    table.sort(key=lambda r: -(r["self_cpu_us"] + r["self_device_us"]))
+    return table[:rows]
 
 
 def sampling_targets(out: dict) -> dict:
