@@ -406,3 +406,38 @@ def test_after_an_echo_the_model_goes_its_own_way_for_the_gap(tiny_model_dir: Pa
     close, spaced = (np.diff(starts) for starts in echo_starts)
     assert len(echo_starts[0]) >= 6 and close.min() < 200, echo_starts
     assert 2 <= len(echo_starts[1]) <= 4 and spaced.min() >= 500, echo_starts
+
+
+def test_a_genre_s_own_pace_is_asked_of_its_model_when_the_listener_asks_none(tmp_path: Path):
+    """Pop v6 served without a density control played 8.1 notes a second against real pop's 5.5;
+    asked for its genre's pace it plays 5.7. The listener's own ask still wins, and a pace the
+    genre set is no request: the piece does not say it followed one."""
+    from composer.codec import controls
+    from composer.corpus.genres import load_genre
+    from composer.serving.composition import assemble, sample_request
+
+    genres = tmp_path / "genres"
+    write_manifest(genres, "ballad", "density = 5.5\n")
+    write_manifest(genres, "reel")
+    style, plain = genre_style("ballad", genres), genre_style("reel", genres)
+    assert style.density == 5.5 and plain.density is None and genre_style("models-only", genres).density is None
+
+    def bin_of(request: SampleRequest) -> int:
+        return int(np.argmax(request.controls[controls.DENSITY]))
+
+    own = sample_request(10.0, 1.0, 0.95, 7, style=style)
+    assert own.controls[controls.NO_KEY] == 1 and own.controls[controls.NO_DENSITY] == 0
+    assert bin_of(own) == int(controls.density_bin(5.5))
+    asked = sample_request(10.0, 1.0, 0.95, 7, density=20.0, style=style)
+    assert bin_of(asked) == int(controls.density_bin(20.0)) != bin_of(own)
+    assert sample_request(10.0, 1.0, 0.95, 7, style=plain).controls is None
+    assert sample_request(10.0, 1.0, 0.95, 7).controls is None
+
+    tokens = events.encode([Note(60, 80, 0.0, 0.5), Note(64, 80, 0.5, 1.0)])
+    assert not assemble("ballad", "v1", own, tokens, controlled=True).controlled
+    assert assemble("ballad", "v1", asked, tokens, density=20.0, controlled=True).controlled
+
+    for bad in ("0", "-2", "1000", '"busy"', "true"):
+        write_manifest(genres, "bad", f"density = {bad}\n")
+        with pytest.raises(ValueError, match="density"):
+            load_genre("bad", genres)

@@ -16,6 +16,7 @@ A genre is a small TOML file in ``data/genres/``; adding one needs no code::
     key_hold = 0.0                        # optional: how firmly a piece keeps its key (SampleRequest.key_hold)
     echo = 0.0                            # optional: seconds of each new phrase played twice (SampleRequest.echo)
     echo_gap = 0.0                        # optional: seconds of free play after each echo (SampleRequest.echo_gap)
+    density = 5.5                         # optional: notes per second asked of a conditioned model when none is
 
     [structure]                           # optional: what its real music measures (`composer structure --profile`)
     key_steadiness = 0.55                 # the composer keeps the candidate closest to these
@@ -49,7 +50,7 @@ from typing import Any
 
 from composer.analysis.structure import MEASURES as PROFILE_MEASURES
 from composer.config import settings
-from composer.contract import FORMS, MAX_ECHO_SECONDS, MAX_SECONDS, key_name, read_key
+from composer.contract import FORMS, MAX_DENSITY, MAX_ECHO_SECONDS, MAX_SECONDS, key_name, read_key
 
 SPLITS = ("asap", "maestro", "file", "work")
 MUSIC21_PREFIX = "music21:"
@@ -71,6 +72,7 @@ MANIFEST_KEYS = frozenset(
         "key_hold",
         "echo",
         "echo_gap",
+        "density",
         "structure",
         "keys",
         "scores",
@@ -125,6 +127,9 @@ class Genre:
     """Seconds of each phrase of new material played twice (composer.sampling.sample.SampleRequest)."""
     echo_gap: float = 0.0
     """Seconds the model plays freely after each echo (composer.sampling.sample.SampleRequest)."""
+    density: float | None = None
+    """Notes per second a model trained with controls is asked for when the listener asks for no
+    density (its real music's); None: no density control then, the model's own pace."""
     structure: dict[str, float] = field(default_factory=dict, hash=False)
     """What the genre's real music measures (composer.analysis.structure, on its training pieces):
     the composer keeps the candidate closest to it. Empty: no preference."""
@@ -253,6 +258,7 @@ def load_genre_file(path: Path) -> Genre:
         key_hold=spec.get("key_hold", 0.0),
         echo=spec.get("echo", 0.0),
         echo_gap=spec.get("echo_gap", 0.0),
+        density=spec.get("density"),
         structure=spec.get("structure", {}),
         keys=spec.get("keys", {}),
         scores=m.scores(),
@@ -294,6 +300,9 @@ def load_genre_file(path: Path) -> Genre:
     fraction = genre.validation_fraction
     if not _is_number(fraction) or not 0.0 < fraction < 1.0:
         raise m.error("validation_fraction", "must be between 0 and 1")
+    density = genre.density
+    if density is not None and (not _is_number(density) or not 0 < density <= MAX_DENSITY):
+        raise m.error("density", f"must be notes per second above 0 and at most {MAX_DENSITY:g}")
     structure = {name: float(v) for name, v in profile.items()}
     keys = {key_name(*read_key(name)): float(v) for name, v in keys.items()}
     return Genre(
@@ -304,6 +313,7 @@ def load_genre_file(path: Path) -> Genre:
             "key_hold": float(hold),
             "echo": float(echo),
             "echo_gap": float(gap),
+            "density": None if density is None else float(density),
             "structure": structure,
             "keys": keys,
         }

@@ -136,13 +136,15 @@ def sample_request(
 ) -> SampleRequest:
     """A checked SampleRequest; CompositionRejected (422) says what is wrong. ``form``: a plan
     from ``piece_form``, or None for none; ``style``: how the genre shapes its pieces (restate,
-    key hold, cache, echo; None: the model alone)."""
+    key hold, cache, echo, the density asked when none is; None: the model alone)."""
     try:
         asked_key = parse_key(key) if key else None
         asked_density = parse_density(density) if density is not None else None
     except ValueError as exc:
         raise CompositionRejected(str(exc)) from None
-    controls = control_vector(asked_key, asked_density) if key or density is not None else None
+    if asked_density is None and style is not None:  # the genre's own pace, for a model that takes one
+        asked_density = style.density
+    controls = control_vector(asked_key, asked_density) if asked_key or asked_density is not None else None
     if not 0 < seconds <= max_seconds:
         raise CompositionRejected(f"seconds must be in (0, {max_seconds:g}], got {seconds:g}")
     if not 0 <= seed <= MAX_SEED:
@@ -177,6 +179,8 @@ class GenreStyle:
     """What its real music measures (the manifest's ``[structure]``): the candidates' target."""
     keys: Mapping[str, float] = field(default_factory=dict)
     """The keys its real music is in (the manifest's ``[keys]``): where a piece asked for none goes."""
+    density: float | None = None
+    """Notes per second a conditioned model is asked for when the listener asks none; None: its own pace."""
 
     def sampling_options(self) -> dict[str, float]:
         """What the sampler takes from the style: SampleRequest's restate, key_hold, cache, echo and echo_gap."""
@@ -213,6 +217,7 @@ def genre_style(genre: str, genres_dir: Path) -> GenreStyle:
         echo_gap=float(manifest.echo_gap),
         profile=dict(manifest.structure),
         keys=dict(manifest.keys),
+        density=manifest.density,
     )
 
 
@@ -395,7 +400,7 @@ def assemble(
         pianoroll=pianoroll_png(notes, f"{genre} · seed {request.seed}") if pianoroll else None,
         asked_key=parse_key(key).name if key else None,
         asked_density=parse_density(density) if density is not None else None,
-        controlled=controlled,
+        controlled=controlled and (bool(key) or density is not None),  # a genre's own pace is no request
         form=request.form,
         render_seconds=render_seconds,
     )
