@@ -937,12 +937,10 @@ def run(opts: RunOptions) -> dict:
     # Sampling speed does not depend on how trained a model is, so it is measured first, on the
     # model the run starts from, and every second after it goes to training. (Measured last, as the
     # first run did, its 75 s reserve took 17 s and the GPU sat idle for the rest.)
-    sampled_first = opts.sampling_s > 0 and bool(init_dir)
-    if sampled_first:
+    sampling_later = opts.sampling_s > 0 and not init_dir  # a fresh model: measured on what was trained
+    if opts.sampling_s > 0 and not sampling_later:
         _measure_sampling_into(figures, trainer, genres, PROJECT_ROOT / init_dir)
-    reserve = (
-        (opts.sampling_s if opts.sampling_s > 0 and not sampled_first else 0) + opts.final_reserve_s + opts.margin_s
-    )
+    reserve = (opts.sampling_s if sampling_later else 0.0) + opts.final_reserve_s + opts.margin_s
     train_left = max(0.0, deadline.left() - reserve)
     pretrain_s = train_left * opts.pretrain_share if opts.finetune_from != "current" else 0.0
     shares = finetune_weights(figures.data["data"]["train_tokens"])
@@ -1022,7 +1020,7 @@ def run(opts: RunOptions) -> dict:
             figures.error(f"finetune {genre}", exc)
         figures.save()
 
-    if opts.sampling_s > 0 and not sampled_first:  # a fresh model: measured on what was trained
+    if sampling_later:
         _measure_sampling_into(figures, trainer, genres)
     figures.data["finished"] = True
     figures.data["outputs"] = {p.name: p.stat().st_size for p in sorted(opts.out.iterdir()) if p.is_file()}
