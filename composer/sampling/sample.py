@@ -23,6 +23,7 @@ from composer.contract import FORMS, MAX_ECHO_SECONDS, MAX_SECONDS
 from composer.nn.fastlstm import FusedLSTM, State, quantization_available
 from composer.nn.model import PerformanceRNN, load_model
 from composer.sampling.cache import PieceCache, PointerMemory, PointerWeights, mix, with_pointer
+from composer.sampling.choose import draw, filter_probs, hold_keys, log_softmax
 
 # Magenta's generator ends any note after 5 s: a model that forgets a note-off would
 # otherwise leave it droning to the end of the piece.
@@ -118,67 +119,6 @@ def validate(request: SampleRequest) -> None:
     if request.controls is not None and np.shape(request.controls) != (CONTROL_DIM,):
         shape = np.shape(request.controls)
         raise ValueError(f"controls must be {CONTROL_DIM} floats (composer.codec.controls), got {shape}")
-
-
-def filter_probs(
-    logits: torch.Tensor,
-    temperature: torch.Tensor,
-    top_p: torch.Tensor,
-    nucleus: bool | None = None,
-    ban: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Softmax at each row's temperature, without the events ``ban`` rules out (see
-    ``follow_grammar``), keeping each row's top-p nucleus (when ``nucleus``: whether any row
-    has top_p < 1, known to the caller without asking the tensor)."""
-    scaled = logits / temperature[:, None]
-    if ban is not None:
-        scaled = follow_grammar(scaled, ban)
-    probs = torch.softmax(scaled, dim=-1)
-    if nucleus if nucleus is not None else bool((top_p < 1).any()):
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        before = sorted_p.cumsum(-1) - sorted_p
-        sorted_p = sorted_p.masked_fill(before >= top_p[:, None], 0.0)
-        nucleus_p = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        nucleus_p = nucleus_p / nucleus_p.sum(-1, keepdim=True)
-        # Rows without a nucleus keep the plain softmax, exactly as they would in a batch of their own.
-        probs = torch.where((top_p < 1)[:, None], nucleus_p, probs)
-    return probs
-
-
-RELEASE_SHIFT_LIMIT = 745.0  # nats: where float64's exp reaches 0
-
-
-def follow_grammar(logits: torch.Tensor, ban: torch.Tensor) -> torch.Tensor:
-    """``logits`` with the banned events at -inf, where a release keeps its probability.
-
-    A model that has lost track of which keys are down puts some of its note-off
-    probability on keys that are not sounding. That mass is the model's wish to end a note
-    now: it goes to the sounding keys' note-offs (in their proportions), not to every other
-    event. Spread over everything instead, it left about a third of the notes in classical
-    samples without a release (held to the 5 s cap: mean duration 1.09 s against 0.36 s in
-    real performances, polyphony 16.9 against 3.1); kept, durations match (0.34 s).
-    Done on logits, so a confident model at a low temperature, whose allowed events all
-    round to probability 0 after a softmax over everything, still samples from them.
-    """
-    off = slice(events.NOTE_OFF, events.TIME_SHIFT)
-    releases = logits[:, off].double()  # float64: release weights down to RELEASE_SHIFT_LIMIT nats below the likeliest
-    weights = torch.exp(releases - releases.amax(-1, keepdim=True))
-    every = weights.sum(-1, keepdim=True)  # >= 1
-    sounding = weights.masked_fill(ban[:, off], 0.0).sum(-1, keepdim=True)
-    # With no key sounding every release is banned and stays at -inf, whatever the shift; one
-    # whose sounding releases round to 0 gets the largest finite shift instead of an infinite one.
-    shift = (every.log() - sounding.log()).clamp_(max=RELEASE_SHIFT_LIMIT)
-    logits = logits.masked_fill(ban, float("-inf"))
-    logits[:, off] += shift  # in place on masked_fill's new tensor (float64 into float32)
-    return logits
-
-
-def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF sampling: one token per row from its own uniform number in [0, 1)."""
-    cdf = probs.double().cumsum(-1)
-    # side="right": a uniform of exactly 0 must not land on a leading token of probability 0
-    idx = torch.searchsorted(cdf, (uniforms.double() * cdf[:, -1])[:, None], side="right").squeeze(-1)
-    return idx.clamp_(max=probs.shape[-1] - 1)
 
 
 ENGINES = ("auto", "fp16", "int8", "int8w", "half", "fused", "naive")
@@ -459,9 +399,8 @@ class BatchSampler:
         self.streams: list[Stream] = []
         self._state: State | None = None
         self._logits: torch.Tensor | None = None
-        dev = sampler.device
-        self._temperature = torch.empty(0, device=dev)
-        self._top_p = torch.empty(0, device=dev)
+        self._temperature = np.empty(0)
+        self._top_p = np.empty(0)
         self._control_rows: torch.Tensor | None = None  # a conditioned model's, one row per stream
 
     @property
@@ -479,48 +418,33 @@ class BatchSampler:
             stream.pointer = PointerMemory(self.sampler.pointer)
         state, logits = self.sampler.prime(request, stream.pointer)
         rows = self.sampler.control_rows(self.sampler.control_input(request))
-        dev = self.sampler.device
-        temperature = torch.tensor([request.temperature], device=dev)
-        top_p = torch.tensor([request.top_p], device=dev)
         if self._state is None:
             self._state, self._logits = state, logits
-            self._temperature, self._top_p = temperature, top_p
             self._control_rows = rows
         else:
             if rows is not None:
                 self._control_rows = torch.cat([self._control_rows, rows])
             self._state = (torch.cat([self._state[0], state[0]], 1), torch.cat([self._state[1], state[1]], 1))
             self._logits = torch.cat([self._logits, logits])
-            self._temperature = torch.cat([self._temperature, temperature])
-            self._top_p = torch.cat([self._top_p, top_p])
+        self._temperature = np.append(self._temperature, request.temperature)
+        self._top_p = np.append(self._top_p, request.top_p)
         self.streams.append(stream)
         return stream
 
-    def _hold_keys(self, logits: torch.Tensor) -> torch.Tensor:
+    def _hold_keys(self, logits: np.ndarray) -> np.ndarray:
         """The logits with each holding stream's key bias on its note-ons (``SampleRequest.key_hold``)."""
         held = [row for row, s in enumerate(self.streams) if s.note_bias is not None]
         if not held:
             return logits
-        bias = torch.from_numpy(np.stack([self.streams[row].note_bias for row in held])).to(logits.device)
-        every = len(held) == len(self.streams)  # a piece's candidates are all held or none
-        notes = logits[:, : events.NUM_PITCHES] if every else logits[held, : events.NUM_PITCHES]
-        shaped = notes + bias
-        # The bias moves probability between pitches, never between playing a note and not:
-        # the note-ons keep their total, so a held piece is as busy as a free one.
-        shaped -= (shaped.logsumexp(-1) - notes.logsumexp(-1))[:, None]
-        if every:
-            return torch.cat([shaped, logits[:, events.NUM_PITCHES :]], 1)
-        logits = logits.clone()
-        logits[held, : events.NUM_PITCHES] = shaped
-        return logits
+        return hold_keys(logits, np.array(held), np.stack([self.streams[row].note_bias for row in held]))
 
-    def _point_back(self, logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    def _point_back(self, logits: np.ndarray, top: torch.Tensor) -> np.ndarray:
         """The logits mixed with each caching stream's neural cache (``SampleRequest.cache``)."""
-        logits = logits.clone()
+        logits = logits.copy()
         for row, stream in enumerate(self.streams):
             past = stream.cache.distribution(top[row], stream.ban) if stream.cache is not None else None
             if past is not None:
-                logits[row] = mix(logits[row], past, stream.cache.weight)
+                logits[row] = mix(torch.from_numpy(logits[row]), past, stream.cache.weight).numpy()
         return logits
 
     @torch.inference_mode()
@@ -530,8 +454,7 @@ class BatchSampler:
             return []
         dev = self.sampler.device
         # Only performance events: never PAD or BOS, nor EOS, since the length is asked for.
-        nucleus = any(s.request.top_p < 1 for s in self.streams)
-        ban = torch.from_numpy(np.stack([s.ban for s in self.streams])).to(dev)
+        ban = np.stack([s.ban for s in self.streams])
         caching = any(s.cache is not None for s in self.streams)
         pointing = self.sampler.pointer is not None
         # the top layer's state behind these logits, for the pointer head and the streams' caches
@@ -539,24 +462,25 @@ class BatchSampler:
         own = self._logits[:, : events.NUM_EVENTS]  # the model's own distribution, its pointer included
         if pointing:
             own = with_pointer(own, top, [s.pointer for s in self.streams], self.sampler.pointer)
+        own = own.double().cpu().numpy()  # one copy; what follows is numpy (composer.sampling.choose)
         logits = self._hold_keys(own)
         if caching:
             logits = self._point_back(logits, top)
-        probs = filter_probs(logits, self._temperature, self._top_p, nucleus, ban)
-        uniforms = torch.tensor([s.uniform() for s in self.streams], dtype=torch.float64, device=dev)
-        tokens = draw(probs, uniforms)
+        probs = filter_probs(logits, self._temperature, self._top_p, ban)
+        chosen = draw(probs, np.array([s.uniform() for s in self.streams]))
         if any(s.replaying for s in self.streams):  # a stream restating a section or echoing takes its planned token
-            planned = [s.restated() for s in self.streams]
-            if any(p is not None for p in planned):
-                drawn = tokens.tolist()
-                tokens = torch.tensor([p if p is not None else d for p, d in zip(planned, drawn)], device=dev)
-        taken = torch.log_softmax(own, -1).gather(1, tokens[:, None]).squeeze(1)
-        for stream, token, log_p in zip(self.streams, tokens.tolist(), taken.tolist()):
+            for row, stream in enumerate(self.streams):
+                planned = stream.restated()
+                if planned is not None:
+                    chosen[row] = planned
+        taken = log_softmax(own)[np.arange(len(chosen)), chosen]
+        tokens = chosen.tolist()
+        for stream, token, log_p in zip(self.streams, tokens, taken.tolist()):
             if not stream.done:  # a cancelled stream takes nothing more
                 stream.log_likelihood += log_p
                 stream.accept(token)
         if top is not None:
-            for row, (stream, token) in enumerate(zip(self.streams, tokens.tolist())):
+            for row, (stream, token) in enumerate(zip(self.streams, tokens)):
                 if stream.cache is not None:
                     stream.cache.add(top[row], token)
                 if stream.pointer is not None:
@@ -568,13 +492,13 @@ class BatchSampler:
             if not keep:
                 self._state = self._logits = self._control_rows = None
                 return finished
+            chosen = chosen[keep]
+            self._temperature, self._top_p = self._temperature[keep], self._top_p[keep]
             index = torch.tensor(keep, device=dev)
-            tokens = tokens[index]
             self._state = (self._state[0][:, index], self._state[1][:, index])
-            self._temperature, self._top_p = self._temperature[index], self._top_p[index]
             if self._control_rows is not None:
                 self._control_rows = self._control_rows[index]
-        logits, self._state = self.sampler.step(tokens, self._state, self._control_rows)
+        logits, self._state = self.sampler.step(torch.from_numpy(chosen).to(dev), self._state, self._control_rows)
         self._logits = logits.float()
         return finished
 
