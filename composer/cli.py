@@ -406,6 +406,7 @@ def sample(
         genre_style,
         keep_and_place,
         piece_form,
+        raced,
     )
 
     started = time.perf_counter()
@@ -454,7 +455,7 @@ def sample(
         scored = sampler.generate_scored([c for group in groups for c in group])
     except ValueError as exc:
         fail(str(exc))
-    per_piece = [scored[i * candidates : (i + 1) * candidates] for i in range(count)]
+    per_piece = [raced(scored[i * candidates : (i + 1) * candidates]) for i in range(count)]
     pieces = [
         keep_and_place(group, key or None, r.seed, style, primed=prime is not None)[1]
         for group, r in zip(per_piece, requests)

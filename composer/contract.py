@@ -35,6 +35,14 @@ MAX_DENSITY = 64.0
 DEFAULT_CANDIDATES = 4
 """Pieces composed in one batch for each asked; the composer keeps the most musical (composer.analysis.musicality)."""
 MAX_CANDIDATES = 8
+
+
+def candidates_ranked(candidates: int) -> int:
+    """How many of a piece's candidates are ranked: all but the last one still playing (the
+    densest; composer.sampling.sample.fewest_events), which is not waited for."""
+    return max(1, candidates - 1)
+
+
 FORMS = ("ABAB", "AABB", "AABA", "AA")
 """Form plans: equal sections, a letter seen before restating its first section (with a fresh ending)."""
 FREE_FORM = "free"
@@ -197,7 +205,7 @@ class ComposerClient(Protocol):
         """A new piece; the same seed and settings give the same piece. ``key`` ("D minor") and
         ``density`` (notes per second) steer a model trained with controls; ``form`` is one of
         FORMS or FREE_FORM (default: the genre's own, from its manifest); ``candidates`` pieces
-        are composed and the most musical kept."""
+        are composed and the most musical of the first ``candidates_ranked`` to finish kept."""
         ...
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from composer.codec import events
 from composer.sampling.choose import draw, filter_probs, follow_grammar
@@ -180,3 +182,46 @@ def test_a_unison_takes_two_releases():
     assert not stream.ban[events.NOTE_OFF + 60]  # one strike still sounds
     stream.accept(events.NOTE_OFF + 60)
     assert stream.ban[events.NOTE_OFF + 60]
+
+
+def test_a_batch_that_emptied_takes_new_streams_afresh(sampler: Sampler):
+    from composer.sampling.sample import BatchSampler
+
+    batch = BatchSampler(sampler)
+    batch.add(SampleRequest(1, seed=1, temperature=0.5, top_p=0.8))
+    while batch.active:
+        batch.step()
+    late = batch.add(SampleRequest(2, seed=2, temperature=1.3))
+    while batch.active:
+        batch.step()
+    assert late.result().tolist() == sampler.generate([SampleRequest(2, seed=2, temperature=1.3)])[0].tolist()
+
+
+def test_a_race_ranks_the_sparsest_candidates_and_does_not_wait_for_the_rest(sampler: Sampler):
+    requests = [SampleRequest(6, seed=s) for s in range(4)]
+    full = sampler.generate_scored(requests)
+    raced = sampler.generate_scored(requests, keep=3)
+    densest = max(range(4), key=lambda i: (len(full[i][0]), i))
+    assert raced[densest] is None
+    for i in set(range(4)) - {densest}:
+        assert raced[i][0].tolist() == full[i][0].tolist() and raced[i][1] == full[i][1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 40), st.integers(0, 10)), min_size=1, max_size=8),
+    st.integers(1, 9),
+    st.integers(0, 60),
+)
+def test_a_race_decides_only_what_the_finished_pieces_already_show(pieces, keep, now):
+    """Candidates of given lengths (events) joining the batch at given steps: at any moment, what
+    the race decides is the ``keep`` shortest, ties to the earlier candidate."""
+    from composer.sampling.sample import fewest_events
+
+    def progress(t: int) -> list[tuple[int, bool]]:
+        return [(min(max(t - start, 0), length), t - start >= length) for length, start in pieces]
+
+    truth = sorted(sorted(range(len(pieces)), key=lambda i: (pieces[i][0], i))[:keep])
+    decided = fewest_events(progress(now), keep)
+    assert decided is None or decided == truth
+    assert fewest_events(progress(max(length + start for length, start in pieces)), keep) == truth

@@ -189,7 +189,7 @@ def served_report(report: StructureReport, client, sampler, count: int = 24, see
     ComposerClient serving the model that ``sampler`` holds, which shows how often the kept
     candidate was already in the mode asked, before ``fit_to_key`` recast it."""
     from composer.codec.midi import load_notes
-    from composer.contract import DEFAULT_CANDIDATES, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+    from composer.contract import DEFAULT_CANDIDATES, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, candidates_ranked
     from composer.sampling.sample import piece_notes
     from composer.serving.composition import (
         candidate_requests,
@@ -215,7 +215,8 @@ def served_report(report: StructureReport, client, sampler, count: int = 24, see
             form=style.form,
             style=style,
         )
-        scored = sampler.generate_scored([sampler.fit(r) for r in candidate_requests(request, DEFAULT_CANDIDATES)])
+        asked_pieces = [sampler.fit(r) for r in candidate_requests(request, DEFAULT_CANDIDATES)]
+        scored = [c for c in sampler.generate_scored(asked_pieces, candidates_ranked(DEFAULT_CANDIDATES)) if c]
         found = estimate_key(piece_notes(scored[rank_candidates(scored, key.name, style.profile)[0]][0]))
         in_mode.append(found is not None and found[0].mode == key.mode)
     report.served_model_key_accuracy = float(np.mean(in_mode))

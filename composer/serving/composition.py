@@ -37,9 +37,10 @@ from composer.contract import (
     CompositionError,
     CompositionRejected,
     SilentPiece,
+    candidates_ranked,
 )
 from composer.corpus.genres import UnknownGenreError, load_genre
-from composer.sampling.sample import RESTATED, SampleRequest, piece_notes, primer_tokens, validate
+from composer.sampling.sample import RESTATED, SampleRequest, fewest_events, piece_notes, primer_tokens, validate
 
 MAX_PRIMER_EVENTS = 20_000  # priming reads the whole primer in one pass; this bounds that pass
 MAX_PRIMER_SPAN_SECONDS = 3600.0  # a primer is the end of a piece: an hour is far more than any needs
@@ -252,12 +253,22 @@ def place_in_key(tokens: np.ndarray, key: str | None, keys: Mapping[str, float],
 
 
 def keep_and_place(
-    scored: Sequence[tuple[np.ndarray, float]], key: str | None, seed: int, style: GenreStyle, primed: bool
+    candidates: Sequence[tuple[np.ndarray, float] | None], key: str | None, seed: int, style: GenreStyle, primed: bool
 ) -> tuple[int, np.ndarray]:
     """The candidate kept (the best by ``rank_candidates`` with the genre's profile, or with a key
-    asked, the best heard in that key once placed) and its tokens, placed in the key asked or the
-    genre's usual one (``place_in_key``) unless it continues a primer, which keeps its primer's
-    key: what the service, the in-process client and ``composer sample`` all do."""
+    asked, the best heard in that key once placed; None: one not ranked, see ``candidates_ranked``)
+    and its tokens, placed in the key asked or the genre's usual one (``place_in_key``) unless it
+    continues a primer, which keeps its primer's key: what the service, the in-process client and
+    ``composer sample`` all do."""
+    ranked_at = [i for i, c in enumerate(candidates) if c is not None]
+    scored = [candidates[i] for i in ranked_at]
+    i, tokens = _keep_and_place(scored, key, seed, style, primed)
+    return ranked_at[i], tokens
+
+
+def _keep_and_place(
+    scored: Sequence[tuple[np.ndarray, float]], key: str | None, seed: int, style: GenreStyle, primed: bool
+) -> tuple[int, np.ndarray]:
     ranked = rank_candidates(scored, key, style.profile)
     if primed:
         return ranked[0], scored[ranked[0]][0]
@@ -273,6 +284,13 @@ def keep_and_place(
         if found is not None and found[0] == asked:
             return i, tokens
     return ranked[0], best
+
+
+def raced(scored: Sequence[tuple[np.ndarray, float]]) -> list[tuple[np.ndarray, float] | None]:
+    """A piece's candidates, each sampled to its end, as a race would have left them: those past
+    ``candidates_ranked`` None. What the service and the in-process client get by not waiting."""
+    kept = fewest_events([(len(tokens), True) for tokens, _ in scored], candidates_ranked(len(scored)))
+    return [candidate if i in kept else None for i, candidate in enumerate(scored)]
 
 
 def candidate_requests(request: SampleRequest, count: int) -> list[SampleRequest]:

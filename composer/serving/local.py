@@ -16,6 +16,7 @@ from composer.contract import (
     ComposedPiece,
     CompositionRejected,
     GenreInfo,
+    candidates_ranked,
     new_seed,
 )
 from composer.models.store import SERVING_ENGINE, LoadedModel, current_key, load_current
@@ -90,7 +91,7 @@ class LocalComposerClient:
         asked = candidate_requests(request, candidates)
         model = self._model(genre)
         request = model.sampler.fit(request)
-        scored = model.sampler.generate_scored([model.sampler.fit(r) for r in asked])
+        scored = model.sampler.generate_scored([model.sampler.fit(r) for r in asked], candidates_ranked(candidates))
         _, tokens = keep_and_place(scored, key, seed, style, primed=primer is not None)
         controlled = request.controls is not None
         return assemble(genre, model.version, request, tokens, audio_format, pianoroll, key, density, controlled)

@@ -43,9 +43,11 @@ from composer.contract import (
     MIDI_MIME,
     PNG_MIME,
     CompositionError,
+    candidates_ranked,
     new_seed,
 )
 from composer.models.store import SERVING_ENGINE
+from composer.sampling.sample import fewest_events
 from composer.serving.batching import BatcherPool, PendingPiece, QueueFull
 from composer.serving.catalog import GENRE_PATTERN, genre_catalog
 from composer.serving.composition import (
@@ -246,24 +248,29 @@ class ClientGone(Exception):
     """The client hung up before its piece was finished."""
 
 
-async def until_done_or_gone(pending: PendingPiece, request: Request, timeout: float, poll_s: float = 0.25) -> Any:
-    """The piece's result; ClientGone as soon as the client disconnects, TimeoutError after ``timeout``.
-
-    Neither uvicorn nor Starlette cancels a handler when its client leaves, so a piece nobody
-    waits for would hold its place in the batch to the end; asking every ``poll_s`` frees it.
-    """
-    future = asyncio.wrap_future(pending.future)
-    deadline = asyncio.get_running_loop().time() + timeout
+async def until_ranked(
+    pendings: list[PendingPiece], keep: int, request: Request, timeout: float, poll_s: float = 0.25
+) -> list[Any | None]:
+    """The results of a piece's candidates that are ranked (``fewest_events``: the ``keep`` with
+    the fewest events), None for the others, as soon as that is certain; the others are left
+    for the caller to cancel. ClientGone as soon as the client disconnects, TimeoutError after
+    ``timeout``: neither uvicorn nor Starlette cancels a handler when its client leaves, so a
+    piece nobody waits for would hold its places in the batch to the end; asking every
+    ``poll_s`` frees them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    waiters = [asyncio.wrap_future(p.future) for p in pendings]
     while True:
-        remaining = deadline - asyncio.get_running_loop().time()
+        progress = [(len(p.stream.tokens) if p.stream is not None else 0, p.future.done()) for p in pendings]
+        kept = fewest_events(progress, keep)
+        if kept is not None:
+            return [p.future.result() if i in kept else None for i, p in enumerate(pendings)]
+        remaining = deadline - loop.time()
         if remaining <= 0:
-            future.cancel()
             raise TimeoutError
-        done, _ = await asyncio.wait({future}, timeout=min(poll_s, remaining))
-        if done:
-            return future.result()
+        running = [w for w, p in zip(waiters, pendings) if not p.future.done()]
+        await asyncio.wait(running, timeout=min(poll_s, remaining), return_when=asyncio.FIRST_COMPLETED)
         if await request.is_disconnected():
-            future.cancel()
             raise ClientGone
 
 
@@ -386,10 +393,10 @@ def create_app(
             raise HTTPException(exc.status, exc.message) from None
         try:
             deadline = time.monotonic() + request_timeout_s
-            results = [
-                await until_done_or_gone(p, http_request, max(deadline - time.monotonic(), 0.0)) for p in pendings
-            ]
-            scored = [(r.tokens, r.log_likelihood) for r in results]
+            results = await until_ranked(
+                pendings, candidates_ranked(len(pendings)), http_request, max(deadline - time.monotonic(), 0.0)
+            )
+            scored = [(r.tokens, r.log_likelihood) if r is not None else None for r in results]
             best, tokens = await run_in_threadpool(
                 keep_and_place, scored, body.key, request.seed, style, request.primer is not None
             )
