@@ -23,7 +23,7 @@ if [ ! -f "$carry/data.tar.xz" ]; then
   echo "no $carry/data.tar.xz: run '.venv/bin/python -m composer.training.gpu_run pack' here and carry $carry" >&2
   exit 2
 fi
-if compgen -G "$carry/wheels/*.whl" >/dev/null && ! "$python" -c "import pydantic_settings" 2>/dev/null; then
+if compgen -G "$carry/wheels/*.whl" >/dev/null && ! "$python" -c "import pydantic_settings, array_api_compat" 2>/dev/null; then
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$work/site" "$carry"/wheels/*.whl || { echo "installing the carried wheels failed" >&2; exit 2; }
   export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"

@@ -45,8 +45,8 @@ def nucleus_by_definition(probs: np.ndarray, top_p: float) -> set[int]:
 @given(batches())
 def test_the_nucleus_is_the_smallest_likeliest_set_that_reaches_top_p(batch):
     logits, ban, temperature, top_p = batch
-    probs = filter_probs(logits, temperature, top_p, ban)
-    plain = filter_probs(logits, temperature, np.ones(len(logits)), ban)
+    probs = filter_probs(logits, temperature, top_p, "some", ban)
+    plain = filter_probs(logits, temperature, np.ones(len(logits)), "some", ban)
     assert np.allclose(probs.sum(-1), 1.0)
     assert not probs[ban].any()  # nothing banned is ever played
     for row in range(len(logits)):
@@ -59,7 +59,7 @@ def test_the_nucleus_is_the_smallest_likeliest_set_that_reaches_top_p(batch):
 @given(batches(), st.integers(0, 2**32 - 1))
 def test_a_draw_is_the_inverse_cdf_of_its_uniform(batch, seed):
     logits, ban, temperature, top_p = batch
-    probs = filter_probs(logits, temperature, top_p, ban)
+    probs = filter_probs(logits, temperature, top_p, "some", ban)
     uniforms = np.random.default_rng(seed).random(len(probs))
     uniforms[0] = 0.0  # the edge: never a leading event of probability 0
     for row, token in enumerate(draw(probs, uniforms)):
@@ -76,9 +76,10 @@ def test_a_row_chooses_the_same_alone_as_in_any_batch(batch, data):
     rng = np.random.default_rng(row)
     bias = rng.normal(size=(len(logits), events.NUM_PITCHES))
     held = np.arange(len(logits))
-    together = filter_probs(hold_keys(logits, held, bias), temperature, top_p, ban)
+    together = filter_probs(hold_keys(logits, bias, held), temperature, top_p, "some", ban)
     one = slice(row, row + 1)
-    alone = filter_probs(hold_keys(logits[one], np.arange(1), bias[one]), temperature[one], top_p[one], ban[one])
+    held_alone = hold_keys(logits[one], bias[one], np.arange(1))
+    alone = filter_probs(held_alone, temperature[one], top_p[one], "some", ban[one])
     assert np.array_equal(together[row], alone[0])  # bit for bit: a seed's piece cannot depend on its company
 
 
@@ -88,7 +89,7 @@ def test_holding_a_key_moves_probability_between_pitches_only(batch, seed):
     logits = batch[0]
     held = np.array([0])  # the first row holds a key, the others play free
     bias = np.random.default_rng(seed).normal(size=(1, events.NUM_PITCHES)) * 2
-    out = hold_keys(logits, held, bias)
+    out = hold_keys(logits, bias, held)
     notes = slice(0, events.NUM_PITCHES)
     assert np.allclose(logsumexp(out[0, notes]), logsumexp(logits[0, notes]))  # as busy as before
     assert np.array_equal(out[0, events.NUM_PITCHES :], logits[0, events.NUM_PITCHES :])
@@ -110,3 +111,25 @@ def test_a_release_of_a_silent_key_goes_to_the_sounding_ones_in_their_proportion
     assert np.isclose(after[off + 60] + after[off + 64], releases)  # the whole release mass
     assert np.isclose(after[off + 64] / after[off + 60], 2.0) and after[off + 67] == 0
     assert np.isclose(after[events.TIME_SHIFT], before[events.TIME_SHIFT])
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches(), st.integers(0, 2**32 - 1))
+def test_torch_tensors_choose_as_numpy_arrays_do(batch, seed):
+    """The GPU's path (torch tensors, kept on their device) and the CPU's (numpy) are one code."""
+    import torch
+
+    logits, ban, temperature, top_p = batch
+    rng = np.random.default_rng(seed)
+    bias = rng.normal(size=(len(logits), events.NUM_PITCHES))
+    uniforms = rng.random(len(logits))
+
+    def choose(convert):
+        held = hold_keys(convert(logits), convert(bias))
+        probs = filter_probs(held, convert(temperature), convert(top_p), "some", convert(ban))
+        return probs, draw(probs, convert(uniforms))
+
+    probs, tokens = choose(lambda a: a)
+    t_probs, t_tokens = choose(torch.from_numpy)
+    assert np.allclose(t_probs.numpy(), probs, rtol=1e-9, atol=1e-12)
+    assert t_tokens.tolist() == tokens.tolist()

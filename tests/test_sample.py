@@ -168,7 +168,7 @@ def test_a_confident_model_at_a_low_temperature_still_samples_an_allowed_event()
     ban[0, : events.VELOCITY] = True
     ban[1, events.NOTE_OFF : events.TIME_SHIFT] = True
     ban[1, events.NOTE_OFF + 60] = False
-    probs = filter_probs(logits, np.array([0.02, 0.02]), np.ones(2), ban=ban)
+    probs = filter_probs(logits, np.array([0.02, 0.02]), np.ones(2), "none", ban)
     assert not np.isnan(probs).any()
     tokens = draw(probs, np.array([0.5, 0.5])).tolist()
     assert events.VELOCITY <= tokens[0] < events.NUM_EVENTS
@@ -225,3 +225,20 @@ def test_a_race_decides_only_what_the_finished_pieces_already_show(pieces, keep,
     decided = fewest_events(progress(now), keep)
     assert decided is None or decided == truth
     assert fewest_events(progress(max(length + start for length, start in pieces)), keep) == truth
+
+
+def test_choosing_on_tensors_as_on_a_gpu_gives_the_pieces_numpy_gives(tiny_model_dir: Path):
+    from composer.sampling.sample import BatchSampler
+
+    sampler = Sampler.from_dir(tiny_model_dir)
+    requests = [SampleRequest(4, seed=s, temperature=t, top_p=p) for s, t, p in ((1, 1.0, 0.9), (2, 0.8, 1.0))]
+    requests.append(SampleRequest(4, seed=3, key_hold=0.5, form="AA", cache=0.3))
+    pieces = {}
+    for on_numpy in (True, False):
+        batch = BatchSampler(sampler)
+        batch.numpy = on_numpy
+        streams = [batch.add(r) for r in requests]
+        while batch.active:
+            batch.step()
+        pieces[on_numpy] = [s.result().tolist() for s in streams]
+    assert pieces[True] == pieces[False]

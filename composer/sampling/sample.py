@@ -23,7 +23,7 @@ from composer.contract import FORMS, MAX_ECHO_SECONDS, MAX_SECONDS
 from composer.nn.fastlstm import FusedLSTM, State, quantization_available
 from composer.nn.model import PerformanceRNN, load_model
 from composer.sampling.cache import PieceCache, PointerMemory, PointerWeights, mix, with_pointer
-from composer.sampling.choose import draw, filter_probs, hold_keys, log_softmax
+from composer.sampling.choose import Array, draw, filter_probs, hold_keys, log_softmax
 
 # Magenta's generator ends any note after 5 s: a model that forgets a note-off would
 # otherwise leave it droning to the end of the piece.
@@ -429,6 +429,8 @@ class BatchSampler:
         self._temperature = np.empty(0)
         self._top_p = np.empty(0)
         self._control_rows: torch.Tensor | None = None  # a conditioned model's, one row per stream
+        # Choosing runs on numpy arrays on a CPU and on the logits' own tensors elsewhere (composer.sampling.choose).
+        self.numpy = sampler.device.type == "cpu"
 
     @property
     def active(self) -> int:
@@ -459,21 +461,28 @@ class BatchSampler:
         self.streams.append(stream)
         return stream
 
-    def _hold_keys(self, logits: np.ndarray) -> np.ndarray:
+    def _hold_keys(self, logits: Array) -> Array:
         """The logits with each holding stream's key bias on its note-ons (``SampleRequest.key_hold``)."""
         held = [row for row, s in enumerate(self.streams) if s.note_bias is not None]
         if not held:
             return logits
-        return hold_keys(logits, np.array(held), np.stack([self.streams[row].note_bias for row in held]))
+        bias = self._like(logits, np.stack([self.streams[row].note_bias for row in held]))
+        every = len(held) == len(self.streams)  # a piece's candidates are all held or none
+        return hold_keys(logits, bias, None if every else self._like(logits, np.array(held)))
 
-    def _point_back(self, logits: np.ndarray, top: torch.Tensor) -> np.ndarray:
+    def _point_back(self, logits: Array, top: torch.Tensor) -> Array:
         """The logits mixed with each caching stream's neural cache (``SampleRequest.cache``)."""
-        logits = logits.copy()
+        logits = logits.copy() if isinstance(logits, np.ndarray) else logits.clone()
         for row, stream in enumerate(self.streams):
             past = stream.cache.distribution(top[row], stream.ban) if stream.cache is not None else None
             if past is not None:
-                logits[row] = mix(torch.from_numpy(logits[row]), past, stream.cache.weight).numpy()
+                mixed = mix(torch.as_tensor(logits[row]), past, stream.cache.weight)
+                logits[row] = mixed.numpy() if isinstance(logits, np.ndarray) else mixed
         return logits
+
+    def _like(self, where: Array, values: np.ndarray) -> Array:
+        """``values`` (numpy) as the kind of array ``where`` is: as they are on the CPU, else a tensor beside it."""
+        return values if isinstance(where, np.ndarray) else torch.from_numpy(values).to(where.device)
 
     @torch.inference_mode()
     def step(self) -> list[Stream]:
@@ -490,20 +499,21 @@ class BatchSampler:
         own = self._logits[:, : events.NUM_EVENTS]  # the model's own distribution, its pointer included
         if pointing:
             own = with_pointer(own, top, [s.pointer for s in self.streams], self.sampler.pointer)
-        own = own.double().cpu().numpy()  # one copy; what follows is numpy (composer.sampling.choose)
+        own = own.double().cpu().numpy() if self.numpy else own.double()
         logits = self._hold_keys(own)
         if caching:
             logits = self._point_back(logits, top)
-        probs = filter_probs(logits, self._temperature, self._top_p, ban)
-        chosen = draw(probs, np.array([s.uniform() for s in self.streams]))
-        if any(s.replaying for s in self.streams):  # a stream restating a section or echoing takes its planned token
-            for row, stream in enumerate(self.streams):
-                planned = stream.restated()
-                if planned is not None:
-                    chosen[row] = planned
-        taken = log_softmax(own)[np.arange(len(chosen)), chosen]
+        cut = [s.request.top_p < 1 for s in self.streams]
+        nucleus = "all" if all(cut) else "some" if any(cut) else "none"
+        temperature, top_p = self._like(own, self._temperature), self._like(own, self._top_p)
+        probs = filter_probs(logits, temperature, top_p, nucleus, self._like(own, ban))
+        chosen = draw(probs, self._like(own, np.array([s.uniform() for s in self.streams])))
         tokens = chosen.tolist()
-        for stream, token, log_p in zip(self.streams, tokens, taken.tolist()):
+        if any(s.replaying for s in self.streams):  # a stream restating a section or echoing takes its planned token
+            planned = [s.restated() for s in self.streams]
+            tokens = [p if p is not None else t for p, t in zip(planned, tokens)]
+        taken = log_softmax(own)[list(range(len(tokens))), tokens].tolist()
+        for stream, token, log_p in zip(self.streams, tokens, taken):
             if not stream.done:  # a cancelled stream takes nothing more
                 stream.log_likelihood += log_p
                 stream.accept(token)
@@ -520,13 +530,13 @@ class BatchSampler:
             if not keep:
                 self._state = self._logits = self._control_rows = None
                 return finished
-            chosen = chosen[keep]
+            tokens = [tokens[i] for i in keep]
             self._temperature, self._top_p = self._temperature[keep], self._top_p[keep]
             index = torch.tensor(keep, device=dev)
             self._state = (self._state[0][:, index], self._state[1][:, index])
             if self._control_rows is not None:
                 self._control_rows = self._control_rows[index]
-        logits, self._state = self.sampler.step(torch.from_numpy(chosen).to(dev), self._state, self._control_rows)
+        logits, self._state = self.sampler.step(torch.tensor(tokens, device=dev), self._state, self._control_rows)
         self._logits = logits.float()
         return finished
 

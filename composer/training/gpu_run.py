@@ -76,8 +76,9 @@ WHEELS = (
     "typing-inspection",
     "python-dotenv",
     "typing-extensions",
+    "array-api-compat",
 )
-"""What ``composer.config`` needs and the GPU machine lacks (its image has torch, numpy,
+"""What ``composer.config`` and the sampler need and the GPU machine lacks (its image has torch, numpy,
 safetensors, tqdm and matplotlib). pretty_midi is not carried: see ``_stand_in_for_pretty_midi``."""
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
