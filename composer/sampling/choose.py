@@ -81,7 +81,7 @@ def follow_grammar(logits: Array, ban: Array) -> Array:
     # whose sounding releases round to 0 gets the largest finite shift instead of an infinite one.
     heard = sounding > 0
     silent = xp.where(heard, xp.log(xp.where(heard, sounding, 1.0)), -float("inf"))
-    shift = xp.clip(xp.log(every) - silent, max=RELEASE_SHIFT_LIMIT)
+    shift = xp.minimum(xp.log(every) - silent, RELEASE_SHIFT_LIMIT)
     out = xp.where(ban, -float("inf"), logits)
     out[:, off] += xp.astype(shift, out.dtype)[:, None]
     return out
@@ -120,4 +120,4 @@ def draw(probs: Array, uniforms: Array) -> Array:
     # the events whose cumulative probability is still at or below the uniform are passed over
     # (so a uniform of exactly 0 never lands on a leading event of probability 0)
     index = xp.sum(xp.astype(cdf <= target[:, None], xp.int64), axis=-1)
-    return xp.clip(index, max=probs.shape[-1] - 1)
+    return xp.minimum(index, probs.shape[-1] - 1)
