@@ -38,9 +38,9 @@ MAX_CANDIDATES = 8
 
 
 def candidates_ranked(candidates: int) -> int:
-    """How many of a piece's candidates are ranked: all but the last one still playing (the
-    densest; composer.sampling.sample.fewest_events), which is not waited for."""
-    return max(1, candidates - 1)
+    """How many of a piece's candidates are ranked: of three or more, all but the last one still
+    playing (the densest; composer.sampling.sample.fewest_events), which is not waited for."""
+    return candidates - 1 if candidates >= 3 else candidates
 
 
 FORMS = ("ABAB", "AABB", "AABA", "AA")

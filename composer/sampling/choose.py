@@ -8,8 +8,9 @@ Written once against the array API (array_api_compat), so the same code runs on 
 arrays and on torch tensors. On a CPU the sampler hands it numpy float64 arrays: a step there
 spent more time in some forty small torch calls (a few microseconds of dispatch each) than
 numpy needs for all of it. On a GPU it gets the logits where they are, as torch tensors, so a
-large batch never leaves the device. Each row is computed on its own, so a stream's event is
-the same alone or in any batch.
+large batch never leaves the device. Each row is computed on its own, so on a CPU a stream's
+event is the same alone or in any batch (on a GPU the reductions may be split by batch shape, as
+the network's products may: there a replayed seed is expected, not guaranteed, to repeat).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def hold_keys(logits: Array, bias: Array, rows: Array | None = None) -> Array:
     """
     xp = array_namespace(logits)
     notes = logits[:, : events.NUM_PITCHES] if rows is None else logits[rows, : events.NUM_PITCHES]
-    shaped = notes + bias
+    shaped = notes + xp.astype(bias, logits.dtype)
     shaped -= (logsumexp(shaped) - logsumexp(notes))[:, None]
     if rows is None:
         return xp.concat([shaped, logits[:, events.NUM_PITCHES :]], axis=1)

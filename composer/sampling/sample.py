@@ -221,6 +221,8 @@ class Sampler:
         """Each request's tokens with their mean log-likelihood per event under the model. With
         ``keep``, sampling stops once the ``keep`` pieces with the fewest events are known
         (``fewest_events``), and the others are None."""
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
         batch = BatchSampler(self)
         streams = [batch.add(r) for r in requests]
         kept = None

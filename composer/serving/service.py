@@ -248,6 +248,22 @@ class ClientGone(Exception):
     """The client hung up before its piece was finished."""
 
 
+def race_progress(pending: PendingPiece) -> tuple[int, bool]:
+    """A candidate's events so far and whether it is finished, read while the batcher thread
+    samples it: the count first, then the stream's own ``done`` (set right after its last event
+    is taken, before the future resolves), so an unfinished one has more events to come and a
+    finished one is counted in full."""
+    stream = pending.stream
+    if pending.future.done():  # finished, or failed or refused (then its result says why if it is ranked)
+        return (len(stream.tokens) if stream is not None else 0), True
+    if stream is None:  # still queued
+        return 0, False
+    events = len(stream.tokens)
+    if not stream.done:
+        return events, False
+    return len(stream.tokens), True
+
+
 async def until_ranked(
     pendings: list[PendingPiece], keep: int, request: Request, timeout: float, poll_s: float = 0.25
 ) -> list[Any | None]:
@@ -260,16 +276,21 @@ async def until_ranked(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     waiters = [asyncio.wrap_future(p.future) for p in pendings]
+    for waiter in waiters:  # a candidate not ranked may fail or be cancelled unseen: nothing to report
+        waiter.add_done_callback(lambda w: w.cancelled() or w.exception())
     while True:
-        progress = [(len(p.stream.tokens) if p.stream is not None else 0, p.future.done()) for p in pendings]
-        kept = fewest_events(progress, keep)
-        if kept is not None:
-            return [p.future.result() if i in kept else None for i, p in enumerate(pendings)]
+        kept = fewest_events([race_progress(p) for p in pendings], keep)
+        # the kept ones have finished sampling; their futures resolve a moment later
+        waiting = [w for i, w in enumerate(waiters) if not w.done() and (kept is None or i in kept)]
+        if kept is not None and not waiting:
+            return [waiters[i].result() if i in kept else None for i in range(len(pendings))]
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise TimeoutError
-        running = [w for w, p in zip(waiters, pendings) if not p.future.done()]
-        await asyncio.wait(running, timeout=min(poll_s, remaining), return_when=asyncio.FIRST_COMPLETED)
+        if waiting:
+            await asyncio.wait(waiting, timeout=min(poll_s, remaining), return_when=asyncio.FIRST_COMPLETED)
+        else:  # the futures resolved, their wrappers not yet: read the race again shortly
+            await asyncio.sleep(0.001)
         if await request.is_disconnected():
             raise ClientGone
 
@@ -396,6 +417,7 @@ def create_app(
             results = await until_ranked(
                 pendings, candidates_ranked(len(pendings)), http_request, max(deadline - time.monotonic(), 0.0)
             )
+            _cancel(batcher, [p for p, r in zip(pendings, results) if r is None])  # their places go now
             scored = [(r.tokens, r.log_likelihood) if r is not None else None for r in results]
             best, tokens = await run_in_threadpool(
                 keep_and_place, scored, body.key, request.seed, style, request.primer is not None
