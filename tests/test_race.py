@@ -10,7 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from composer.sampling.sample import Stream
 from composer.serving.service import until_ranked
+
+
+class Played(SimpleNamespace):
+    """A stream's tokens and done flag, read the way the race reads a real one."""
+
+    progress = Stream.progress
 
 
 class Listener:
@@ -29,7 +36,7 @@ class Candidate:
 
     def run(self, stop: threading.Event) -> None:
         time.sleep(self.joins_after)
-        stream = SimpleNamespace(tokens=[], done=False)
+        stream = Played(tokens=[], done=False)
         self.stream = stream
         while len(stream.tokens) < self.length:
             if stop.is_set():
@@ -93,9 +100,9 @@ class ResolvesWhileRead(Future):
 
 
 def test_a_future_resolved_while_the_race_is_read_is_picked_up():
-    first = SimpleNamespace(future=Future(), stream=SimpleNamespace(tokens=[1] * 9, done=True))
+    first = SimpleNamespace(future=Future(), stream=Played(tokens=[1] * 9, done=True))
     first.future.set_result(SimpleNamespace(tokens=[1] * 9, log_likelihood=0.0))
-    second = SimpleNamespace(future=ResolvesWhileRead(5), stream=SimpleNamespace(tokens=[1] * 5, done=False))
+    second = SimpleNamespace(future=ResolvesWhileRead(5), stream=Played(tokens=[1] * 5, done=False))
     second.future.stream = second.stream
     results = asyncio.run(until_ranked([first, second], 1, Listener(), 2.0, poll_s=0.01))
     assert results[0] is None and len(results[1].tokens) == 5

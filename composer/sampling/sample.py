@@ -227,7 +227,7 @@ class Sampler:
         streams = [batch.add(r) for r in requests]
         kept = None
         while kept is None:
-            kept = fewest_events([(len(s.tokens), s.done) for s in streams], len(streams) if keep is None else keep)
+            kept = fewest_events([s.progress() for s in streams], len(streams) if keep is None else keep)
             if kept is None:
                 batch.step()
         return [(s.result(), s.log_likelihood_per_event) if i in kept else None for i, s in enumerate(streams)]
@@ -330,6 +330,13 @@ class Stream:
             self._pos = 0
         self._pos += 1
         return float(self._uniforms[self._pos - 1])
+
+    def progress(self) -> tuple[int, bool]:
+        """Its events so far and whether it is finished (``fewest_events``), safe to read while
+        another thread samples it: the count first, then ``done`` (set right after the last event
+        is taken), so an unfinished stream has more events to come and a finished one is counted in full."""
+        events_ = len(self.tokens)
+        return (len(self.tokens), True) if self.done else (events_, False)
 
     @property
     def log_likelihood_per_event(self) -> float:
@@ -468,23 +475,23 @@ class BatchSampler:
         held = [row for row, s in enumerate(self.streams) if s.note_bias is not None]
         if not held:
             return logits
-        bias = self._like(logits, np.stack([self.streams[row].note_bias for row in held]))
+        bias = self._like(np.stack([self.streams[row].note_bias for row in held]))
         every = len(held) == len(self.streams)  # a piece's candidates are all held or none
-        return hold_keys(logits, bias, None if every else self._like(logits, np.array(held)))
+        return hold_keys(logits, bias, None if every else self._like(np.array(held)))
 
     def _point_back(self, logits: Array, top: torch.Tensor) -> Array:
         """The logits mixed with each caching stream's neural cache (``SampleRequest.cache``)."""
-        logits = logits.copy() if isinstance(logits, np.ndarray) else logits.clone()
+        logits = logits.copy() if self.numpy else logits.clone()
         for row, stream in enumerate(self.streams):
             past = stream.cache.distribution(top[row], stream.ban) if stream.cache is not None else None
             if past is not None:
                 mixed = mix(torch.as_tensor(logits[row]), past, stream.cache.weight)
-                logits[row] = mixed.numpy() if isinstance(logits, np.ndarray) else mixed
+                logits[row] = mixed.numpy() if self.numpy else mixed
         return logits
 
-    def _like(self, where: Array, values: np.ndarray) -> Array:
-        """``values`` (numpy) as the kind of array ``where`` is: as they are on the CPU, else a tensor beside it."""
-        return values if isinstance(where, np.ndarray) else torch.from_numpy(values).to(where.device)
+    def _like(self, values: np.ndarray) -> Array:
+        """``values`` (numpy) as choosing takes them (``self.numpy``): as they are, or a tensor on the device."""
+        return values if self.numpy else torch.from_numpy(values).to(self.sampler.device)
 
     @torch.inference_mode()
     def step(self) -> list[Stream]:
@@ -507,9 +514,9 @@ class BatchSampler:
             logits = self._point_back(logits, top)
         cut = [s.request.top_p < 1 for s in self.streams]
         nucleus = "all" if all(cut) else "some" if any(cut) else "none"
-        temperature, top_p = self._like(own, self._temperature), self._like(own, self._top_p)
-        probs = filter_probs(logits, temperature, top_p, nucleus, self._like(own, ban))
-        chosen = draw(probs, self._like(own, np.array([s.uniform() for s in self.streams])))
+        temperature, top_p = self._like(self._temperature), self._like(self._top_p)
+        probs = filter_probs(logits, temperature, top_p, nucleus, self._like(ban))
+        chosen = draw(probs, self._like(np.array([s.uniform() for s in self.streams])))
         tokens = chosen.tolist()
         if any(s.replaying for s in self.streams):  # a stream restating a section or echoing takes its planned token
             planned = [s.restated() for s in self.streams]

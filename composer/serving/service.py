@@ -249,19 +249,13 @@ class ClientGone(Exception):
 
 
 def race_progress(pending: PendingPiece) -> tuple[int, bool]:
-    """A candidate's events so far and whether it is finished, read while the batcher thread
-    samples it: the count first, then the stream's own ``done`` (set right after its last event
-    is taken, before the future resolves), so an unfinished one has more events to come and a
-    finished one is counted in full."""
+    """A candidate's place in the race (``Stream.progress``) while the batcher thread samples it;
+    one whose future is done (finished, failed or refused: its result then says why, if it is
+    ranked) counts as finished."""
     stream = pending.stream
-    if pending.future.done():  # finished, or failed or refused (then its result says why if it is ranked)
+    if pending.future.done():
         return (len(stream.tokens) if stream is not None else 0), True
-    if stream is None:  # still queued
-        return 0, False
-    events = len(stream.tokens)
-    if not stream.done:
-        return events, False
-    return len(stream.tokens), True
+    return stream.progress() if stream is not None else (0, False)  # None: still queued
 
 
 async def until_ranked(
